@@ -1,0 +1,78 @@
+#include "args.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <limits.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+int args_positive_int(const char *flag, const char *value) {
+    if (value == NULL) tpmlp_die(TPMLP_EXIT_USAGE, "%s: missing value (expected an integer from 1 to %d)", flag, INT_MAX);
+    char *end;
+    errno = 0;
+    long long v = strtoll(value, &end, 10);
+    if (end == value || *end != '\0' || errno == ERANGE || v < 1 || v > INT_MAX)
+        tpmlp_die(TPMLP_EXIT_USAGE, "%s: '%s' is not an integer from 1 to %d", flag, value, INT_MAX);
+    return (int)v;
+}
+
+unsigned long long args_u64(const char *flag, const char *value) {
+    if (value == NULL) tpmlp_die(TPMLP_EXIT_USAGE, "%s: missing value (expected an integer from 0 to 2^64-1)", flag);
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(value, &end, 10);
+    if (end == value || *end != '\0' || errno == ERANGE || value[0] == '-' || value[0] == '+')
+        tpmlp_die(TPMLP_EXIT_USAGE, "%s: '%s' is not an integer from 0 to 2^64-1", flag, value);
+    return v;
+}
+
+tpmlp_act args_act(const char *flag, const char *value) {
+    tpmlp_act act;
+    if (value == NULL || tpmlp_act_parse(value, &act) != 0)
+        tpmlp_die(TPMLP_EXIT_USAGE, "%s: '%s' is not an activation (allowed: gelu, gelu_tanh, relu)", flag,
+                  value ? value : "(missing)");
+    return act;
+}
+
+int args_shape_flag(tpmlp_shape_args *s, int argc, char **argv, int *i) {
+    const char *f = argv[*i];
+    const char *v = *i + 1 < argc ? argv[*i + 1] : NULL;
+    if (strcmp(f, "--batch") == 0) s->batch = args_positive_int(f, v);
+    else if (strcmp(f, "--seq") == 0) s->seq = args_positive_int(f, v);
+    else if (strcmp(f, "--hidden") == 0) s->hidden = args_positive_int(f, v);
+    else if (strcmp(f, "--ffn") == 0) s->ffn = args_positive_int(f, v);
+    else if (strcmp(f, "--act") == 0) s->act = args_act(f, v);
+    else if (strcmp(f, "--seed") == 0) s->seed = args_u64(f, v);
+    else if (strcmp(f, "--threads") == 0) s->threads = args_positive_int(f, v);
+    else return 0;
+    *i += 1;
+    return 1;
+}
+
+int args_shape_finish(tpmlp_shape_args *s) {
+    if (s->ffn == 0) {
+        if (s->hidden > INT_MAX / 4)
+            tpmlp_die(TPMLP_EXIT_USAGE, "--ffn: default 4 × --hidden (%d) exceeds %d; give --ffn", s->hidden, INT_MAX);
+        s->ffn = 4 * s->hidden;
+    }
+    long long n = (long long)s->batch * s->seq;
+    if (n > INT_MAX)
+        tpmlp_die(TPMLP_EXIT_USAGE, "--batch × --seq = %lld rows exceeds %d (the BLAS index limit)", n, INT_MAX);
+    size_t bytes;
+    int big = s->hidden > s->ffn ? s->hidden : s->ffn;
+    if (tpmlp_mul3((size_t)n, (size_t)big, sizeof(double), &bytes) != 0 ||
+        tpmlp_mul3((size_t)s->hidden, (size_t)s->ffn, sizeof(double), &bytes) != 0 || bytes > (size_t)PTRDIFF_MAX)
+        tpmlp_die(TPMLP_EXIT_USAGE, "--batch/--seq/--hidden/--ffn: tensor sizes overflow (%d·%d rows, D=%d, F=%d)",
+                  s->batch, s->seq, s->hidden, s->ffn);
+    return (int)n;
+}
+
+void args_apply_threads(const tpmlp_shape_args *s) {
+    if (s->threads <= 0) return;
+    openblas_set_num_threads(s->threads);
+    omp_set_num_threads(s->threads);
+}

@@ -1,0 +1,34 @@
+/* Flag parsing shared by the tpmlp sub-commands. Bad values end the program
+ * with one line naming the flag and what is allowed, exit code 2. */
+#ifndef TPMLP_ARGS_H
+#define TPMLP_ARGS_H
+
+#include "mlp.h"
+
+/* The shape flags every sub-command spells the same way. */
+typedef struct {
+    int batch, seq, hidden, ffn; /* ffn 0: not given (4·hidden) */
+    tpmlp_act act;
+    unsigned long long seed;
+    int threads; /* 0: leave OpenBLAS/OpenMP defaults */
+} tpmlp_shape_args;
+
+#define TPMLP_EXIT_USAGE 2
+
+/* A positive int (1..INT_MAX) for flag; dies on anything else. */
+int args_positive_int(const char *flag, const char *value);
+unsigned long long args_u64(const char *flag, const char *value);
+tpmlp_act args_act(const char *flag, const char *value);
+
+/* If argv[*i] is one of the shape flags, consumes it and its value (advancing
+ * *i) and returns 1; returns 0 for other arguments. */
+int args_shape_flag(tpmlp_shape_args *s, int argc, char **argv, int *i);
+
+/* Fills defaults (ffn = 4·hidden) and checks that N = batch·seq and the
+ * tensor sizes fit; dies naming the flags otherwise. Returns N. */
+int args_shape_finish(tpmlp_shape_args *s);
+
+/* Applies --threads to OpenBLAS and OpenMP. */
+void args_apply_threads(const tpmlp_shape_args *s);
+
+#endif

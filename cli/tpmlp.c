@@ -1,0 +1,37 @@
+/* tpmlp: the command-line entry point. Each sub-command lives in its own file
+ * and has --help. */
+#include <stdio.h>
+#include <string.h>
+
+#include "args.h"
+#include "commands.h"
+
+static const struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *what;
+} commands[] = {
+    {"demo", cmd_demo, "run the reference MLP on a default shape and print what was verified"},
+    {"bench", cmd_bench, "time the reference fwd+bwd against its GEMMs alone"},
+};
+#define NCOMMANDS (sizeof commands / sizeof commands[0])
+
+static void usage(FILE *out) {
+    fprintf(out, "usage: tpmlp COMMAND [OPTIONS]   (tpmlp COMMAND --help for its options)\n\ncommands:\n");
+    for (size_t i = 0; i < NCOMMANDS; i++) fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].what);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fputs("tpmlp: missing command (tpmlp --help lists them)\n", stderr);
+        return TPMLP_EXIT_USAGE;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "tpmlp: '%s' is not a command (tpmlp --help lists them)\n", argv[1]);
+    return TPMLP_EXIT_USAGE;
+}

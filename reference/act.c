@@ -1,0 +1,194 @@
+/* The elementwise passes of the MLP: bias + activation forward, activation
+ * backward fused with the bias-gradient reduction; plus the small bias passes.
+ * Math in act.h. */
+#include <string.h>
+
+#include "act.h"
+#include "mlp.h"
+
+/* x86-64: build each row kernel for AVX-512, AVX2 and baseline SSE2 and pick
+ * one at load time, so a generic binary still runs the wide vectors. The
+ * results do not depend on the clone: C11 mode keeps FP contraction off, so
+ * every clone performs the same IEEE operations. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define TPMLP_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define TPMLP_CLONES
+#endif
+
+static const char *const act_names[TPMLP_NUM_ACTS] = {"gelu", "gelu_tanh", "relu"};
+
+int tpmlp_act_parse(const char *name, tpmlp_act *out) {
+    for (int i = 0; i < TPMLP_NUM_ACTS; i++)
+        if (strcmp(name, act_names[i]) == 0) {
+            *out = (tpmlp_act)i;
+            return 0;
+        }
+    return -1;
+}
+
+const char *tpmlp_act_name(tpmlp_act act) {
+    return (unsigned)act < TPMLP_NUM_ACTS ? act_names[act] : "?";
+}
+
+float tpmlp_act_f32(tpmlp_act act, float x) {
+    switch (act) {
+    case TPMLP_GELU: return act_gelu_f32(x);
+    case TPMLP_GELU_TANH: return act_gelu_tanh_f32(x);
+    default: return act_relu_f32(x);
+    }
+}
+float tpmlp_act_grad_f32(tpmlp_act act, float x) {
+    switch (act) {
+    case TPMLP_GELU: return act_gelu_grad_f32(x);
+    case TPMLP_GELU_TANH: return act_gelu_tanh_grad_f32(x);
+    default: return act_relu_grad_f32(x);
+    }
+}
+double tpmlp_act_f64(tpmlp_act act, double x) {
+    switch (act) {
+    case TPMLP_GELU: return act_gelu_f64(x);
+    case TPMLP_GELU_TANH: return act_gelu_tanh_f64(x);
+    default: return act_relu_f64(x);
+    }
+}
+double tpmlp_act_grad_f64(tpmlp_act act, double x) {
+    switch (act) {
+    case TPMLP_GELU: return act_gelu_grad_f64(x);
+    case TPMLP_GELU_TANH: return act_gelu_tanh_grad_f64(x);
+    default: return act_relu_grad_f64(x);
+    }
+}
+
+/* ---------------------------------------------------------------- float32 */
+
+/* One row: h = h + b; a = act(h).   h, a, b (n) */
+TPMLP_CLONES static void bias_act_row_f32(float *restrict h, float *restrict a, const float *restrict b, int n,
+                                          tpmlp_act act) {
+    switch (act) {
+    case TPMLP_GELU:
+#pragma omp simd
+        for (int j = 0; j < n; j++) {
+            float v = h[j] + b[j];
+            h[j] = v;
+            a[j] = act_gelu_f32(v);
+        }
+        break;
+    case TPMLP_GELU_TANH:
+#pragma omp simd
+        for (int j = 0; j < n; j++) {
+            float v = h[j] + b[j];
+            h[j] = v;
+            a[j] = act_gelu_tanh_f32(v);
+        }
+        break;
+    default:
+#pragma omp simd
+        for (int j = 0; j < n; j++) {
+            float v = h[j] + b[j];
+            h[j] = v;
+            a[j] = act_relu_f32(v);
+        }
+        break;
+    }
+}
+
+void bias_act_forward_f32(float *h, float *a, const float *b, int N, int F, tpmlp_act act) {
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < N; i++) bias_act_row_f32(h + (size_t)i * F, a + (size_t)i * F, b, F, act);
+}
+
+/* One row segment: dh = dh ⊙ act'(h); db += dh.   dh, db, h (n) */
+TPMLP_CLONES static void act_backward_seg_f32(float *restrict dh, float *restrict db, const float *restrict h, int n,
+                                              tpmlp_act act) {
+    switch (act) {
+    case TPMLP_GELU:
+#pragma omp simd
+        for (int j = 0; j < n; j++) {
+            float g = dh[j] * act_gelu_grad_f32(h[j]);
+            dh[j] = g;
+            db[j] += g;
+        }
+        break;
+    case TPMLP_GELU_TANH:
+#pragma omp simd
+        for (int j = 0; j < n; j++) {
+            float g = dh[j] * act_gelu_tanh_grad_f32(h[j]);
+            dh[j] = g;
+            db[j] += g;
+        }
+        break;
+    default:
+#pragma omp simd
+        for (int j = 0; j < n; j++) {
+            float g = dh[j] * act_relu_grad_f32(h[j]);
+            dh[j] = g;
+            db[j] += g;
+        }
+        break;
+    }
+}
+
+/* Columns are cut into blocks and each thread walks its blocks down all rows,
+ * so db1 is summed in row order 0..N-1 whatever the thread count: the result
+ * does not change with OMP_NUM_THREADS. */
+#define COL_BLOCK 256
+
+void act_backward_bias_f32(float *dh, float *db, const float *h, int N, int F, tpmlp_act act) {
+    int nblocks = (F + COL_BLOCK - 1) / COL_BLOCK;
+#pragma omp parallel for schedule(static)
+    for (int blk = 0; blk < nblocks; blk++) {
+        int c0 = blk * COL_BLOCK, n = F - c0 < COL_BLOCK ? F - c0 : COL_BLOCK;
+        memset(db + c0, 0, (size_t)n * sizeof *db);
+        for (int i = 0; i < N; i++) act_backward_seg_f32(dh + (size_t)i * F + c0, db + c0, h + (size_t)i * F + c0, n, act);
+    }
+}
+
+void bias_add_f32(float *y, const float *b, int N, int D) {
+    for (int i = 0; i < N; i++) {
+        float *row = y + (size_t)i * D;
+#pragma omp simd
+        for (int j = 0; j < D; j++) row[j] += b[j];
+    }
+}
+
+void colsum_f32(float *db, const float *dy, int N, int D) {
+    memset(db, 0, (size_t)D * sizeof *db);
+    for (int i = 0; i < N; i++) {
+        const float *row = dy + (size_t)i * D;
+#pragma omp simd
+        for (int j = 0; j < D; j++) db[j] += row[j];
+    }
+}
+
+/* ---------------------------------------------------------------- float64 */
+
+void bias_act_forward_f64(double *h, double *a, const double *b, int N, int F, tpmlp_act act) {
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < F; j++) {
+            size_t k = (size_t)i * F + j;
+            h[k] += b[j];
+            a[k] = tpmlp_act_f64(act, h[k]);
+        }
+}
+
+void act_backward_bias_f64(double *dh, double *db, const double *h, int N, int F, tpmlp_act act) {
+    memset(db, 0, (size_t)F * sizeof *db);
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < F; j++) {
+            size_t k = (size_t)i * F + j;
+            dh[k] *= tpmlp_act_grad_f64(act, h[k]);
+            db[j] += dh[k];
+        }
+}
+
+void bias_add_f64(double *y, const double *b, int N, int D) {
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < D; j++) y[(size_t)i * D + j] += b[j];
+}
+
+void colsum_f64(double *db, const double *dy, int N, int D) {
+    memset(db, 0, (size_t)D * sizeof *db);
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < D; j++) db[j] += dy[(size_t)i * D + j];
+}

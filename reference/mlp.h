@@ -1,0 +1,71 @@
+/* tpmlp reference MLP: Y = act(X·W1ᵀ + b1)·W2ᵀ + b2 and its gradients.
+ *
+ * Layout: row-major, contiguous; weights in torch.nn.Linear layout
+ * (out_features, in_features). N = rows (batch × sequence), D = hidden size,
+ * F = FFN size. Argument order follows llm.c: outputs, then inputs, then sizes.
+ *
+ * Two precisions:
+ *   _f32  float32, OpenBLAS sgemm + vectorised, OpenMP-threaded elementwise
+ *         passes (our own erf/exp, see act.h): the fast path.
+ *   _f64  float64, OpenBLAS dgemm + libm: the oracle the f32 path is tested
+ *         against.
+ * The building blocks are public so that the tensor-parallel stages call them
+ * on their shards instead of writing them again. */
+#ifndef TPMLP_MLP_H
+#define TPMLP_MLP_H
+
+#include <stddef.h>
+
+typedef enum { TPMLP_GELU = 0, TPMLP_GELU_TANH = 1, TPMLP_RELU = 2 } tpmlp_act;
+#define TPMLP_NUM_ACTS 3
+
+/* "gelu", "gelu_tanh", "relu"; returns 0 on success, -1 for an unknown name. */
+int tpmlp_act_parse(const char *name, tpmlp_act *out);
+const char *tpmlp_act_name(tpmlp_act act);
+
+/* ---- scalar activations (for tests and documentation; the row kernels use
+ * the same inline code from act.h) ---- */
+float tpmlp_act_f32(tpmlp_act act, float x);
+float tpmlp_act_grad_f32(tpmlp_act act, float x);
+double tpmlp_act_f64(tpmlp_act act, double x);
+double tpmlp_act_grad_f64(tpmlp_act act, double x);
+
+/* ---- building blocks, float32 ---- */
+/* out = inp·weightᵀ            out (N,OUT), inp (N,IN), weight (OUT,IN) */
+void linear_nobias_forward_f32(float *out, const float *inp, const float *weight, int N, int IN, int OUT);
+/* h = h + b; a = act(h), one pass   h (N,F) in/out, a (N,F), b (F) */
+void bias_act_forward_f32(float *h, float *a, const float *b, int N, int F, tpmlp_act act);
+/* dh = dh ⊙ act'(h); db = Σ_rows dh, one pass   dh (N,F) in: dA, out: dH; db (F); h (N,F) */
+void act_backward_bias_f32(float *dh, float *db, const float *h, int N, int F, tpmlp_act act);
+/* y = y + b (every row)         y (N,D), b (D) */
+void bias_add_f32(float *y, const float *b, int N, int D);
+/* db = Σ_rows dy                db (D), dy (N,D) */
+void colsum_f32(float *db, const float *dy, int N, int D);
+
+/* ---- the block, float32 ---- */
+void mlp_forward_f32(float *h, float *a, float *y, /* (N,F) (N,F) (N,D) */
+                     const float *x,                /* (N,D) */
+                     const float *w1, const float *b1, /* (F,D) (F) */
+                     const float *w2, const float *b2, /* (D,F) (D) */
+                     int N, int D, int F, tpmlp_act act);
+/* dh is scratch (N,F); h and a are the forward's outputs. */
+void mlp_backward_f32(float *dx, float *dw1, float *db1, float *dw2, float *db2, /* (N,D) (F,D) (F) (D,F) (D) */
+                      float *dh,                                             /* (N,F) scratch */
+                      const float *dy, const float *x,                       /* (N,D) (N,D) */
+                      const float *h, const float *a,                        /* (N,F) (N,F) */
+                      const float *w1, const float *w2,                      /* (F,D) (D,F) */
+                      int N, int D, int F, tpmlp_act act);
+
+/* ---- building blocks and the block, float64 (the oracle) ---- */
+void linear_nobias_forward_f64(double *out, const double *inp, const double *weight, int N, int IN, int OUT);
+void bias_act_forward_f64(double *h, double *a, const double *b, int N, int F, tpmlp_act act);
+void act_backward_bias_f64(double *dh, double *db, const double *h, int N, int F, tpmlp_act act);
+void bias_add_f64(double *y, const double *b, int N, int D);
+void colsum_f64(double *db, const double *dy, int N, int D);
+void mlp_forward_f64(double *h, double *a, double *y, const double *x, const double *w1, const double *b1,
+                     const double *w2, const double *b2, int N, int D, int F, tpmlp_act act);
+void mlp_backward_f64(double *dx, double *dw1, double *db1, double *dw2, double *db2, double *dh,
+                      const double *dy, const double *x, const double *h, const double *a, const double *w1,
+                      const double *w2, int N, int D, int F, tpmlp_act act);
+
+#endif

@@ -1,0 +1,24 @@
+/* Small helpers that check and die with one line naming what failed. */
+#ifndef TPMLP_UTIL_H
+#define TPMLP_UTIL_H
+
+#include <stddef.h>
+
+/* Prints "tpmlp: <message>" on stderr and exits with status code. */
+_Noreturn void tpmlp_die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* malloc of count × size bytes, 64-byte aligned (AVX-512 lines); dies naming
+ * what on overflow or failure. Free with free(). */
+void *tpmlp_alloc(size_t count, size_t size, const char *what);
+
+/* a·b·c without overflow; returns 0 and sets *out, or -1 on overflow. */
+int tpmlp_mul3(size_t a, size_t b, size_t c, size_t *out);
+
+/* Monotonic seconds. */
+double tpmlp_now(void);
+
+/* Deterministic uniform floats in [-scale, scale) from a 64-bit seed
+ * (splitmix64): the same on every machine. */
+void tpmlp_fill_uniform_f32(float *out, size_t n, unsigned long long seed, float scale);
+
+#endif

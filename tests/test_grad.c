@@ -1,0 +1,71 @@
+/* Central finite differences in float64 on dX, dW1, db1, dW2, db2, for every
+ * activation, on odd shapes. Step 1e-6·max(1,|θ|): truncation O(s²) ≈ 1e-12,
+ * cancellation O(u/s) ≈ 1e-10, so 1e-6 leaves four orders of margin and any
+ * wrong term in a backward formula (errors O(1)) fails. */
+#include <math.h>
+
+#include "bound.h"
+#include "gradcheck.h"
+#include "testutil.h"
+
+static const struct {
+    int N, D, F;
+} shapes[] = {{3, 5, 7}, {1, 1, 1}, {4, 6, 2}};
+
+static void fd_case(void **state) {
+    int code = STATE_INT(state);
+    tpmlp_act act = (tpmlp_act)(code % TPMLP_NUM_ACTS);
+    int N = shapes[code / TPMLP_NUM_ACTS].N, D = shapes[code / TPMLP_NUM_ACTS].D, F = shapes[code / TPMLP_NUM_ACTS].F;
+    unsigned long long seed = test_seed();
+    tpmlp_mlp32 t32;
+    tpmlp_mlp64 t;
+    tpmlp_mlp32_alloc(&t32, N, D, F, act);
+    tpmlp_mlp64_alloc(&t, N, D, F, act);
+    /* relu has a kink at 0: draw until every |H| ≥ 1e-3, far beyond the step */
+    for (unsigned long long s = seed;; s++) {
+        tpmlp_mlp32_random_inputs(&t32, s);
+        tpmlp_mlp64_inputs_from32(&t, &t32);
+        tpmlp_mlp64_run(&t);
+        double minh = INFINITY;
+        for (size_t k = 0; k < (size_t)N * F; k++) minh = fmin(minh, fabs(t.h[k]));
+        if (act != TPMLP_RELU || minh >= 1e-3) break;
+    }
+    double err[GC_COUNT];
+    tpmlp_gradcheck_f64(&t, 1e-6, err);
+    for (int g = 0; g < GC_COUNT; g++)
+        if (!(err[g] < 1e-6))
+            fail_msg("%s: N=%d D=%d F=%d act=%s: relative error %.3e ≥ 1e-6 (seed %llu)", tpmlp_gradcheck_names[g], N,
+                     D, F, tpmlp_act_name(act), err[g], seed);
+    tpmlp_mlp32_free(&t32), tpmlp_mlp64_free(&t);
+}
+
+/* The check itself must be able to fail: a backward that forgets act' (uses
+ * dH = dA) is caught. */
+static void fd_catches_wrong_gradient(void **state) {
+    (void)state;
+    tpmlp_mlp32 t32;
+    tpmlp_mlp64 t;
+    tpmlp_mlp32_alloc(&t32, 3, 5, 7, TPMLP_GELU);
+    tpmlp_mlp64_alloc(&t, 3, 5, 7, TPMLP_GELU);
+    tpmlp_mlp32_random_inputs(&t32, test_seed());
+    tpmlp_mlp64_inputs_from32(&t, &t32);
+    tpmlp_mlp64_run(&t);
+    t.dw1[3] *= 1.001; /* a 0.1 % error in one element */
+    double err[GC_COUNT];
+    tpmlp_gradcheck_f64(&t, 1e-6, err);
+    assert_true(err[GC_DW1] > 1e-6);
+    assert_true(err[GC_DX] < 1e-6);
+    tpmlp_mlp32_free(&t32), tpmlp_mlp64_free(&t);
+}
+
+int main(void) {
+    test_seed();
+    const struct CMUnitTest tests[] = {
+        NAMED_TEST(fd_case, "gelu N=3 D=5 F=7", 0),      NAMED_TEST(fd_case, "gelu_tanh N=3 D=5 F=7", 1),
+        NAMED_TEST(fd_case, "relu N=3 D=5 F=7", 2),      NAMED_TEST(fd_case, "gelu N=1 D=1 F=1", 3),
+        NAMED_TEST(fd_case, "gelu_tanh N=1 D=1 F=1", 4), NAMED_TEST(fd_case, "relu N=1 D=1 F=1", 5),
+        NAMED_TEST(fd_case, "gelu N=4 D=6 F=2", 6),      NAMED_TEST(fd_case, "gelu_tanh N=4 D=6 F=2", 7),
+        NAMED_TEST(fd_case, "relu N=4 D=6 F=2", 8),      NAMED_TEST(fd_catches_wrong_gradient, "", 0),
+    };
+    return cmocka_run_group_tests_name("finite differences, float64", tests, NULL, NULL);
+}
