@@ -62,24 +62,45 @@ double tpmlp_act_grad_f64(tpmlp_act act, double x) {
 
 /* ---------------------------------------------------------------- float32 */
 
-/* One row: h = h + b; a = act(h).   h, a, b (n) */
-TPMLP_CLONES static void bias_act_row_f32(float *restrict h, float *restrict a, const float *restrict b, int n,
-                                          tpmlp_act act) {
+/* One row: h = h + b; a = act(h); dact = act'(h) if dact is not NULL.
+ * h, a, dact, b (n). The derivative shares most of its work with the value
+ * (erfc, exp), so saving it here for the backward costs one more store
+ * stream instead of a second pass of transcendental math. */
+TPMLP_CLONES static void bias_act_row_f32(float *restrict h, float *restrict a, float *restrict dact,
+                                          const float *restrict b, int n, tpmlp_act act) {
     switch (act) {
     case TPMLP_GELU:
+        if (dact) {
 #pragma omp simd
-        for (int j = 0; j < n; j++) {
-            float v = h[j] + b[j];
-            h[j] = v;
-            a[j] = act_gelu_f32(v);
+            for (int j = 0; j < n; j++) {
+                float v = h[j] + b[j];
+                h[j] = v;
+                act_gelu_both_f32(v, &a[j], &dact[j]);
+            }
+        } else {
+#pragma omp simd
+            for (int j = 0; j < n; j++) {
+                float v = h[j] + b[j];
+                h[j] = v;
+                a[j] = act_gelu_f32(v);
+            }
         }
         break;
     case TPMLP_GELU_TANH:
+        if (dact) {
 #pragma omp simd
-        for (int j = 0; j < n; j++) {
-            float v = h[j] + b[j];
-            h[j] = v;
-            a[j] = act_gelu_tanh_f32(v);
+            for (int j = 0; j < n; j++) {
+                float v = h[j] + b[j];
+                h[j] = v;
+                act_gelu_tanh_both_f32(v, &a[j], &dact[j]);
+            }
+        } else {
+#pragma omp simd
+            for (int j = 0; j < n; j++) {
+                float v = h[j] + b[j];
+                h[j] = v;
+                a[j] = act_gelu_tanh_f32(v);
+            }
         }
         break;
     default:
@@ -89,43 +110,27 @@ TPMLP_CLONES static void bias_act_row_f32(float *restrict h, float *restrict a, 
             h[j] = v;
             a[j] = act_relu_f32(v);
         }
+        if (dact) {
+#pragma omp simd
+            for (int j = 0; j < n; j++) dact[j] = act_relu_grad_f32(h[j]);
+        }
         break;
     }
 }
 
-void bias_act_forward_f32(float *h, float *a, const float *b, int N, int F, tpmlp_act act) {
+void bias_act_forward_f32(float *h, float *a, float *dact, const float *b, int N, int F, tpmlp_act act) {
 #pragma omp parallel for schedule(static)
-    for (int i = 0; i < N; i++) bias_act_row_f32(h + (size_t)i * F, a + (size_t)i * F, b, F, act);
+    for (int i = 0; i < N; i++)
+        bias_act_row_f32(h + (size_t)i * F, a + (size_t)i * F, dact ? dact + (size_t)i * F : NULL, b, F, act);
 }
 
-/* One row segment: dh = dh ⊙ act'(h); db += dh.   dh, db, h (n) */
-TPMLP_CLONES static void act_backward_seg_f32(float *restrict dh, float *restrict db, const float *restrict h, int n,
-                                              tpmlp_act act) {
-    switch (act) {
-    case TPMLP_GELU:
+/* One row segment: dh = dh ⊙ dact; db += dh.   dh, db, dact (n) */
+TPMLP_CLONES static void act_backward_seg_f32(float *restrict dh, float *restrict db, const float *restrict dact, int n) {
 #pragma omp simd
-        for (int j = 0; j < n; j++) {
-            float g = dh[j] * act_gelu_grad_f32(h[j]);
-            dh[j] = g;
-            db[j] += g;
-        }
-        break;
-    case TPMLP_GELU_TANH:
-#pragma omp simd
-        for (int j = 0; j < n; j++) {
-            float g = dh[j] * act_gelu_tanh_grad_f32(h[j]);
-            dh[j] = g;
-            db[j] += g;
-        }
-        break;
-    default:
-#pragma omp simd
-        for (int j = 0; j < n; j++) {
-            float g = dh[j] * act_relu_grad_f32(h[j]);
-            dh[j] = g;
-            db[j] += g;
-        }
-        break;
+    for (int j = 0; j < n; j++) {
+        float g = dh[j] * dact[j];
+        dh[j] = g;
+        db[j] += g;
     }
 }
 
@@ -134,17 +139,18 @@ TPMLP_CLONES static void act_backward_seg_f32(float *restrict dh, float *restric
  * does not change with OMP_NUM_THREADS. */
 #define COL_BLOCK 256
 
-void act_backward_bias_f32(float *dh, float *db, const float *h, int N, int F, tpmlp_act act) {
+void act_backward_bias_f32(float *dh, float *db, const float *dact, int N, int F) {
     int nblocks = (F + COL_BLOCK - 1) / COL_BLOCK;
 #pragma omp parallel for schedule(static)
     for (int blk = 0; blk < nblocks; blk++) {
         int c0 = blk * COL_BLOCK, n = F - c0 < COL_BLOCK ? F - c0 : COL_BLOCK;
         memset(db + c0, 0, (size_t)n * sizeof *db);
-        for (int i = 0; i < N; i++) act_backward_seg_f32(dh + (size_t)i * F + c0, db + c0, h + (size_t)i * F + c0, n, act);
+        for (int i = 0; i < N; i++) act_backward_seg_f32(dh + (size_t)i * F + c0, db + c0, dact + (size_t)i * F + c0, n);
     }
 }
 
 void bias_add_f32(float *y, const float *b, int N, int D) {
+#pragma omp parallel for schedule(static)
     for (int i = 0; i < N; i++) {
         float *row = y + (size_t)i * D;
 #pragma omp simd
@@ -152,32 +158,40 @@ void bias_add_f32(float *y, const float *b, int N, int D) {
     }
 }
 
+/* Same column blocking as act_backward_bias_f32: row order, any thread count. */
 void colsum_f32(float *db, const float *dy, int N, int D) {
-    memset(db, 0, (size_t)D * sizeof *db);
-    for (int i = 0; i < N; i++) {
-        const float *row = dy + (size_t)i * D;
+    int nblocks = (D + COL_BLOCK - 1) / COL_BLOCK;
+#pragma omp parallel for schedule(static)
+    for (int blk = 0; blk < nblocks; blk++) {
+        int c0 = blk * COL_BLOCK, n = D - c0 < COL_BLOCK ? D - c0 : COL_BLOCK;
+        float *acc = db + c0;
+        memset(acc, 0, (size_t)n * sizeof *acc);
+        for (int i = 0; i < N; i++) {
+            const float *row = dy + (size_t)i * D + c0;
 #pragma omp simd
-        for (int j = 0; j < D; j++) db[j] += row[j];
+            for (int j = 0; j < n; j++) acc[j] += row[j];
+        }
     }
 }
 
 /* ---------------------------------------------------------------- float64 */
 
-void bias_act_forward_f64(double *h, double *a, const double *b, int N, int F, tpmlp_act act) {
+void bias_act_forward_f64(double *h, double *a, double *dact, const double *b, int N, int F, tpmlp_act act) {
     for (int i = 0; i < N; i++)
         for (int j = 0; j < F; j++) {
             size_t k = (size_t)i * F + j;
             h[k] += b[j];
             a[k] = tpmlp_act_f64(act, h[k]);
+            if (dact) dact[k] = tpmlp_act_grad_f64(act, h[k]);
         }
 }
 
-void act_backward_bias_f64(double *dh, double *db, const double *h, int N, int F, tpmlp_act act) {
+void act_backward_bias_f64(double *dh, double *db, const double *dact, int N, int F) {
     memset(db, 0, (size_t)F * sizeof *db);
     for (int i = 0; i < N; i++)
         for (int j = 0; j < F; j++) {
             size_t k = (size_t)i * F + j;
-            dh[k] *= tpmlp_act_grad_f64(act, h[k]);
+            dh[k] *= dact[k];
             db[j] += dh[k];
         }
 }

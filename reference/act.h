@@ -28,12 +28,15 @@
 #include <stdint.h>
 #include <string.h>
 
-static inline float act_bits2f(uint32_t u) {
+/* The row loops in act.c only vectorise if these are inlined into them. */
+#define ACT_INLINE static inline __attribute__((always_inline))
+
+ACT_INLINE float act_bits2f(uint32_t u) {
     float f;
     memcpy(&f, &u, sizeof f);
     return f;
 }
-static inline uint32_t act_f2bits(float f) {
+ACT_INLINE uint32_t act_f2bits(float f) {
     uint32_t u;
     memcpy(&u, &f, sizeof u);
     return u;
@@ -44,7 +47,7 @@ static inline uint32_t act_f2bits(float f) {
  * n·L1 is exact and a - n·L1 is exact (Sterbenz); then e^r by a degree-7
  * Taylor polynomial (|r| ≤ 0.347: truncation ≤ 5.3e-9) and 2^n applied in two
  * halves so results down in the subnormal range underflow gradually. */
-static inline float act_exp2part_f32(float a, float b) {
+ACT_INLINE float act_exp2part_f32(float a, float b) {
     a = a < -120.0f ? -120.0f : a; /* e^-120 underflows to 0 anyway */
     const float shift = 0x1.8p23f; /* adding it rounds to an integer */
     float k = (a + b) * 0x1.715476p0f + shift;
@@ -58,7 +61,7 @@ static inline float act_exp2part_f32(float a, float b) {
 }
 
 /* Φ(x)·x and Φ(x), φ(x) for the erf GeLU. */
-static inline void act_gelu_parts_f32(float x, float *gelu, float *cdf, float *pdf) {
+ACT_INLINE void act_gelu_parts_f32(float x, float *gelu, float *cdf, float *pdf) {
     float ax = fabsf(x);
     ax = ax > 16.0f ? 16.0f : ax; /* beyond, e below is 0 */
     float z = ax * 0.70710678f;
@@ -77,64 +80,79 @@ static inline void act_gelu_parts_f32(float x, float *gelu, float *cdf, float *p
     *pdf = 0.39894228f * e;
 }
 
-static inline float act_gelu_f32(float x) {
+ACT_INLINE float act_gelu_f32(float x) {
     float g, c, p;
     act_gelu_parts_f32(x, &g, &c, &p);
     return g;
 }
-static inline float act_gelu_grad_f32(float x) {
-    float g, c, p;
-    act_gelu_parts_f32(x, &g, &c, &p);
-    return c + copysignf(fminf(fabsf(x), 16.0f), x) * p; /* p is 0 beyond 16: keep inf·0 out */
+/* gelu and gelu' from one evaluation of the shared parts. */
+ACT_INLINE void act_gelu_both_f32(float x, float *value, float *grad) {
+    float c, p;
+    act_gelu_parts_f32(x, value, &c, &p);
+    float ax = fabsf(x);
+    *grad = c + copysignf(ax > 16.0f ? 16.0f : ax, x) * p; /* p is 0 beyond 16: keep inf·0 out */
+}
+ACT_INLINE float act_gelu_grad_f32(float x) {
+    float g, d;
+    act_gelu_both_f32(x, &g, &d);
+    return d;
 }
 
-static inline void act_gelu_tanh_parts_f32(float x, float *sig, float *e_over) {
+ACT_INLINE void act_gelu_tanh_parts_f32(float x, float *sig, float *e_over) {
     float u = 0.79788456f * (x + 0.044715f * x * x * x);
     float au = fabsf(u);
     au = au > 60.0f ? 60.0f : au; /* e^-120 is 0 in float */
     float e = act_exp2part_f32(-2.0f * au, 0.0f);
-    float inv = 1.0f / (1.0f + e);
-    *sig = u >= 0.0f ? inv : e * inv;
-    *e_over = e * inv * inv; /* σ(1-σ) */
+    float inv = 1.0f / (1.0f + e), einv = e * inv;
+    *sig = u >= 0.0f ? inv : einv; /* both sides computed: a plain select vectorises */
+    *e_over = einv * inv;          /* σ(1-σ) */
 }
-static inline float act_gelu_tanh_f32(float x) {
+ACT_INLINE float act_gelu_tanh_f32(float x) {
     float s, d;
     act_gelu_tanh_parts_f32(x, &s, &d);
     return x * s;
 }
-static inline float act_gelu_tanh_grad_f32(float x) {
+/* gelu_tanh and gelu_tanh' from one evaluation of σ. */
+ACT_INLINE void act_gelu_tanh_both_f32(float x, float *value, float *grad) {
     float s, d;
     act_gelu_tanh_parts_f32(x, &s, &d);
+    *value = x * s;
     /* σ(1-σ) is below 2^-149 for |x| > 10: clamping x keeps inf·0 out */
-    float xc = copysignf(fminf(fabsf(x), 16.0f), x);
+    float ax = fabsf(x);
+    float xc = copysignf(ax > 16.0f ? 16.0f : ax, x); /* (fminf would be a libm call: no vectors) */
     float du = 0.79788456f * (1.0f + 3.0f * 0.044715f * xc * xc); /* u'(x) */
-    return s + xc * d * 2.0f * du;
+    *grad = s + xc * d * 2.0f * du;
+}
+ACT_INLINE float act_gelu_tanh_grad_f32(float x) {
+    float g, d;
+    act_gelu_tanh_both_f32(x, &g, &d);
+    return d;
 }
 
-static inline float act_relu_f32(float x) { return x > 0.0f ? x : 0.0f; }
-static inline float act_relu_grad_f32(float x) { return x > 0.0f ? 1.0f : 0.0f; }
+ACT_INLINE float act_relu_f32(float x) { return x > 0.0f ? x : 0.0f; }
+ACT_INLINE float act_relu_grad_f32(float x) { return x > 0.0f ? 1.0f : 0.0f; }
 
 /* float64 oracle: libm, written for accuracy, not speed. */
-static inline double act_gelu_f64(double x) { return x * 0.5 * erfc(-x * 0.70710678118654752440); }
-static inline double act_gelu_grad_f64(double x) {
+ACT_INLINE double act_gelu_f64(double x) { return x * 0.5 * erfc(-x * 0.70710678118654752440); }
+ACT_INLINE double act_gelu_grad_f64(double x) {
     return 0.5 * erfc(-x * 0.70710678118654752440) + x * 0.39894228040143267794 * exp(-0.5 * x * x);
 }
-static inline double act_gelu_tanh_sig_f64(double x, double *s1ms) {
+ACT_INLINE double act_gelu_tanh_sig_f64(double x, double *s1ms) {
     double u = 0.79788456080286535588 * (x + 0.044715 * x * x * x);
     double e = exp(-2.0 * fabs(u));
     double inv = 1.0 / (1.0 + e);
     *s1ms = e * inv * inv;
     return u >= 0.0 ? inv : e * inv;
 }
-static inline double act_gelu_tanh_f64(double x) {
+ACT_INLINE double act_gelu_tanh_f64(double x) {
     double d;
     return x * act_gelu_tanh_sig_f64(x, &d);
 }
-static inline double act_gelu_tanh_grad_f64(double x) {
+ACT_INLINE double act_gelu_tanh_grad_f64(double x) {
     double d, s = act_gelu_tanh_sig_f64(x, &d);
     return s + x * d * 2.0 * 0.79788456080286535588 * (1.0 + 3.0 * 0.044715 * x * x);
 }
-static inline double act_relu_f64(double x) { return x > 0.0 ? x : 0.0; }
-static inline double act_relu_grad_f64(double x) { return x > 0.0 ? 1.0 : 0.0; }
+ACT_INLINE double act_relu_f64(double x) { return x > 0.0 ? x : 0.0; }
+ACT_INLINE double act_relu_grad_f64(double x) { return x > 0.0 ? 1.0 : 0.0; }
 
 #endif

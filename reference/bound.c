@@ -30,9 +30,9 @@ double tpmlp_gamma(const tpmlp_err_model *m, double K) {
 }
 
 #define FIELDS(X) X(x, N, D) X(w1, F, D) X(b1, F, 1) X(w2, D, F) X(b2, D, 1) X(dy, N, D) \
-    X(h, N, F) X(a, N, F) X(y, N, D) X(dh, N, F) X(dx, N, D) X(dw1, F, D) X(db1, F, 1) X(dw2, D, F) X(db2, D, 1)
+    X(h, N, F) X(a, N, F) X(dact, N, F) X(y, N, D) X(dh, N, F) X(dx, N, D) X(dw1, F, D) X(db1, F, 1) X(dw2, D, F) X(db2, D, 1)
 
-#define ALLOC_ALL(t, type)                                                       \
+#define ALLOC_ALL(t)                                                             \
     do {                                                                         \
         memset(t, 0, sizeof *t);                                                 \
         t->N = N, t->D = D, t->F = F, t->act = act;                              \
@@ -43,8 +43,8 @@ double tpmlp_gamma(const tpmlp_err_model *m, double K) {
     memset(t->name, 0, (size_t)(r) * (size_t)(c) * sizeof *t->name);
 #define FREE_ONE(name, r, c) free(t->name);
 
-void tpmlp_mlp64_alloc(tpmlp_mlp64 *t, int N, int D, int F, tpmlp_act act) { ALLOC_ALL(t, double); }
-void tpmlp_mlp32_alloc(tpmlp_mlp32 *t, int N, int D, int F, tpmlp_act act) { ALLOC_ALL(t, float); }
+void tpmlp_mlp64_alloc(tpmlp_mlp64 *t, int N, int D, int F, tpmlp_act act) { ALLOC_ALL(t); }
+void tpmlp_mlp32_alloc(tpmlp_mlp32 *t, int N, int D, int F, tpmlp_act act) { ALLOC_ALL(t); }
 
 void tpmlp_mlp64_free(tpmlp_mlp64 *t) {
     FIELDS(FREE_ONE)
@@ -67,9 +67,9 @@ void tpmlp_mlp32_random_inputs(tpmlp_mlp32 *t, unsigned long long seed) {
 }
 
 void tpmlp_mlp32_run(tpmlp_mlp32 *t) {
-    mlp_forward_f32(t->h, t->a, t->y, t->x, t->w1, t->b1, t->w2, t->b2, t->N, t->D, t->F, t->act);
-    mlp_backward_f32(t->dx, t->dw1, t->db1, t->dw2, t->db2, t->dh, t->dy, t->x, t->h, t->a, t->w1, t->w2, t->N, t->D,
-                     t->F, t->act);
+    mlp_forward_f32(t->h, t->a, t->dact, t->y, t->x, t->w1, t->b1, t->w2, t->b2, t->N, t->D, t->F, t->act);
+    mlp_backward_f32(t->dx, t->dw1, t->db1, t->dw2, t->db2, t->dh, t->dy, t->x, t->a, t->dact, t->w1, t->w2, t->N,
+                     t->D, t->F);
 }
 
 void tpmlp_mlp64_inputs_from32(tpmlp_mlp64 *t64, const tpmlp_mlp32 *t) {
@@ -100,9 +100,9 @@ double tpmlp_budget_used(const float *got, const double *ref, const double *boun
 }
 
 void tpmlp_mlp64_run(tpmlp_mlp64 *t) {
-    mlp_forward_f64(t->h, t->a, t->y, t->x, t->w1, t->b1, t->w2, t->b2, t->N, t->D, t->F, t->act);
-    mlp_backward_f64(t->dx, t->dw1, t->db1, t->dw2, t->db2, t->dh, t->dy, t->x, t->h, t->a, t->w1, t->w2, t->N, t->D,
-                     t->F, t->act);
+    mlp_forward_f64(t->h, t->a, t->dact, t->y, t->x, t->w1, t->b1, t->w2, t->b2, t->N, t->D, t->F, t->act);
+    mlp_backward_f64(t->dx, t->dw1, t->db1, t->dw2, t->db2, t->dh, t->dy, t->x, t->a, t->dact, t->w1, t->w2, t->N,
+                     t->D, t->F);
 }
 
 static double *abs_copy(const double *src, size_t n, const char *what) {

@@ -17,7 +17,7 @@ typedef struct {
     int N, D, F;
     tpmlp_act act;
     double *x, *w1, *b1, *w2, *b2, *dy;                /* inputs */
-    double *h, *a, *y, *dh, *dx, *dw1, *db1, *dw2, *db2; /* outputs (dh: gradient wrt h) */
+    double *h, *a, *dact, *y, *dh, *dx, *dw1, *db1, *dw2, *db2; /* outputs; dact = act'(h), dh = dL/dh */
 } tpmlp_mlp64;
 
 typedef struct {
@@ -34,7 +34,7 @@ typedef struct {
     int N, D, F;
     tpmlp_act act;
     float *x, *w1, *b1, *w2, *b2, *dy;
-    float *h, *a, *y, *dh, *dx, *dw1, *db1, *dw2, *db2;
+    float *h, *a, *dact, *y, *dh, *dx, *dw1, *db1, *dw2, *db2;
 } tpmlp_mlp32;
 
 void tpmlp_mlp32_alloc(tpmlp_mlp32 *t, int N, int D, int F, tpmlp_act act);

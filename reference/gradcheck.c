@@ -11,7 +11,7 @@ const char *const tpmlp_gradcheck_names[GC_COUNT] = {"dx", "linear_fc1.weight.gr
 
 /* L = Σ Y⊙dY for t's current inputs; h, a, y are scratch. */
 static double loss(const tpmlp_mlp64 *t, double *h, double *a, double *y) {
-    mlp_forward_f64(h, a, y, t->x, t->w1, t->b1, t->w2, t->b2, t->N, t->D, t->F, t->act);
+    mlp_forward_f64(h, a, NULL, y, t->x, t->w1, t->b1, t->w2, t->b2, t->N, t->D, t->F, t->act);
     double s = 0;
     for (size_t k = 0; k < (size_t)t->N * t->D; k++) s += y[k] * t->dy[k];
     return s;

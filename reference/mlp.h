@@ -33,39 +33,42 @@ double tpmlp_act_grad_f64(tpmlp_act act, double x);
 /* ---- building blocks, float32 ---- */
 /* out = inp·weightᵀ            out (N,OUT), inp (N,IN), weight (OUT,IN) */
 void linear_nobias_forward_f32(float *out, const float *inp, const float *weight, int N, int IN, int OUT);
-/* h = h + b; a = act(h), one pass   h (N,F) in/out, a (N,F), b (F) */
-void bias_act_forward_f32(float *h, float *a, const float *b, int N, int F, tpmlp_act act);
-/* dh = dh ⊙ act'(h); db = Σ_rows dh, one pass   dh (N,F) in: dA, out: dH; db (F); h (N,F) */
-void act_backward_bias_f32(float *dh, float *db, const float *h, int N, int F, tpmlp_act act);
+/* h = h + b; a = act(h); dact = act'(h), one pass.  h (N,F) in/out, a (N,F),
+ * dact (N,F) or NULL (inference: not saved), b (F). act'(h) is saved for the
+ * backward, as autograd saves tensors: computing it here shares the erfc/exp
+ * work with act(h) instead of repeating it in the backward. */
+void bias_act_forward_f32(float *h, float *a, float *dact, const float *b, int N, int F, tpmlp_act act);
+/* dh = dh ⊙ dact; db = Σ_rows dh, one pass.   dh (N,F) in: dA, out: dH; db (F); dact (N,F) */
+void act_backward_bias_f32(float *dh, float *db, const float *dact, int N, int F);
 /* y = y + b (every row)         y (N,D), b (D) */
 void bias_add_f32(float *y, const float *b, int N, int D);
 /* db = Σ_rows dy                db (D), dy (N,D) */
 void colsum_f32(float *db, const float *dy, int N, int D);
 
 /* ---- the block, float32 ---- */
-void mlp_forward_f32(float *h, float *a, float *y, /* (N,F) (N,F) (N,D) */
+void mlp_forward_f32(float *h, float *a, float *dact, float *y, /* (N,F) (N,F) (N,F) or NULL (N,D) */
                      const float *x,                /* (N,D) */
                      const float *w1, const float *b1, /* (F,D) (F) */
                      const float *w2, const float *b2, /* (D,F) (D) */
                      int N, int D, int F, tpmlp_act act);
-/* dh is scratch (N,F); h and a are the forward's outputs. */
+/* dh receives dL/dH (N,F); a and dact are the forward's outputs. */
 void mlp_backward_f32(float *dx, float *dw1, float *db1, float *dw2, float *db2, /* (N,D) (F,D) (F) (D,F) (D) */
-                      float *dh,                                             /* (N,F) scratch */
+                      float *dh,                                             /* (N,F) */
                       const float *dy, const float *x,                       /* (N,D) (N,D) */
-                      const float *h, const float *a,                        /* (N,F) (N,F) */
+                      const float *a, const float *dact,                     /* (N,F) (N,F) */
                       const float *w1, const float *w2,                      /* (F,D) (D,F) */
-                      int N, int D, int F, tpmlp_act act);
+                      int N, int D, int F);
 
 /* ---- building blocks and the block, float64 (the oracle) ---- */
 void linear_nobias_forward_f64(double *out, const double *inp, const double *weight, int N, int IN, int OUT);
-void bias_act_forward_f64(double *h, double *a, const double *b, int N, int F, tpmlp_act act);
-void act_backward_bias_f64(double *dh, double *db, const double *h, int N, int F, tpmlp_act act);
+void bias_act_forward_f64(double *h, double *a, double *dact, const double *b, int N, int F, tpmlp_act act);
+void act_backward_bias_f64(double *dh, double *db, const double *dact, int N, int F);
 void bias_add_f64(double *y, const double *b, int N, int D);
 void colsum_f64(double *db, const double *dy, int N, int D);
-void mlp_forward_f64(double *h, double *a, double *y, const double *x, const double *w1, const double *b1,
-                     const double *w2, const double *b2, int N, int D, int F, tpmlp_act act);
+void mlp_forward_f64(double *h, double *a, double *dact, double *y, const double *x, const double *w1,
+                     const double *b1, const double *w2, const double *b2, int N, int D, int F, tpmlp_act act);
 void mlp_backward_f64(double *dx, double *dw1, double *db1, double *dw2, double *db2, double *dh,
-                      const double *dy, const double *x, const double *h, const double *a, const double *w1,
-                      const double *w2, int N, int D, int F, tpmlp_act act);
+                      const double *dy, const double *x, const double *a, const double *dact, const double *w1,
+                      const double *w2, int N, int D, int F);
 
 #endif

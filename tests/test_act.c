@@ -141,21 +141,25 @@ static void row_kernels_match_scalar(void **state) {
     float *h = malloc(sizeof(float) * N * F), *a = malloc(sizeof(float) * N * F), *b = malloc(sizeof(float) * F);
     float *dh = malloc(sizeof(float) * N * F), *db = malloc(sizeof(float) * F), *keep = malloc(sizeof(float) * N * F);
     assert_non_null(h), assert_non_null(a), assert_non_null(b), assert_non_null(dh), assert_non_null(db);
-    assert_non_null(keep);
+    float *dact = malloc(sizeof(float) * N * F), *a2 = malloc(sizeof(float) * N * F), *zero = calloc(F, sizeof(float));
+    assert_non_null(keep), assert_non_null(dact), assert_non_null(a2), assert_non_null(zero);
     unsigned long long seed = test_seed();
     tpmlp_fill_uniform_f32(h, (size_t)N * F, seed, 9.0f);
     tpmlp_fill_uniform_f32(b, (size_t)F, seed + 1, 3.0f);
     tpmlp_fill_uniform_f32(dh, (size_t)N * F, seed + 2, 1.0f);
     memcpy(keep, h, sizeof(float) * N * F);
-    bias_act_forward_f32(h, a, b, N, F, act);
+    bias_act_forward_f32(h, a, dact, b, N, F, act);
     for (int i = 0; i < N * F; i++) {
         float v = keep[i] + b[i % F];
-        if (h[i] != v || a[i] != tpmlp_act_f32(act, v))
-            fail_msg("element %d: kernel gives h=%.9g a=%.9g, scalar h=%.9g a=%.9g (seed %llu)", i, h[i], a[i], v,
-                     tpmlp_act_f32(act, v), seed);
+        if (h[i] != v || a[i] != tpmlp_act_f32(act, v) || dact[i] != tpmlp_act_grad_f32(act, v))
+            fail_msg("element %d: kernel gives h=%.9g a=%.9g act'=%.9g, scalar h=%.9g a=%.9g act'=%.9g (seed %llu)", i,
+                     h[i], a[i], dact[i], v, tpmlp_act_f32(act, v), tpmlp_act_grad_f32(act, v), seed);
     }
+    memcpy(a2, h, sizeof(float) * N * F); /* the inference path (no act') gives the same a */
+    bias_act_forward_f32(a2, keep, NULL, zero, N, F, act);
+    assert_memory_equal(keep, a, sizeof(float) * N * F);
     memcpy(keep, dh, sizeof(float) * N * F);
-    act_backward_bias_f32(dh, db, h, N, F, act);
+    act_backward_bias_f32(dh, db, dact, N, F);
     for (int j = 0; j < F; j++) {
         float s = 0;
         for (int i = 0; i < N; i++) {
@@ -165,7 +169,7 @@ static void row_kernels_match_scalar(void **state) {
         }
         if (db[j] != s) fail_msg("db1[%d] = %.9g, sequential sum %.9g (seed %llu)", j, db[j], s, seed);
     }
-    free(h), free(a), free(b), free(dh), free(db), free(keep);
+    free(h), free(a), free(b), free(dh), free(db), free(keep), free(dact), free(a2), free(zero);
 }
 
 int main(void) {
