@@ -18,7 +18,7 @@ static const char bench_usage[] =
     "GEMMs alone on the same shapes; prints the medians and their ratio.\n"
     "  --ffn      default 4 × hidden      --act      default gelu\n"
     "  --threads  OpenBLAS and OpenMP threads (default: their own defaults)\n"
-    "  --reps     timed repetitions after one warm-up (default 7)\n";
+    "  --reps     timed repetitions after one warm-up (default 11)\n";
 
 /* The six GEMMs of mlp_forward_f32 + mlp_backward_f32, same shapes and layouts. */
 static void gemms_only(tpmlp_mlp32 *t) {
@@ -38,7 +38,7 @@ static int cmp_double(const void *a, const void *b) {
 
 int cmd_bench(int argc, char **argv) {
     tpmlp_shape_args s = {.act = TPMLP_GELU, .seed = 1};
-    int reps = 7;
+    int reps = 11;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0) {
             fputs(bench_usage, stdout);
