@@ -11,7 +11,8 @@
 #include "util.h"
 
 int args_positive_int(const char *flag, const char *value) {
-    if (value == NULL) tpmlp_die(TPMLP_EXIT_USAGE, "%s: missing value (expected an integer from 1 to %d)", flag, INT_MAX);
+    if (value == NULL)
+        tpmlp_die(TPMLP_EXIT_USAGE, "%s: missing value (expected an integer from 1 to %d)", flag, INT_MAX);
     char *end;
     errno = 0;
     long long v = strtoll(value, &end, 10);
@@ -41,14 +42,22 @@ tpmlp_act args_act(const char *flag, const char *value) {
 int args_shape_flag(tpmlp_shape_args *s, int argc, char **argv, int *i) {
     const char *f = argv[*i];
     const char *v = *i + 1 < argc ? argv[*i + 1] : NULL;
-    if (strcmp(f, "--batch") == 0) s->batch = args_positive_int(f, v);
-    else if (strcmp(f, "--seq") == 0) s->seq = args_positive_int(f, v);
-    else if (strcmp(f, "--hidden") == 0) s->hidden = args_positive_int(f, v);
-    else if (strcmp(f, "--ffn") == 0) s->ffn = args_positive_int(f, v);
-    else if (strcmp(f, "--act") == 0) s->act = args_act(f, v);
-    else if (strcmp(f, "--seed") == 0) s->seed = args_u64(f, v);
-    else if (strcmp(f, "--threads") == 0) s->threads = args_positive_int(f, v);
-    else return 0;
+    if (strcmp(f, "--batch") == 0)
+        s->batch = args_positive_int(f, v);
+    else if (strcmp(f, "--seq") == 0)
+        s->seq = args_positive_int(f, v);
+    else if (strcmp(f, "--hidden") == 0)
+        s->hidden = args_positive_int(f, v);
+    else if (strcmp(f, "--ffn") == 0)
+        s->ffn = args_positive_int(f, v);
+    else if (strcmp(f, "--act") == 0)
+        s->act = args_act(f, v);
+    else if (strcmp(f, "--seed") == 0)
+        s->seed = args_u64(f, v);
+    else if (strcmp(f, "--threads") == 0)
+        s->threads = args_positive_int(f, v);
+    else
+        return 0;
     *i += 1;
     return 1;
 }

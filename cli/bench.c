@@ -60,7 +60,8 @@ int cmd_bench(int argc, char **argv) {
     tpmlp_mlp32 t;
     tpmlp_mlp32_alloc(&t, N, s.hidden, s.ffn, s.act);
     tpmlp_mlp32_random_inputs(&t, s.seed);
-    double *tm = tpmlp_alloc((size_t)reps, sizeof *tm, "bench times"), *tg = tpmlp_alloc((size_t)reps, sizeof *tg, "bench times");
+    double *tm = tpmlp_alloc((size_t)reps, sizeof *tm, "bench times"),
+           *tg = tpmlp_alloc((size_t)reps, sizeof *tg, "bench times");
     tpmlp_mlp32_run(&t); /* warm-up: page faults, thread pools */
     gemms_only(&t);
     tpmlp_mlp32_run(&t); /* leaves real activations in t for the GEMM-only runs */

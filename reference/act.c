@@ -27,9 +27,7 @@ int tpmlp_act_parse(const char *name, tpmlp_act *out) {
     return -1;
 }
 
-const char *tpmlp_act_name(tpmlp_act act) {
-    return (unsigned)act < TPMLP_NUM_ACTS ? act_names[act] : "?";
-}
+const char *tpmlp_act_name(tpmlp_act act) { return (unsigned)act < TPMLP_NUM_ACTS ? act_names[act] : "?"; }
 
 float tpmlp_act_f32(tpmlp_act act, float x) {
     switch (act) {
@@ -125,7 +123,8 @@ void bias_act_forward_f32(float *h, float *a, float *dact, const float *b, int N
 }
 
 /* One row segment: dh = dh ⊙ dact; db += dh.   dh, db, dact (n) */
-TPMLP_CLONES static void act_backward_seg_f32(float *restrict dh, float *restrict db, const float *restrict dact, int n) {
+TPMLP_CLONES static void act_backward_seg_f32(float *restrict dh, float *restrict db, const float *restrict dact,
+                                              int n) {
 #pragma omp simd
     for (int j = 0; j < n; j++) {
         float g = dh[j] * dact[j];
@@ -145,7 +144,8 @@ void act_backward_bias_f32(float *dh, float *db, const float *dact, int N, int F
     for (int blk = 0; blk < nblocks; blk++) {
         int c0 = blk * COL_BLOCK, n = F - c0 < COL_BLOCK ? F - c0 : COL_BLOCK;
         memset(db + c0, 0, (size_t)n * sizeof *db);
-        for (int i = 0; i < N; i++) act_backward_seg_f32(dh + (size_t)i * F + c0, db + c0, dact + (size_t)i * F + c0, n);
+        for (int i = 0; i < N; i++)
+            act_backward_seg_f32(dh + (size_t)i * F + c0, db + c0, dact + (size_t)i * F + c0, n);
     }
 }
 

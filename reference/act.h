@@ -53,8 +53,10 @@ ACT_INLINE float act_exp2part_f32(float a, float b) {
     float k = (a + b) * 0x1.715476p0f + shift;
     float n = k - shift;
     float r = (a - n * 0x1.62p-1f) - n * 0x1.c85fep-10f + b;
-    float p = 1.0f + r * (1.0f + r * (0.5f + r * (0x1.555556p-3f +
-                     r * (0x1.555556p-5f + r * (0x1.111112p-7f + r * (0x1.6c16c2p-10f + r * 0x1.a01a02p-13f))))));
+    float p =
+        1.0f + r * (1.0f + r * (0.5f + r * (0x1.555556p-3f +
+                                            r * (0x1.555556p-5f +
+                                                 r * (0x1.111112p-7f + r * (0x1.6c16c2p-10f + r * 0x1.a01a02p-13f))))));
     int32_t ni = (int32_t)act_f2bits(k) - (int32_t)act_f2bits(shift);
     int32_t n1 = ni / 2, n2 = ni - n1;
     return p * act_bits2f((uint32_t)(n1 + 127) << 23) * act_bits2f((uint32_t)(n2 + 127) << 23);
@@ -67,12 +69,18 @@ ACT_INLINE void act_gelu_parts_f32(float x, float *gelu, float *cdf, float *pdf)
     float z = ax * 0.70710678f;
     z = z > 10.0f ? 10.0f : z; /* the fit's range; e is below 2^-144 there */
     float t = 1.0f / (1.0f + 0.4f * z);
-    float q = 0.22570866f + t * (0.22491550f + t * (0.21524424f + t * (0.12805953f + t * (0.27704966f +
-              t * (-0.29419632f + t * (0.55989307f + t * (-0.50861563f + t * (0.20237118f + t * -0.030429896f))))))));
+    float q =
+        0.22570866f +
+        t * (0.22491550f +
+             t * (0.21524424f +
+                  t * (0.12805953f +
+                       t * (0.27704966f +
+                            t * (-0.29419632f +
+                                 t * (0.55989307f + t * (-0.50861563f + t * (0.20237118f + t * -0.030429896f))))))));
     float xh = act_bits2f(act_f2bits(ax) & 0xfffff000u);
     float e = act_exp2part_f32(-0.5f * xh * xh, -0.5f * (ax - xh) * (ax + xh)); /* exp(-x²/2) */
     float half_erfc = 0.5f * t * q;                                             /* ·e below */
-    float xc = copysignf(ax, x); /* x, clamped: keeps inf·0 out when e is 0 */
+    float xc = copysignf(ax, x);      /* x, clamped: keeps inf·0 out when e is 0 */
     float xhe = (xc * half_erfc) * e; /* multiply by e last: it may be subnormal */
     *gelu = x > 0.0f ? x - xhe : xhe;
     float he = half_erfc * e;
@@ -119,7 +127,7 @@ ACT_INLINE void act_gelu_tanh_both_f32(float x, float *value, float *grad) {
     *value = x * s;
     /* σ(1-σ) is below 2^-149 for |x| > 10: clamping x keeps inf·0 out */
     float ax = fabsf(x);
-    float xc = copysignf(ax > 16.0f ? 16.0f : ax, x); /* (fminf would be a libm call: no vectors) */
+    float xc = copysignf(ax > 16.0f ? 16.0f : ax, x);             /* (fminf would be a libm call: no vectors) */
     float du = 0.79788456f * (1.0f + 3.0f * 0.044715f * xc * xc); /* u'(x) */
     *grad = s + xc * d * 2.0f * du;
 }

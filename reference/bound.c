@@ -29,17 +29,19 @@ double tpmlp_gamma(const tpmlp_err_model *m, double K) {
     return ku < 1 ? ku / (1 - ku) : INFINITY;
 }
 
-#define FIELDS(X) X(x, N, D) X(w1, F, D) X(b1, F, 1) X(w2, D, F) X(b2, D, 1) X(dy, N, D) \
-    X(h, N, F) X(a, N, F) X(dact, N, F) X(y, N, D) X(dh, N, F) X(dx, N, D) X(dw1, F, D) X(db1, F, 1) X(dw2, D, F) X(db2, D, 1)
+#define FIELDS(X)                                                                                                      \
+    X(x, N, D)                                                                                                         \
+    X(w1, F, D) X(b1, F, 1) X(w2, D, F) X(b2, D, 1) X(dy, N, D) X(h, N, F) X(a, N, F) X(dact, N, F) X(y, N, D)         \
+        X(dh, N, F) X(dx, N, D) X(dw1, F, D) X(db1, F, 1) X(dw2, D, F) X(db2, D, 1)
 
-#define ALLOC_ALL(t)                                                             \
-    do {                                                                         \
-        memset(t, 0, sizeof *t);                                                 \
-        t->N = N, t->D = D, t->F = F, t->act = act;                              \
-        FIELDS(ALLOC_ONE)                                                        \
+#define ALLOC_ALL(t)                                                                                                   \
+    do {                                                                                                               \
+        memset(t, 0, sizeof *t);                                                                                       \
+        t->N = N, t->D = D, t->F = F, t->act = act;                                                                    \
+        FIELDS(ALLOC_ONE)                                                                                              \
     } while (0)
-#define ALLOC_ONE(name, r, c)                                                    \
-    t->name = tpmlp_alloc((size_t)(r) * (size_t)(c), sizeof *t->name, #name);    \
+#define ALLOC_ONE(name, r, c)                                                                                          \
+    t->name = tpmlp_alloc((size_t)(r) * (size_t)(c), sizeof *t->name, #name);                                          \
     memset(t->name, 0, (size_t)(r) * (size_t)(c) * sizeof *t->name);
 #define FREE_ONE(name, r, c) free(t->name);
 
@@ -68,15 +70,17 @@ void tpmlp_mlp32_random_inputs(tpmlp_mlp32 *t, unsigned long long seed) {
 
 void tpmlp_mlp32_run(tpmlp_mlp32 *t) {
     mlp_forward_f32(t->h, t->a, t->dact, t->y, t->x, t->w1, t->b1, t->w2, t->b2, t->N, t->D, t->F, t->act);
-    mlp_backward_f32(t->dx, t->dw1, t->db1, t->dw2, t->db2, t->dh, t->dy, t->x, t->a, t->dact, t->w1, t->w2, t->N,
-                     t->D, t->F);
+    mlp_backward_f32(t->dx, t->dw1, t->db1, t->dw2, t->db2, t->dh, t->dy, t->x, t->a, t->dact, t->w1, t->w2, t->N, t->D,
+                     t->F);
 }
 
 void tpmlp_mlp64_inputs_from32(tpmlp_mlp64 *t64, const tpmlp_mlp32 *t) {
-#define COPY_ONE(name)                                                         \
+#define COPY_ONE(name)                                                                                                 \
     for (size_t k = 0; k < sizes.name; k++) t64->name[k] = (double)t->name[k];
-    const struct { size_t x, w1, b1, w2, b2, dy; } sizes = {(size_t)t->N * t->D, (size_t)t->F * t->D, (size_t)t->F,
-                                                            (size_t)t->D * t->F, (size_t)t->D, (size_t)t->N * t->D};
+    const struct {
+        size_t x, w1, b1, w2, b2, dy;
+    } sizes = {(size_t)t->N * t->D, (size_t)t->F * t->D, (size_t)t->F,
+               (size_t)t->D * t->F, (size_t)t->D,        (size_t)t->N * t->D};
     COPY_ONE(x) COPY_ONE(w1) COPY_ONE(b1) COPY_ONE(w2) COPY_ONE(b2) COPY_ONE(dy)
 #undef COPY_ONE
 }
@@ -101,8 +105,8 @@ double tpmlp_budget_used(const float *got, const double *ref, const double *boun
 
 void tpmlp_mlp64_run(tpmlp_mlp64 *t) {
     mlp_forward_f64(t->h, t->a, t->dact, t->y, t->x, t->w1, t->b1, t->w2, t->b2, t->N, t->D, t->F, t->act);
-    mlp_backward_f64(t->dx, t->dw1, t->db1, t->dw2, t->db2, t->dh, t->dy, t->x, t->a, t->dact, t->w1, t->w2, t->N,
-                     t->D, t->F);
+    mlp_backward_f64(t->dx, t->dw1, t->db1, t->dw2, t->db2, t->dh, t->dy, t->x, t->a, t->dact, t->w1, t->w2, t->N, t->D,
+                     t->F);
 }
 
 static double *abs_copy(const double *src, size_t n, const char *what) {

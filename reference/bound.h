@@ -16,13 +16,13 @@
 typedef struct {
     int N, D, F;
     tpmlp_act act;
-    double *x, *w1, *b1, *w2, *b2, *dy;                /* inputs */
+    double *x, *w1, *b1, *w2, *b2, *dy;                         /* inputs */
     double *h, *a, *dact, *y, *dh, *dx, *dw1, *db1, *dw2, *db2; /* outputs; dact = act'(h), dh = dL/dh */
 } tpmlp_mlp64;
 
 typedef struct {
-    double u;      /* unit round-off of the arithmetic checked (2^-24 for fp32) */
-    double lambda; /* 0: worst-case γ(K); > 0: probabilistic λ·√K·u */
+    double u;        /* unit round-off of the arithmetic checked (2^-24 for fp32) */
+    double lambda;   /* 0: worst-case γ(K); > 0: probabilistic λ·√K·u */
     double act_ulps; /* error of one activation (or derivative) evaluation, in u, on top of its conditioning */
 } tpmlp_err_model;
 

@@ -25,7 +25,7 @@ void tpmlp_gradcheck_f64(const tpmlp_mlp64 *t, double step, double err[GC_COUNT]
         double *param, *grad;
         size_t n;
     } g[GC_COUNT] = {
-        {t->x, t->dx, (size_t)t->N * t->D}, {t->w1, t->dw1, (size_t)t->F * t->D}, {t->b1, t->db1, (size_t)t->F},
+        {t->x, t->dx, (size_t)t->N * t->D},   {t->w1, t->dw1, (size_t)t->F * t->D}, {t->b1, t->db1, (size_t)t->F},
         {t->w2, t->dw2, (size_t)t->D * t->F}, {t->b2, t->db2, (size_t)t->D},
     };
     for (int i = 0; i < GC_COUNT; i++) {

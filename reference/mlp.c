@@ -11,17 +11,17 @@ void linear_nobias_forward_f32(float *out, const float *inp, const float *weight
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OUT, IN, 1.0f, inp, IN, weight, IN, 0.0f, out, OUT);
 }
 
-void mlp_forward_f32(float *h, float *a, float *dact, float *y, const float *x, const float *w1, const float *b1, const float *w2,
-                     const float *b2, int N, int D, int F, tpmlp_act act) {
-    linear_nobias_forward_f32(h, x, w1, N, D, F); /* H = X·W1ᵀ        */
+void mlp_forward_f32(float *h, float *a, float *dact, float *y, const float *x, const float *w1, const float *b1,
+                     const float *w2, const float *b2, int N, int D, int F, tpmlp_act act) {
+    linear_nobias_forward_f32(h, x, w1, N, D, F);    /* H = X·W1ᵀ        */
     bias_act_forward_f32(h, a, dact, b1, N, F, act); /* H += b1; A = act(H); dact = act'(H) */
-    linear_nobias_forward_f32(y, a, w2, N, F, D); /* Y = A·W2ᵀ        */
-    bias_add_f32(y, b2, N, D);                    /* Y += b2          */
+    linear_nobias_forward_f32(y, a, w2, N, F, D);    /* Y = A·W2ᵀ        */
+    bias_add_f32(y, b2, N, D);                       /* Y += b2          */
 }
 
 void mlp_backward_f32(float *dx, float *dw1, float *db1, float *dw2, float *db2, float *dh, const float *dy,
-                      const float *x, const float *a, const float *dact, const float *w1, const float *w2, int N,
-                      int D, int F) {
+                      const float *x, const float *a, const float *dact, const float *w1, const float *w2, int N, int D,
+                      int F) {
     /* Y = A·W2ᵀ + b2  ->  db2 = Σ_rows dY, dW2 (D,F) = dYᵀ·A, dA (N,F) = dY·W2 */
     colsum_f32(db2, dy, N, D);
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, D, F, N, 1.0f, dy, D, a, F, 0.0f, dw2, F);
@@ -39,8 +39,8 @@ void linear_nobias_forward_f64(double *out, const double *inp, const double *wei
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OUT, IN, 1.0, inp, IN, weight, IN, 0.0, out, OUT);
 }
 
-void mlp_forward_f64(double *h, double *a, double *dact, double *y, const double *x, const double *w1,
-                     const double *b1, const double *w2, const double *b2, int N, int D, int F, tpmlp_act act) {
+void mlp_forward_f64(double *h, double *a, double *dact, double *y, const double *x, const double *w1, const double *b1,
+                     const double *w2, const double *b2, int N, int D, int F, tpmlp_act act) {
     linear_nobias_forward_f64(h, x, w1, N, D, F);
     bias_act_forward_f64(h, a, dact, b1, N, F, act);
     linear_nobias_forward_f64(y, a, w2, N, F, D);
@@ -48,8 +48,8 @@ void mlp_forward_f64(double *h, double *a, double *dact, double *y, const double
 }
 
 void mlp_backward_f64(double *dx, double *dw1, double *db1, double *dw2, double *db2, double *dh, const double *dy,
-                      const double *x, const double *a, const double *dact, const double *w1, const double *w2,
-                      int N, int D, int F) {
+                      const double *x, const double *a, const double *dact, const double *w1, const double *w2, int N,
+                      int D, int F) {
     colsum_f64(db2, dy, N, D);
     cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, D, F, N, 1.0, dy, D, a, F, 0.0, dw2, F);
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, F, D, 1.0, dy, D, w2, F, 0.0, dh, F);

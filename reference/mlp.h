@@ -47,16 +47,16 @@ void colsum_f32(float *db, const float *dy, int N, int D);
 
 /* ---- the block, float32 ---- */
 void mlp_forward_f32(float *h, float *a, float *dact, float *y, /* (N,F) (N,F) (N,F) or NULL (N,D) */
-                     const float *x,                /* (N,D) */
-                     const float *w1, const float *b1, /* (F,D) (F) */
-                     const float *w2, const float *b2, /* (D,F) (D) */
+                     const float *x,                            /* (N,D) */
+                     const float *w1, const float *b1,          /* (F,D) (F) */
+                     const float *w2, const float *b2,          /* (D,F) (D) */
                      int N, int D, int F, tpmlp_act act);
 /* dh receives dL/dH (N,F); a and dact are the forward's outputs. */
 void mlp_backward_f32(float *dx, float *dw1, float *db1, float *dw2, float *db2, /* (N,D) (F,D) (F) (D,F) (D) */
-                      float *dh,                                             /* (N,F) */
-                      const float *dy, const float *x,                       /* (N,D) (N,D) */
-                      const float *a, const float *dact,                     /* (N,F) (N,F) */
-                      const float *w1, const float *w2,                      /* (F,D) (D,F) */
+                      float *dh,                                                 /* (N,F) */
+                      const float *dy, const float *x,                           /* (N,D) (N,D) */
+                      const float *a, const float *dact,                         /* (N,F) (N,F) */
+                      const float *w1, const float *w2,                          /* (F,D) (D,F) */
                       int N, int D, int F);
 
 /* ---- building blocks and the block, float64 (the oracle) ---- */
@@ -65,10 +65,10 @@ void bias_act_forward_f64(double *h, double *a, double *dact, const double *b, i
 void act_backward_bias_f64(double *dh, double *db, const double *dact, int N, int F);
 void bias_add_f64(double *y, const double *b, int N, int D);
 void colsum_f64(double *db, const double *dy, int N, int D);
-void mlp_forward_f64(double *h, double *a, double *dact, double *y, const double *x, const double *w1,
-                     const double *b1, const double *w2, const double *b2, int N, int D, int F, tpmlp_act act);
-void mlp_backward_f64(double *dx, double *dw1, double *db1, double *dw2, double *db2, double *dh,
-                      const double *dy, const double *x, const double *a, const double *dact, const double *w1,
-                      const double *w2, int N, int D, int F);
+void mlp_forward_f64(double *h, double *a, double *dact, double *y, const double *x, const double *w1, const double *b1,
+                     const double *w2, const double *b2, int N, int D, int F, tpmlp_act act);
+void mlp_backward_f64(double *dx, double *dw1, double *db1, double *dw2, double *db2, double *dh, const double *dy,
+                      const double *x, const double *a, const double *dact, const double *w1, const double *w2, int N,
+                      int D, int F);
 
 #endif

@@ -27,7 +27,8 @@ int tpmlp_mul3(size_t a, size_t b, size_t c, size_t *out) {
 
 void *tpmlp_alloc(size_t count, size_t size, const char *what) {
     size_t bytes;
-    if (tpmlp_mul3(count, size, 1, &bytes) != 0) tpmlp_die(1, "%s: %zu × %zu bytes overflows size_t", what, count, size);
+    if (tpmlp_mul3(count, size, 1, &bytes) != 0)
+        tpmlp_die(1, "%s: %zu × %zu bytes overflows size_t", what, count, size);
     if (bytes == 0) bytes = 1;
     /* aligned_alloc wants a multiple of the alignment */
     size_t rounded = (bytes + 63) / 64 * 64;

@@ -23,7 +23,9 @@
 /* long-double references */
 static long double phi_l(long double x) { return 0.5L * erfcl(-x / sqrtl(2.0L)); }
 static long double pdf_l(long double x) { return expl(-0.5L * x * x) / sqrtl(2.0L * 3.14159265358979323846264338L); }
-static long double gt_u(long double x) { return sqrtl(2.0L / 3.14159265358979323846264338L) * (x + 0.044715L * x * x * x); }
+static long double gt_u(long double x) {
+    return sqrtl(2.0L / 3.14159265358979323846264338L) * (x + 0.044715L * x * x * x);
+}
 static long double ref_f(tpmlp_act act, long double x) {
     switch (act) {
     case TPMLP_GELU: return x * phi_l(x);
@@ -66,8 +68,8 @@ static long double cond(long double (*f)(tpmlp_act, long double), tpmlp_act act,
 static int sample(double *xs) {
     int n = 0;
     for (int i = -40000; i <= 40000; i++) xs[n++] = i * 5e-4;
-    const double special[] = {0.0, -0.0, 1e-30, -1e-30, 1e-6, -1e-6, 7.5, -7.5, 13.2, -13.2, 14.5, -14.5,
-                              20, -20, 1e3, -1e3, 1e30, -1e30, -0.7517916, 0.7517916, 88.7, -88.7};
+    const double special[] = {0.0,   -0.0, 1e-30, -1e-30, 1e-6, -1e-6, 7.5,   -7.5,       13.2,      -13.2, 14.5,
+                              -14.5, 20,   -20,   1e3,    -1e3, 1e30,  -1e30, -0.7517916, 0.7517916, 88.7,  -88.7};
     for (size_t i = 0; i < sizeof special / sizeof *special; i++) xs[n++] = special[i];
     return n;
 }

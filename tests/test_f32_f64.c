@@ -38,8 +38,8 @@ static double worst_share(const struct run *r, const char **which, size_t *where
         const double *ref, *bound;
         size_t n;
     } outs[] = {
-        {"h", r->t.h, r->ref.h, r->bd.h, (size_t)N * F},        {"a", r->t.a, r->ref.a, r->bd.a, (size_t)N * F},
-        {"y", r->t.y, r->ref.y, r->bd.y, (size_t)N * D},        {"dx", r->t.dx, r->ref.dx, r->bd.dx, (size_t)N * D},
+        {"h", r->t.h, r->ref.h, r->bd.h, (size_t)N * F},         {"a", r->t.a, r->ref.a, r->bd.a, (size_t)N * F},
+        {"y", r->t.y, r->ref.y, r->bd.y, (size_t)N * D},         {"dx", r->t.dx, r->ref.dx, r->bd.dx, (size_t)N * D},
         {"dW1", r->t.dw1, r->ref.dw1, r->bd.dw1, (size_t)F * D}, {"db1", r->t.db1, r->ref.db1, r->bd.db1, (size_t)F},
         {"dW2", r->t.dw2, r->ref.dw2, r->bd.dw2, (size_t)D * F}, {"db2", r->t.db2, r->ref.db2, r->bd.db2, (size_t)D},
     };
@@ -112,10 +112,8 @@ static void bound_catches_errors(void **state) {
 int main(void) {
     test_seed();
     const struct CMUnitTest tests[] = {
-        NAMED_TEST(f32_within_bound, "gelu", TPMLP_GELU),
-        NAMED_TEST(f32_within_bound, "gelu_tanh", TPMLP_GELU_TANH),
-        NAMED_TEST(f32_within_bound, "relu", TPMLP_RELU),
-        NAMED_TEST(f32_within_bound_long_k, "", 0),
+        NAMED_TEST(f32_within_bound, "gelu", TPMLP_GELU), NAMED_TEST(f32_within_bound, "gelu_tanh", TPMLP_GELU_TANH),
+        NAMED_TEST(f32_within_bound, "relu", TPMLP_RELU), NAMED_TEST(f32_within_bound_long_k, "", 0),
         NAMED_TEST(bound_catches_errors, "", 0),
     };
     return cmocka_run_group_tests_name("float32 vs float64", tests, NULL, NULL);

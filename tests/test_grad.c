@@ -8,9 +8,7 @@
 #include "gradcheck.h"
 #include "testutil.h"
 
-static const struct {
-    int N, D, F;
-} shapes[] = {{3, 5, 7}, {1, 1, 1}, {4, 6, 2}};
+static const struct { int N, D, F; } shapes[] = {{3, 5, 7}, {1, 1, 1}, {4, 6, 2}};
 
 static void fd_case(void **state) {
     int code = STATE_INT(state);

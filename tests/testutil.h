@@ -28,7 +28,8 @@ static inline unsigned long long test_seed(void) {
 }
 
 /* A test case named "<function> <label>" with an initial state. */
-#define NAMED_TEST(fn, label, state) {#fn " " label, fn, NULL, NULL, (void *)(intptr_t)(state)}
-#define STATE_INT(state) ((int)(intptr_t)*(state))
+#define NAMED_TEST(fn, label, state)                                                                                   \
+    { #fn " " label, fn, NULL, NULL, (void *)(intptr_t)(state) }
+#define STATE_INT(state) ((int)(intptr_t) * (state))
 
 #endif
