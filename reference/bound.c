@@ -31,8 +31,9 @@ double tpmlp_gamma(const tpmlp_err_model *m, double K) {
 
 #define FIELDS(X)                                                                                                      \
     X(x, N, D)                                                                                                         \
-    X(w1, F, D) X(b1, F, 1) X(w2, D, F) X(b2, D, 1) X(dy, N, D) X(h, N, F) X(a, N, F) X(dact, N, F) X(y, N, D)         \
-        X(dh, N, F) X(dx, N, D) X(dw1, F, D) X(db1, F, 1) X(dw2, D, F) X(db2, D, 1)
+    X(w1, F, D)                                                                                                        \
+    X(b1, F, 1) X(w2, D, F) X(b2, D, 1) X(dy, N, D) X(h, N, F) X(a, N, F) X(dact, N, F) X(y, N, D) X(dh, N, F)         \
+        X(dx, N, D) X(dw1, F, D) X(db1, F, 1) X(dw2, D, F) X(db2, D, 1)
 
 #define ALLOC_ALL(t)                                                                                                   \
     do {                                                                                                               \
@@ -83,6 +84,22 @@ void tpmlp_mlp64_inputs_from32(tpmlp_mlp64 *t64, const tpmlp_mlp32 *t) {
                (size_t)t->D * t->F, (size_t)t->D,        (size_t)t->N * t->D};
     COPY_ONE(x) COPY_ONE(w1) COPY_ONE(b1) COPY_ONE(w2) COPY_ONE(b2) COPY_ONE(dy)
 #undef COPY_ONE
+}
+
+void tpmlp_output_views(tpmlp_output_view v[TPMLP_NUM_OUTPUTS], const tpmlp_mlp32 *t, const tpmlp_mlp64 *ref,
+                        const tpmlp_mlp64 *bd) {
+    const size_t nd = (size_t)t->N * t->D, nf = (size_t)t->N * t->F, fd = (size_t)t->F * t->D;
+#define VIEW(i, label, field, count)                                                                                   \
+    v[i] = (tpmlp_output_view){label, t->field, ref->field, bd ? bd->field : NULL, count}
+    VIEW(0, "h", h, nf);
+    VIEW(1, "a", a, nf);
+    VIEW(2, "y", y, nd);
+    VIEW(3, "dx", dx, nd);
+    VIEW(4, "linear_fc1.weight.grad", dw1, fd);
+    VIEW(5, "linear_fc1.bias.grad", db1, (size_t)t->F);
+    VIEW(6, "linear_fc2.weight.grad", dw2, fd);
+    VIEW(7, "linear_fc2.bias.grad", db2, (size_t)t->D);
+#undef VIEW
 }
 
 double tpmlp_budget_used(const float *got, const double *ref, const double *bound, size_t n, size_t *worst,

@@ -47,6 +47,23 @@ void tpmlp_mlp32_run(tpmlp_mlp32 *t);
 /* Copies t32's inputs (exactly) into t64's. */
 void tpmlp_mlp64_inputs_from32(tpmlp_mlp64 *t64, const tpmlp_mlp32 *t32);
 
+/* λ for the probabilistic bound. Higham & Mary (2019): a length-K dot product
+ * exceeds λ·√K·u·Σ|terms| with probability at most 2K·exp(-λ²/2) under
+ * independent roundings; λ = 10 makes that 2K·2e-22, negligible even over
+ * 10^9 elements. */
+#define TPMLP_LAMBDA 10.0
+
+/* The eight outputs, in one order with their vector names, for tables and checks. */
+#define TPMLP_NUM_OUTPUTS 8
+typedef struct {
+    const char *name;
+    const float *got;
+    const double *ref, *bound; /* bound NULL when not asked for */
+    size_t n;
+} tpmlp_output_view;
+void tpmlp_output_views(tpmlp_output_view v[TPMLP_NUM_OUTPUTS], const tpmlp_mlp32 *got, const tpmlp_mlp64 *ref,
+                        const tpmlp_mlp64 *bound);
+
 /* max over k of |got_k - ref_k| / bound_k (the share of the bound used);
  * INFINITY if any got_k is NaN or Inf. *worst gets the index of the max. */
 double tpmlp_budget_used(const float *got, const double *ref, const double *bound, size_t n, size_t *worst,

@@ -31,23 +31,13 @@ static void free_case(struct run *r) { tpmlp_mlp32_free(&r->t), tpmlp_mlp64_free
 
 /* Returns the largest share of the bound used over all outputs (> 1: fail). */
 static double worst_share(const struct run *r, const char **which, size_t *where) {
-    const int N = r->t.N, D = r->t.D, F = r->t.F;
-    const struct {
-        const char *name;
-        const float *got;
-        const double *ref, *bound;
-        size_t n;
-    } outs[] = {
-        {"h", r->t.h, r->ref.h, r->bd.h, (size_t)N * F},         {"a", r->t.a, r->ref.a, r->bd.a, (size_t)N * F},
-        {"y", r->t.y, r->ref.y, r->bd.y, (size_t)N * D},         {"dx", r->t.dx, r->ref.dx, r->bd.dx, (size_t)N * D},
-        {"dW1", r->t.dw1, r->ref.dw1, r->bd.dw1, (size_t)F * D}, {"db1", r->t.db1, r->ref.db1, r->bd.db1, (size_t)F},
-        {"dW2", r->t.dw2, r->ref.dw2, r->bd.dw2, (size_t)D * F}, {"db2", r->t.db2, r->ref.db2, r->bd.db2, (size_t)D},
-    };
+    tpmlp_output_view v[TPMLP_NUM_OUTPUTS];
+    tpmlp_output_views(v, &r->t, &r->ref, &r->bd);
     double worst = -1;
-    for (size_t i = 0; i < sizeof outs / sizeof *outs; i++) {
+    for (int i = 0; i < TPMLP_NUM_OUTPUTS; i++) {
         size_t w;
-        double maxerr, used = tpmlp_budget_used(outs[i].got, outs[i].ref, outs[i].bound, outs[i].n, &w, &maxerr);
-        if (used > worst) worst = used, *which = outs[i].name, *where = w;
+        double maxerr, used = tpmlp_budget_used(v[i].got, v[i].ref, v[i].bound, v[i].n, &w, &maxerr);
+        if (used > worst) worst = used, *which = v[i].name, *where = w;
     }
     return worst;
 }
