@@ -13,6 +13,10 @@ static const struct {
 } commands[] = {
     {"demo", cmd_demo, "run the reference MLP on a default shape and print what was verified"},
     {"bench", cmd_bench, "time the reference fwd+bwd against its GEMMs alone"},
+    {"gen", cmd_gen, "write a test-vector file (inputs and float64 reference outputs)"},
+    {"info", cmd_info, "print a vector file's metadata and tensors"},
+    {"run", cmd_run, "run a stage on a vector file's inputs, writing its outputs"},
+    {"check", cmd_check, "check another implementation's outputs against a vector file"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 

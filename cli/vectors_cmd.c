@@ -1,0 +1,202 @@
+/* tpmlp gen, info, check: the vector files and the comparison against them. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "args.h"
+#include "bound.h"
+#include "check.h"
+#include "commands.h"
+#include "safetensors.h"
+#include "util.h"
+#include "vectors.h"
+
+static const char gen_usage[] =
+    "usage: tpmlp gen --batch B --seq T --hidden D [--ffn F] [--act gelu|gelu_tanh|relu] [--seed S] -o FILE\n"
+    "Writes a test-vector file (safetensors): the float32 inputs and the float64 reference\n"
+    "outputs, byte for byte the same on every machine. Names and shapes: docs/vectors.md.\n"
+    "  --ffn default 4 × hidden, --act default gelu, --seed default 0\n";
+
+int cmd_gen(int argc, char **argv) {
+    tpmlp_shape_args s = {.act = TPMLP_GELU, .seed = 0};
+    const char *out = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0) {
+            fputs(gen_usage, stdout);
+            return 0;
+        }
+        if (args_shape_flag(&s, argc, argv, &i)) continue;
+        if (strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "--output") == 0) {
+            if (i + 1 >= argc) tpmlp_die(TPMLP_EXIT_USAGE, "%s: missing file name", argv[i]);
+            out = argv[++i];
+            continue;
+        }
+        tpmlp_die(TPMLP_EXIT_USAGE, "gen: unknown argument '%s' (tpmlp gen --help)", argv[i]);
+    }
+    if (s.batch == 0 || s.seq == 0 || s.hidden == 0 || out == NULL)
+        tpmlp_die(TPMLP_EXIT_USAGE, "gen: --batch, --seq, --hidden and -o are required (tpmlp gen --help)");
+    args_shape_finish(&s);
+    tpmlp_vec_dims d = {s.batch, s.seq, s.hidden, s.ffn, s.act, s.seed};
+    char err[512];
+    if (tpmlp_vec_generate(out, &d, err, sizeof err) != 0) tpmlp_die(1, "%s", err);
+    return 0;
+}
+
+static void open_or_die(st_file *f, const char *path) {
+    char err[512];
+    if (st_open(f, path, err, sizeof err) != 0) tpmlp_die(TPMLP_EXIT_USAGE, "%s", err);
+}
+
+int cmd_info(int argc, char **argv) {
+    if (argc != 2 || strcmp(argv[1], "--help") == 0) {
+        if (argc == 2) {
+            fputs("usage: tpmlp info FILE\nPrints a safetensors file's metadata and a table of its tensors.\n", stdout);
+            return 0;
+        }
+        tpmlp_die(TPMLP_EXIT_USAGE, "info: expected one FILE (tpmlp info --help)");
+    }
+    st_file f;
+    open_or_die(&f, argv[1]);
+    printf("%s: %zu bytes, header %zu bytes, %d tensors\n", f.path, f.size, f.data_start - 8, f.ntensors);
+    for (int i = 0; i < f.nmeta; i++) printf("  %-18s %s\n", f.meta_keys[i], f.meta_values[i]);
+    printf("  %-24s %-5s %-22s %12s\n", "tensor", "dtype", "shape", "bytes");
+    for (int i = 0; i < f.ntensors; i++) {
+        const st_tensor *t = &f.tensors[i];
+        char shape[96] = "[";
+        for (int k = 0; k < t->ndim; k++) {
+            size_t len = strlen(shape);
+            snprintf(shape + len, sizeof shape - len, "%s%llu", k ? ", " : "", (unsigned long long)t->shape[k]);
+        }
+        strncat(shape, "]", sizeof shape - strlen(shape) - 1);
+        printf("  %-24s %-5s %-22s %12zu\n", t->name, st_dtype_name(t->dtype), shape, t->end - t->begin);
+    }
+    st_close(&f);
+    return 0;
+}
+
+static const char check_usage[] =
+    "usage: tpmlp check [--dtype fp32|tf32|bf16|fp16] VECTORS THEIRS\n"
+    "Compares every output tensor in THEIRS (safetensors; F32, F64, BF16 or F16; the names of\n"
+    "docs/vectors.md) with the float64 reference in VECTORS, element by element, within a\n"
+    "bound from rounding-error analysis for arithmetic of --dtype's unit round-off (default fp32).\n"
+    "Exit 0: every tensor present passes; 1: some tensor fails (or none is present); 2: bad input.\n";
+
+/* "[n, f]" for flat index k of an output tensor */
+static void index_str(char *buf, size_t len, tpmlp_vec_id id, const tpmlp_vec_dims *d, uint64_t k) {
+    uint64_t shape[ST_MAX_DIMS], idx[ST_MAX_DIMS];
+    int nd = tpmlp_vec_shape(id, d, shape);
+    for (int i = nd - 1; i >= 0; i--) idx[i] = k % shape[i], k /= shape[i];
+    size_t at = (size_t)snprintf(buf, len, "[");
+    for (int i = 0; i < nd && at < len; i++)
+        at += (size_t)snprintf(buf + at, len - at, "%s%llu", i ? "," : "", (unsigned long long)idx[i]);
+    if (at < len) snprintf(buf + at, len - at, "]");
+}
+
+int cmd_check(int argc, char **argv) {
+    const char *dtype = "fp32", *files[2] = {NULL, NULL};
+    int nfiles = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0) {
+            fputs(check_usage, stdout);
+            return 0;
+        }
+        if (strcmp(argv[i], "--dtype") == 0) {
+            if (i + 1 >= argc) tpmlp_die(TPMLP_EXIT_USAGE, "--dtype: missing value (allowed: fp32, tf32, bf16, fp16)");
+            dtype = argv[++i];
+            if (tpmlp_dtype_u(dtype) < 0)
+                tpmlp_die(TPMLP_EXIT_USAGE, "--dtype: '%s' is not one of fp32, tf32, bf16, fp16", dtype);
+            continue;
+        }
+        if (argv[i][0] == '-' && argv[i][1] != '\0')
+            tpmlp_die(TPMLP_EXIT_USAGE, "check: unknown option '%s' (tpmlp check --help)", argv[i]);
+        if (nfiles == 2)
+            tpmlp_die(TPMLP_EXIT_USAGE, "check: expected two files, VECTORS and THEIRS; got a third '%s'", argv[i]);
+        files[nfiles++] = argv[i];
+    }
+    if (nfiles != 2) tpmlp_die(TPMLP_EXIT_USAGE, "check: expected two files, VECTORS and THEIRS (tpmlp check --help)");
+    st_file vec, theirs;
+    open_or_die(&vec, files[0]);
+    open_or_die(&theirs, files[1]);
+    tpmlp_check_row rows[TPMLP_CHECK_OUTPUTS];
+    char err[512];
+    tpmlp_vec_dims d;
+    if (tpmlp_vec_read_dims(&vec, &d, err, sizeof err) != 0 ||
+        tpmlp_check(rows, &vec, &theirs, tpmlp_dtype_u(dtype), err, sizeof err) != 0)
+        tpmlp_die(TPMLP_EXIT_USAGE, "%s", err);
+    printf("check %s against %s: B=%d T=%d D=%d F=%d act=%s, --dtype %s (u = 2^%d), bound λ·√K·u·Σ|terms|, λ=%g\n",
+           files[1], files[0], d.B, d.T, d.D, d.F, tpmlp_act_name(d.act), dtype, (int)log2(tpmlp_dtype_u(dtype)),
+           TPMLP_LAMBDA);
+    printf("  %-24s %-5s %10s %10s  %-14s %s\n", "tensor", "dtype", "max |err|", "budget", "worst element", "");
+    int all = 1, present = 0;
+    for (int i = 0; i < TPMLP_CHECK_OUTPUTS; i++) {
+        if (!rows[i].present) continue;
+        present++;
+        char where[64];
+        index_str(where, sizeof where, rows[i].id, &d, rows[i].worst);
+        printf("  %-24s %-5s %10.3e %9.1f%%  %-14s %s\n", tpmlp_vec_specs[rows[i].id].name,
+               st_dtype_name(rows[i].dtype), rows[i].max_abs_err, 100 * rows[i].used, where,
+               rows[i].pass ? "PASS" : "FAIL");
+        if (!rows[i].pass)
+            printf("      worst: got %.9g, reference %.9g, bound %.3g%s\n", rows[i].worst_got, rows[i].worst_ref,
+                   rows[i].worst_bound, isfinite(rows[i].worst_got) ? "" : " (NaN or Inf never passes)");
+        all &= rows[i].pass;
+    }
+    int missing = 0;
+    for (int i = 0; i < TPMLP_CHECK_OUTPUTS; i++)
+        if (!rows[i].present) printf("%s%s", missing++ ? ", " : "  not provided: ", tpmlp_vec_specs[rows[i].id].name);
+    if (missing) printf("\n");
+    for (int i = 0; i < theirs.ntensors; i++) {
+        int known = 0;
+        for (int k = 0; k < V_COUNT; k++) known |= strcmp(theirs.tensors[i].name, tpmlp_vec_specs[k].name) == 0;
+        if (!known) printf("  ignored (not a vector name): %s\n", theirs.tensors[i].name);
+    }
+    if (present == 0)
+        printf("FAIL: %s holds none of the output tensors\n", files[1]);
+    else
+        printf("%s: %d of %d tensors checked\n", all ? "PASS" : "FAIL", present, TPMLP_CHECK_OUTPUTS);
+    st_close(&vec), st_close(&theirs);
+    return present > 0 && all ? 0 : 1;
+}
+
+static const char run_usage[] =
+    "usage: tpmlp run --stage reference VECTORS -o OUT [--threads N]\n"
+    "Runs a stage on a vector file's inputs and writes its outputs under the vector names (F32),\n"
+    "so that `tpmlp check VECTORS OUT` verifies them. Stages here: reference (the float32 MLP).\n";
+
+int cmd_run(int argc, char **argv) {
+    const char *stage = NULL, *in = NULL, *out = NULL;
+    tpmlp_shape_args s = {0};
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0) {
+            fputs(run_usage, stdout);
+            return 0;
+        }
+        if (strcmp(argv[i], "--threads") == 0) {
+            s.threads = args_positive_int("--threads", i + 1 < argc ? argv[i + 1] : NULL);
+            i++;
+        } else if (strcmp(argv[i], "--stage") == 0 || strcmp(argv[i], "-o") == 0) {
+            if (i + 1 >= argc) tpmlp_die(TPMLP_EXIT_USAGE, "%s: missing value", argv[i]);
+            if (argv[i][1] == 'o')
+                out = argv[++i];
+            else
+                stage = argv[++i];
+        } else if (argv[i][0] == '-') {
+            tpmlp_die(TPMLP_EXIT_USAGE, "run: unknown option '%s' (tpmlp run --help)", argv[i]);
+        } else if (in == NULL) {
+            in = argv[i];
+        } else {
+            tpmlp_die(TPMLP_EXIT_USAGE, "run: expected one VECTORS file; got a second '%s'", argv[i]);
+        }
+    }
+    if (stage == NULL || in == NULL || out == NULL)
+        tpmlp_die(TPMLP_EXIT_USAGE, "run: --stage, VECTORS and -o are required (tpmlp run --help)");
+    if (strcmp(stage, "reference") != 0)
+        tpmlp_die(TPMLP_EXIT_USAGE, "--stage: '%s' is not a stage this build runs (allowed: reference)", stage);
+    args_apply_threads(&s);
+    st_file vec;
+    open_or_die(&vec, in);
+    char err[512];
+    if (tpmlp_run_reference_file(&vec, out, err, sizeof err) != 0) tpmlp_die(1, "%s", err);
+    st_close(&vec);
+    return 0;
+}

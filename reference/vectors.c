@@ -1,0 +1,334 @@
+#include "vectors.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+const tpmlp_vec_spec tpmlp_vec_specs[V_COUNT] = {
+    [V_X] = {"x", "BTD", "input activations"},
+    [V_W1] = {"linear_fc1.weight", "FD", "fc1 weight (nn.Linear layout: out, in)"},
+    [V_B1] = {"linear_fc1.bias", "F", "fc1 bias"},
+    [V_W2] = {"linear_fc2.weight", "DF", "fc2 weight (nn.Linear layout: out, in)"},
+    [V_B2] = {"linear_fc2.bias", "D", "fc2 bias"},
+    [V_DY] = {"dy", "BTD", "gradient of the loss with respect to y"},
+    [V_H] = {"h", "BTF", "fc1 output before the activation: x·W1ᵀ + b1"},
+    [V_A] = {"a", "BTF", "activation output: act(h)"},
+    [V_Y] = {"y", "BTD", "block output: a·W2ᵀ + b2"},
+    [V_DX] = {"dx", "BTD", "gradient with respect to x"},
+    [V_DW1] = {"linear_fc1.weight.grad", "FD", "gradient with respect to fc1 weight"},
+    [V_DB1] = {"linear_fc1.bias.grad", "F", "gradient with respect to fc1 bias"},
+    [V_DW2] = {"linear_fc2.weight.grad", "DF", "gradient with respect to fc2 weight"},
+    [V_DB2] = {"linear_fc2.bias.grad", "D", "gradient with respect to fc2 bias"},
+};
+
+static uint64_t dim_of(char c, const tpmlp_vec_dims *d) {
+    return c == 'B' ? (uint64_t)d->B : c == 'T' ? (uint64_t)d->T : c == 'D' ? (uint64_t)d->D : (uint64_t)d->F;
+}
+
+int tpmlp_vec_shape(tpmlp_vec_id id, const tpmlp_vec_dims *d, uint64_t shape[ST_MAX_DIMS]) {
+    int n = (int)strlen(tpmlp_vec_specs[id].dims);
+    for (int i = 0; i < n; i++) shape[i] = dim_of(tpmlp_vec_specs[id].dims[i], d);
+    return n;
+}
+
+uint64_t tpmlp_vec_numel(tpmlp_vec_id id, const tpmlp_vec_dims *d) {
+    uint64_t shape[ST_MAX_DIMS], n = 1;
+    int nd = tpmlp_vec_shape(id, d, shape);
+    for (int i = 0; i < nd; i++) n *= shape[i];
+    return n;
+}
+
+/* ---------------------------------------------------------------- inputs */
+
+static uint64_t mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+float tpmlp_vec_input(tpmlp_vec_id id, const tpmlp_vec_dims *d, uint64_t row, uint64_t col) {
+    /* a hash of (seed, tensor, row, col): counter-based, so shards need no shared state */
+    uint64_t h = mix64(d->seed + 0x9e3779b97f4a7c15ULL * (uint64_t)(id + 1));
+    h = mix64(h ^ (row * 0xd1b54a32d192ed03ULL));
+    h = mix64(h ^ (col * 0x8cb92ba72f3d8dd7ULL + 0x632be59bd9b4e019ULL));
+    float u = (float)(h >> 40) * 0x1p-23f - 1.0f; /* 24 random bits: [-1, 1), exact */
+    float scale;
+    switch (id) {
+    case V_X:
+    case V_DY: scale = 1.7320508f; break; /* √3: unit variance */
+    case V_W1:
+    case V_B1: scale = 1.0f / sqrtf((float)d->D); break; /* sqrtf and / are correctly rounded */
+    default: scale = 1.0f / sqrtf((float)d->F); break;
+    }
+    return u * scale;
+}
+
+void tpmlp_vec_fill(float *out, tpmlp_vec_id id, const tpmlp_vec_dims *d, uint64_t r0, uint64_t r1, uint64_t c0,
+                    uint64_t c1) {
+    for (uint64_t r = r0; r < r1; r++)
+        for (uint64_t c = c0; c < c1; c++) out[(r - r0) * (c1 - c0) + (c - c0)] = tpmlp_vec_input(id, d, r, c);
+}
+
+/* ---------------------------------------------------- deterministic math */
+
+/* e^y by Cody–Waite reduction y = k·ln2 + r (ln2_hi has 21 trailing zero bits,
+ * so k·ln2_hi is exact for |k| < 2^21) and a degree-14 Taylor polynomial on
+ * |r| ≤ 0.35 (truncation below 1e-18); 2^k by ldexp, which is exact. */
+static double det_exp(double y) {
+    if (y < -745.0) return 0.0;
+    if (y > 709.0) return INFINITY;
+    double k = floor(y * 1.4426950408889634 + 0.5);
+    double r = (y - k * 6.93147180369123816490e-01) - k * 1.90821492927058770002e-10;
+    double p = 1.0, term = 1.0;
+    for (int i = 1; i <= 14; i++) {
+        term = term * r / i;
+        p = p + term;
+    }
+    return ldexp(p, (int)k);
+}
+
+/* erfc(z): for z < 2 from the positive series erf(z) = 2z/√π·e^{-z²}·Σ (2z²)^n / (1·3·…·(2n+1))
+ * (relative error of erfc below 1e-13 there); for z ≥ 2 from the continued
+ * fraction erfc(z) = e^{-z²}/√π / (z + (1/2)/(z + 1/(z + (3/2)/(z + …)))), 60 levels. */
+static double det_erfc(double z) {
+    if (z < 0) return 2.0 - det_erfc(-z);
+    if (z > 27.3) return 0.0;
+    double e = det_exp(-z * z);
+    if (z < 2.0) {
+        double s = 0.0, term = 1.0;
+        for (int n = 0; n < 200 && term > 1e-18 * s; n++) {
+            s = s + term;
+            term = term * (2.0 * z * z) / (2.0 * n + 3.0);
+        }
+        return 1.0 - 2.0 * z * 0.56418958354775628695 * e * s;
+    }
+    double f = z;
+    for (int k = 60; k >= 1; k--) f = z + (k * 0.5) / f;
+    return e * 0.56418958354775628695 / f;
+}
+
+double tpmlp_det_act(tpmlp_act act, double x) {
+    switch (act) {
+    case TPMLP_GELU: return x * 0.5 * det_erfc(-x * 0.70710678118654752440);
+    case TPMLP_GELU_TANH: {
+        double u = 0.79788456080286535588 * (x + 0.044715 * x * x * x);
+        double e = det_exp(-2.0 * fabs(u));
+        return u >= 0 ? x / (1.0 + e) : x * e / (1.0 + e);
+    }
+    default: return x > 0 ? x : 0.0;
+    }
+}
+
+double tpmlp_det_act_grad(tpmlp_act act, double x) {
+    switch (act) {
+    case TPMLP_GELU:
+        return 0.5 * det_erfc(-x * 0.70710678118654752440) + x * 0.39894228040143267794 * det_exp(-0.5 * x * x);
+    case TPMLP_GELU_TANH: {
+        double u = 0.79788456080286535588 * (x + 0.044715 * x * x * x);
+        double e = det_exp(-2.0 * fabs(u)), inv = 1.0 / (1.0 + e);
+        double s = u >= 0 ? inv : e * inv;
+        return s + x * (e * inv * inv) * 2.0 * 0.79788456080286535588 * (1.0 + 3.0 * 0.044715 * x * x);
+    }
+    default: return x > 0 ? 1.0 : 0.0;
+    }
+}
+
+/* ---------------------------------------------------- reference outputs */
+
+void tpmlp_vec_reference(double *h, double *a, double *y, double *dx, double *dw1, double *db1, double *dw2,
+                         double *db2, const float *x, const float *w1, const float *b1, const float *w2,
+                         const float *b2, const float *dy, int N, int D, int F, tpmlp_act act) {
+    const size_t nf = (size_t)N * F;
+    double *dh = tpmlp_alloc(nf, sizeof *dh, "reference dh");
+    /* Every output element is one sum over the reduction index in increasing
+     * order from 0.0; rows (or columns) are independent, so the threads only
+     * decide who computes an element, never how. */
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        for (int f = 0; f < F; f++) { /* h = x·W1ᵀ + b1, a = act(h) */
+            double s = 0.0;
+            for (int d = 0; d < D; d++) s = s + (double)x[(size_t)n * D + d] * (double)w1[(size_t)f * D + d];
+            h[(size_t)n * F + f] = s + (double)b1[f];
+            a[(size_t)n * F + f] = tpmlp_det_act(act, h[(size_t)n * F + f]);
+        }
+        for (int d = 0; d < D; d++) { /* y = a·W2ᵀ + b2 */
+            double s = 0.0;
+            for (int f = 0; f < F; f++) s = s + a[(size_t)n * F + f] * (double)w2[(size_t)d * F + f];
+            y[(size_t)n * D + d] = s + (double)b2[d];
+        }
+        double *dhn = dh + (size_t)n * F; /* dA = dy·W2 (sum over d in order), then dH = dA ⊙ act'(h) */
+        for (int f = 0; f < F; f++) dhn[f] = 0.0;
+        for (int d = 0; d < D; d++) {
+            double g = dy[(size_t)n * D + d];
+            for (int f = 0; f < F; f++) dhn[f] = dhn[f] + g * (double)w2[(size_t)d * F + f];
+        }
+        for (int f = 0; f < F; f++) dhn[f] = dhn[f] * tpmlp_det_act_grad(act, h[(size_t)n * F + f]);
+        double *dxn = dx + (size_t)n * D; /* dX = dH·W1 (sum over f in order) */
+        for (int d = 0; d < D; d++) dxn[d] = 0.0;
+        for (int f = 0; f < F; f++)
+            for (int d = 0; d < D; d++) dxn[d] = dxn[d] + dhn[f] * (double)w1[(size_t)f * D + d];
+    }
+    /* parameter gradients: sums over rows n in order */
+#pragma omp parallel for schedule(static)
+    for (int f = 0; f < F; f++) {
+        double sb = 0.0;
+        for (int d = 0; d < D; d++) dw1[(size_t)f * D + d] = 0.0;
+        for (int n = 0; n < N; n++) {
+            double g = dh[(size_t)n * F + f];
+            sb = sb + g;
+            for (int d = 0; d < D; d++)
+                dw1[(size_t)f * D + d] = dw1[(size_t)f * D + d] + g * (double)x[(size_t)n * D + d];
+        }
+        db1[f] = sb;
+    }
+#pragma omp parallel for schedule(static)
+    for (int d = 0; d < D; d++) {
+        double sb = 0.0;
+        for (int f = 0; f < F; f++) dw2[(size_t)d * F + f] = 0.0;
+        for (int n = 0; n < N; n++) {
+            double g = dy[(size_t)n * D + d];
+            sb = sb + g;
+            for (int f = 0; f < F; f++) dw2[(size_t)d * F + f] = dw2[(size_t)d * F + f] + g * a[(size_t)n * F + f];
+        }
+        db2[d] = sb;
+    }
+    free(dh);
+}
+
+/* ---------------------------------------------------------------- files */
+
+int tpmlp_vec_generate(const char *path, const tpmlp_vec_dims *d, char *err, size_t errlen) {
+    const int N = d->B * d->T;
+    void *buf[V_COUNT];
+    st_out out[V_COUNT];
+    for (int i = 0; i < V_COUNT; i++) {
+        size_t es = i < V_FIRST_OUTPUT ? sizeof(float) : sizeof(double);
+        buf[i] = tpmlp_alloc(tpmlp_vec_numel((tpmlp_vec_id)i, d), es, tpmlp_vec_specs[i].name);
+        out[i] =
+            (st_out){.name = tpmlp_vec_specs[i].name, .dtype = i < V_FIRST_OUTPUT ? ST_F32 : ST_F64, .data = buf[i]};
+        out[i].ndim = tpmlp_vec_shape((tpmlp_vec_id)i, d, out[i].shape);
+    }
+    /* inputs: x, dy as (N, D); weights (out, in); biases one row */
+    tpmlp_vec_fill(buf[V_X], V_X, d, 0, (uint64_t)N, 0, (uint64_t)d->D);
+    tpmlp_vec_fill(buf[V_W1], V_W1, d, 0, (uint64_t)d->F, 0, (uint64_t)d->D);
+    tpmlp_vec_fill(buf[V_B1], V_B1, d, 0, 1, 0, (uint64_t)d->F);
+    tpmlp_vec_fill(buf[V_W2], V_W2, d, 0, (uint64_t)d->D, 0, (uint64_t)d->F);
+    tpmlp_vec_fill(buf[V_B2], V_B2, d, 0, 1, 0, (uint64_t)d->D);
+    tpmlp_vec_fill(buf[V_DY], V_DY, d, 0, (uint64_t)N, 0, (uint64_t)d->D);
+    tpmlp_vec_reference(buf[V_H], buf[V_A], buf[V_Y], buf[V_DX], buf[V_DW1], buf[V_DB1], buf[V_DW2], buf[V_DB2],
+                        buf[V_X], buf[V_W1], buf[V_B1], buf[V_W2], buf[V_B2], buf[V_DY], N, d->D, d->F, d->act);
+    char sb[24], st[24], sd[24], sf[24], sseed[24];
+    snprintf(sb, sizeof sb, "%d", d->B), snprintf(st, sizeof st, "%d", d->T);
+    snprintf(sd, sizeof sd, "%d", d->D), snprintf(sf, sizeof sf, "%d", d->F);
+    snprintf(sseed, sizeof sseed, "%llu", d->seed);
+    const char *keys[] = {"format", "format_version", "B", "T", "D", "F", "activation", "seed", "generator_version"};
+    const char *vals[] = {TPMLP_FORMAT_NAME,      TPMLP_FORMAT_VERSION, sb, st, sd, sf, tpmlp_act_name(d->act), sseed,
+                          TPMLP_GENERATOR_VERSION};
+    int rc = st_write(path, out, V_COUNT, keys, vals, (int)(sizeof keys / sizeof *keys), err, errlen);
+    for (int i = 0; i < V_COUNT; i++) free(buf[i]);
+    return rc;
+}
+
+static int meta_int(const st_file *f, const char *key, int *out, char *err, size_t errlen) {
+    const char *v = st_meta(f, key);
+    if (v == NULL) return snprintf(err, errlen, "%s: __metadata__ has no '%s'", f->path, key), -1;
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (end == v || *end || errno || x < 1 || x > INT_MAX)
+        return snprintf(err, errlen, "%s: __metadata__ '%s' = '%s' is not an integer from 1 to %d", f->path, key, v,
+                        INT_MAX),
+               -1;
+    *out = (int)x;
+    return 0;
+}
+
+int tpmlp_vec_read_dims(const st_file *f, tpmlp_vec_dims *d, char *err, size_t errlen) {
+    const char *fmt = st_meta(f, "format"), *ver = st_meta(f, "format_version");
+    if (fmt == NULL || strcmp(fmt, TPMLP_FORMAT_NAME) != 0)
+        return snprintf(err, errlen, "%s: __metadata__ format is '%s', expected '%s'", f->path, fmt ? fmt : "(missing)",
+                        TPMLP_FORMAT_NAME),
+               -1;
+    if (ver == NULL || strcmp(ver, TPMLP_FORMAT_VERSION) != 0)
+        return snprintf(err, errlen, "%s: format_version '%s' is not one this tpmlp reads (%s)", f->path,
+                        ver ? ver : "(missing)", TPMLP_FORMAT_VERSION),
+               -1;
+    if (meta_int(f, "B", &d->B, err, errlen) || meta_int(f, "T", &d->T, err, errlen) ||
+        meta_int(f, "D", &d->D, err, errlen) || meta_int(f, "F", &d->F, err, errlen))
+        return -1;
+    if ((long long)d->B * d->T > INT_MAX)
+        return snprintf(err, errlen, "%s: __metadata__ B × T exceeds %d rows", f->path, INT_MAX), -1;
+    const char *act = st_meta(f, "activation"), *seed = st_meta(f, "seed");
+    if (act == NULL || tpmlp_act_parse(act, &d->act) != 0)
+        return snprintf(err, errlen, "%s: __metadata__ activation '%s' is not gelu, gelu_tanh or relu", f->path,
+                        act ? act : "(missing)"),
+               -1;
+    d->seed = seed ? strtoull(seed, NULL, 10) : 0;
+    for (int i = 0; i < V_COUNT; i++) {
+        const st_tensor *t = st_find(f, tpmlp_vec_specs[i].name);
+        if (t == NULL) continue;
+        uint64_t shape[ST_MAX_DIMS];
+        int nd = tpmlp_vec_shape((tpmlp_vec_id)i, d, shape);
+        int same = t->ndim == nd;
+        for (int k = 0; same && k < nd; k++) same = t->shape[k] == shape[k];
+        if (!same)
+            return snprintf(err, errlen, "%s: tensor '%s': shape does not match the metadata (B=%d T=%d D=%d F=%d: %s)",
+                            f->path, t->name, d->B, d->T, d->D, d->F, tpmlp_vec_specs[i].dims),
+                   -1;
+    }
+    return 0;
+}
+
+/* Pointers to the tensors of an MLP step, in tpmlp_vec_id order. */
+static void mlp32_fields(const tpmlp_mlp32 *t, float *p[V_COUNT]) {
+    float *fields[V_COUNT] = {t->x, t->w1, t->b1, t->w2,  t->b2,  t->dy,  t->h,
+                              t->a, t->y,  t->dx, t->dw1, t->db1, t->dw2, t->db2};
+    memcpy(p, fields, sizeof fields);
+}
+
+int tpmlp_vec_load_inputs(const st_file *f, tpmlp_mlp32 *t, tpmlp_vec_dims *d, char *err, size_t errlen) {
+    if (tpmlp_vec_read_dims(f, d, err, errlen) != 0) return -1;
+    tpmlp_mlp32_alloc(t, d->B * d->T, d->D, d->F, d->act);
+    float *p[V_COUNT];
+    mlp32_fields(t, p);
+    for (int i = 0; i < V_FIRST_OUTPUT; i++) {
+        const st_tensor *s = st_find(f, tpmlp_vec_specs[i].name);
+        if (s == NULL || s->dtype != ST_F32) {
+            tpmlp_mlp32_free(t);
+            return snprintf(err, errlen, "%s: input tensor '%s' %s", f->path, tpmlp_vec_specs[i].name,
+                            s ? "is not F32" : "is missing"),
+                   -1;
+        }
+        memcpy(p[i], st_data(f, s), (size_t)s->numel * sizeof(float));
+    }
+    return 0;
+}
+
+int tpmlp_vec_write_outputs(const char *path, const tpmlp_mlp32 *t, const tpmlp_vec_dims *d, char *err, size_t errlen) {
+    float *p[V_COUNT];
+    mlp32_fields(t, p);
+    st_out out[V_COUNT - V_FIRST_OUTPUT];
+    for (int i = V_FIRST_OUTPUT; i < V_COUNT; i++) {
+        st_out *o = &out[i - V_FIRST_OUTPUT];
+        *o = (st_out){.name = tpmlp_vec_specs[i].name, .dtype = ST_F32, .data = p[i]};
+        o->ndim = tpmlp_vec_shape((tpmlp_vec_id)i, d, o->shape);
+    }
+    const char *keys[] = {"format", "activation"};
+    const char *vals[] = {"tpmlp-mlp-outputs", tpmlp_act_name(d->act)};
+    return st_write(path, out, V_COUNT - V_FIRST_OUTPUT, keys, vals, 2, err, errlen);
+}
+
+int tpmlp_run_reference_file(const st_file *vec, const char *path, char *err, size_t errlen) {
+    tpmlp_mlp32 t;
+    tpmlp_vec_dims d;
+    if (tpmlp_vec_load_inputs(vec, &t, &d, err, errlen) != 0) return -1;
+    tpmlp_mlp32_run(&t);
+    int rc = tpmlp_vec_write_outputs(path, &t, &d, err, errlen);
+    tpmlp_mlp32_free(&t);
+    return rc;
+}

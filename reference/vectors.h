@@ -1,0 +1,99 @@
+/* Test vectors: the one place where the tensors' names, order, dtypes and
+ * shapes are defined (docs/vectors.md documents them; they never change
+ * silently). Everything else — gen, info, check, printing — is driven from
+ * tpmlp_vec_specs. */
+#ifndef TPMLP_VECTORS_H
+#define TPMLP_VECTORS_H
+
+#include <stdint.h>
+
+#include "bound.h"
+#include "mlp.h"
+#include "safetensors.h"
+
+#define TPMLP_FORMAT_NAME "tpmlp-mlp-vectors"
+#define TPMLP_FORMAT_VERSION "1"
+#define TPMLP_GENERATOR_VERSION "1"
+
+typedef enum {
+    V_X,
+    V_W1,
+    V_B1,
+    V_W2,
+    V_B2,
+    V_DY, /* inputs, F32 */
+    V_H,
+    V_A,
+    V_Y,
+    V_DX,
+    V_DW1,
+    V_DB1,
+    V_DW2,
+    V_DB2, /* reference outputs, F64 */
+    V_COUNT
+} tpmlp_vec_id;
+#define V_FIRST_OUTPUT V_H
+
+typedef struct {
+    const char *name;
+    const char *dims; /* letters of B, T, D, F, e.g. "BTD" or "FD" */
+    const char *what;
+} tpmlp_vec_spec;
+extern const tpmlp_vec_spec tpmlp_vec_specs[V_COUNT];
+
+/* The sizes a vector file is made for. */
+typedef struct {
+    int B, T, D, F;
+    tpmlp_act act;
+    unsigned long long seed;
+} tpmlp_vec_dims;
+
+/* Shape of tensor id: returns ndim, fills shape. */
+int tpmlp_vec_shape(tpmlp_vec_id id, const tpmlp_vec_dims *d, uint64_t shape[ST_MAX_DIMS]);
+uint64_t tpmlp_vec_numel(tpmlp_vec_id id, const tpmlp_vec_dims *d);
+
+/* Input element (row, col) of tensor id (V_X .. V_DY), a function of
+ * (seed, tensor, row, col) only: any shard can be generated alone.
+ *   x, dy: uniform on [-√3, √3) (unit variance); weights and biases of a
+ *   layer with fan-in k: uniform on [-1/√k, 1/√k) (nn.Linear's init).
+ * Uniforms are 24-bit multiples built by exact float arithmetic, so the
+ * values are the same bits on every machine. */
+float tpmlp_vec_input(tpmlp_vec_id id, const tpmlp_vec_dims *d, uint64_t row, uint64_t col);
+
+/* Fills rows [r0, r1) × cols [c0, c1) of input tensor id into out (row-major,
+ * (r1-r0)×(c1-c0)); 1-D tensors are one row. */
+void tpmlp_vec_fill(float *out, tpmlp_vec_id id, const tpmlp_vec_dims *d, uint64_t r0, uint64_t r1, uint64_t c0,
+                    uint64_t c1);
+
+/* The float64 reference outputs in tpmlp's own fixed summation order (each
+ * sum in increasing index order from 0, bias added last) and own erfc/exp,
+ * so the bytes do not depend on BLAS, libm, the CPU or the thread count.
+ * Inputs (N = B·T rows) in float32, outputs in float64. */
+void tpmlp_vec_reference(double *h, double *a, double *y, double *dx, double *dw1, double *db1, double *dw2,
+                         double *db2, const float *x, const float *w1, const float *b1, const float *w2,
+                         const float *b2, const float *dy, int N, int D, int F, tpmlp_act act);
+
+/* Deterministic float64 activations (no libm transcendental calls). */
+double tpmlp_det_act(tpmlp_act act, double x);
+double tpmlp_det_act_grad(tpmlp_act act, double x);
+
+/* Generates the whole file. Returns 0, or -1 with a message in err. */
+int tpmlp_vec_generate(const char *path, const tpmlp_vec_dims *d, char *err, size_t errlen);
+
+/* Reads and validates the metadata of an open vector file into d; checks every
+ * tensor present against the shapes the metadata implies. Returns 0 or -1. */
+int tpmlp_vec_read_dims(const st_file *f, tpmlp_vec_dims *d, char *err, size_t errlen);
+
+/* Reads the dims and the six float32 inputs of an open vector file into t
+ * (allocated here with tpmlp_mlp32_alloc); 0, or -1 with a message. */
+int tpmlp_vec_load_inputs(const st_file *f, tpmlp_mlp32 *t, tpmlp_vec_dims *d, char *err, size_t errlen);
+
+/* Writes t's eight outputs as F32 under the vector names, with the dims as
+ * metadata. */
+int tpmlp_vec_write_outputs(const char *path, const tpmlp_mlp32 *t, const tpmlp_vec_dims *d, char *err, size_t errlen);
+
+/* Runs the float32 reference on the inputs of vec and writes the eight outputs
+ * (F32, under the vector names) to path. */
+int tpmlp_run_reference_file(const st_file *vec, const char *path, char *err, size_t errlen);
+
+#endif

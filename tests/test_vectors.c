@@ -1,0 +1,169 @@
+/* Test vectors: deterministic generation, shards generated alone equal the
+ * slices of the full tensors, the committed golden files regenerate byte for
+ * byte, the float32 reference passes check against each, and the
+ * deterministic float64 outputs agree with the BLAS/libm oracle. */
+#include <dirent.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bound.h"
+#include "check.h"
+#include "testutil.h"
+#include "vectors.h"
+
+static char dir[] = "/tmp/tpmlp-vec-XXXXXX";
+
+static unsigned char *slurp(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) fail_msg("cannot open %s", path);
+    fseek(f, 0, SEEK_END);
+    *n = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc(*n ? *n : 1);
+    assert_non_null(b);
+    assert_int_equal(fread(b, 1, *n, f), *n);
+    fclose(f);
+    return b;
+}
+
+static void gen(const char *path, const tpmlp_vec_dims *d) {
+    char err[512];
+    if (tpmlp_vec_generate(path, d, err, sizeof err) != 0) fail_msg("%s", err);
+}
+
+/* Same arguments, 1 thread and 2 threads: the same bytes. */
+static void generation_is_deterministic(void **s) {
+    (void)s;
+    tpmlp_vec_dims d = {.B = 2, .T = 5, .D = 12, .F = 37, .act = TPMLP_GELU, .seed = test_seed()};
+    char p1[300], p2[300];
+    snprintf(p1, sizeof p1, "%s/one.safetensors", dir), snprintf(p2, sizeof p2, "%s/two.safetensors", dir);
+    omp_set_num_threads(1);
+    gen(p1, &d);
+    omp_set_num_threads(2);
+    gen(p2, &d);
+    size_t n1, n2;
+    unsigned char *a = slurp(p1, &n1), *b = slurp(p2, &n2);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(a, b, n1);
+    free(a), free(b), unlink(p1), unlink(p2);
+}
+
+/* Rows r0..r1 of W1 and columns c0..c1 of W2, generated alone, are the slices of the full tensors. */
+static void shards_equal_slices(void **s) {
+    (void)s;
+    tpmlp_vec_dims d = {.B = 1, .T = 3, .D = 7, .F = 29, .act = TPMLP_RELU, .seed = test_seed()};
+    float *w1 = malloc(sizeof(float) * 29 * 7), *w2 = malloc(sizeof(float) * 7 * 29),
+          *part = malloc(sizeof(float) * 29 * 7);
+    assert_non_null(w1), assert_non_null(w2), assert_non_null(part);
+    tpmlp_vec_fill(w1, V_W1, &d, 0, 29, 0, 7);
+    tpmlp_vec_fill(w2, V_W2, &d, 0, 7, 0, 29);
+    const int cuts[] = {0, 8, 15, 22, 29}; /* p = 4, uneven: 8, 7, 7, 7 */
+    for (int r = 0; r < 4; r++) {
+        int f0 = cuts[r], f1 = cuts[r + 1];
+        tpmlp_vec_fill(part, V_W1, &d, (uint64_t)f0, (uint64_t)f1, 0, 7);
+        assert_memory_equal(part, w1 + f0 * 7, sizeof(float) * (size_t)(f1 - f0) * 7);
+        tpmlp_vec_fill(part, V_W2, &d, 0, 7, (uint64_t)f0, (uint64_t)f1);
+        for (int dd = 0; dd < 7; dd++)
+            assert_memory_equal(part + dd * (f1 - f0), w2 + dd * 29 + f0, sizeof(float) * (size_t)(f1 - f0));
+    }
+    free(w1), free(w2), free(part);
+}
+
+/* The deterministic float64 outputs against dgemm + libm on the same inputs. */
+static void deterministic_reference_matches_oracle(void **state) {
+    tpmlp_act act = (tpmlp_act)STATE_INT(state);
+    tpmlp_vec_dims d = {.B = 2, .T = 6, .D = 19, .F = 45, .act = act, .seed = test_seed()};
+    const int N = 12;
+    tpmlp_mlp32 t;
+    tpmlp_mlp64 o;
+    tpmlp_mlp32_alloc(&t, N, d.D, d.F, act);
+    tpmlp_mlp64_alloc(&o, N, d.D, d.F, act);
+    tpmlp_vec_fill(t.x, V_X, &d, 0, N, 0, d.D), tpmlp_vec_fill(t.w1, V_W1, &d, 0, d.F, 0, d.D);
+    tpmlp_vec_fill(t.b1, V_B1, &d, 0, 1, 0, d.F), tpmlp_vec_fill(t.w2, V_W2, &d, 0, d.D, 0, d.F);
+    tpmlp_vec_fill(t.b2, V_B2, &d, 0, 1, 0, d.D), tpmlp_vec_fill(t.dy, V_DY, &d, 0, N, 0, d.D);
+    tpmlp_mlp64_inputs_from32(&o, &t);
+    tpmlp_mlp64_run(&o);
+    tpmlp_mlp64 r; /* reuse the struct for the deterministic outputs */
+    tpmlp_mlp64_alloc(&r, N, d.D, d.F, act);
+    tpmlp_vec_reference(r.h, r.a, r.y, r.dx, r.dw1, r.db1, r.dw2, r.db2, t.x, t.w1, t.b1, t.w2, t.b2, t.dy, N, d.D, d.F,
+                        act);
+    const struct {
+        const char *name;
+        const double *x, *y;
+        size_t n;
+    } pairs[] = {{"h", r.h, o.h, (size_t)N * d.F},         {"a", r.a, o.a, (size_t)N * d.F},
+                 {"y", r.y, o.y, (size_t)N * d.D},         {"dx", r.dx, o.dx, (size_t)N * d.D},
+                 {"dw1", r.dw1, o.dw1, (size_t)d.F * d.D}, {"db1", r.db1, o.db1, (size_t)d.F},
+                 {"dw2", r.dw2, o.dw2, (size_t)d.D * d.F}, {"db2", r.db2, o.db2, (size_t)d.D}};
+    for (size_t i = 0; i < sizeof pairs / sizeof *pairs; i++) {
+        double scale = 0, diff = 0;
+        for (size_t k = 0; k < pairs[i].n; k++)
+            scale = fmax(scale, fabs(pairs[i].y[k])), diff = fmax(diff, fabs(pairs[i].x[k] - pairs[i].y[k]));
+        /* both are float64 with sums of ≤ 45 terms: 1e-12 of the tensor's scale is orders above their rounding */
+        if (!(diff <= 1e-12 * scale))
+            fail_msg("%s: deterministic and oracle differ by %.3g (scale %.3g, seed %llu)", pairs[i].name, diff, scale,
+                     d.seed);
+    }
+    tpmlp_mlp32_free(&t), tpmlp_mlp64_free(&o), tpmlp_mlp64_free(&r);
+}
+
+/* Each committed golden file: regenerated from its own metadata, byte for byte;
+ * and the float32 reference's outputs pass check against it. */
+static void golden(void **s) {
+    (void)s;
+    const char *src = getenv("TPMLP_SRCDIR");
+    char vdir[512];
+    snprintf(vdir, sizeof vdir, "%s/tests/vectors", src ? src : ".");
+    DIR *dp = opendir(vdir);
+    if (dp == NULL) fail_msg("cannot open %s (set TPMLP_SRCDIR)", vdir);
+    int count = 0;
+    struct dirent *e;
+    while ((e = readdir(dp)) != NULL) {
+        if (strstr(e->d_name, ".safetensors") == NULL) continue;
+        char path[1024], regen[600], out[600], err[512];
+        snprintf(path, sizeof path, "%s/%s", vdir, e->d_name);
+        snprintf(regen, sizeof regen, "%s/regen.safetensors", dir);
+        snprintf(out, sizeof out, "%s/out.safetensors", dir);
+        st_file f;
+        tpmlp_vec_dims d;
+        if (st_open(&f, path, err, sizeof err) || tpmlp_vec_read_dims(&f, &d, err, sizeof err)) fail_msg("%s", err);
+        gen(regen, &d);
+        size_t n1, n2;
+        unsigned char *a = slurp(path, &n1), *b = slurp(regen, &n2);
+        if (n1 != n2 || memcmp(a, b, n1) != 0) fail_msg("%s does not regenerate byte for byte", path);
+        free(a), free(b);
+        if (tpmlp_run_reference_file(&f, out, err, sizeof err) != 0) fail_msg("%s", err);
+        st_file theirs;
+        tpmlp_check_row rows[TPMLP_CHECK_OUTPUTS];
+        if (st_open(&theirs, out, err, sizeof err) || tpmlp_check(rows, &f, &theirs, 0x1p-24, err, sizeof err))
+            fail_msg("%s", err);
+        for (int i = 0; i < TPMLP_CHECK_OUTPUTS; i++)
+            if (!rows[i].present || !rows[i].pass)
+                fail_msg("%s: float32 reference %s fails check (%.1f%% of its bound)", path,
+                         tpmlp_vec_specs[rows[i].id].name, 100 * rows[i].used);
+        st_close(&theirs), st_close(&f), unlink(regen), unlink(out);
+        count++;
+    }
+    closedir(dp);
+    printf("# %d golden vector files regenerated and checked\n", count);
+    assert_true(count >= 5);
+}
+
+int main(void) {
+    if (mkdtemp(dir) == NULL) return 1;
+    test_seed();
+    const struct CMUnitTest tests[] = {
+        NAMED_TEST(generation_is_deterministic, "", 0),
+        NAMED_TEST(shards_equal_slices, "", 0),
+        NAMED_TEST(deterministic_reference_matches_oracle, "gelu", TPMLP_GELU),
+        NAMED_TEST(deterministic_reference_matches_oracle, "gelu_tanh", TPMLP_GELU_TANH),
+        NAMED_TEST(deterministic_reference_matches_oracle, "relu", TPMLP_RELU),
+        NAMED_TEST(golden, "", 0),
+    };
+    int rc = cmocka_run_group_tests_name("test vectors", tests, NULL, NULL);
+    rmdir(dir);
+    return rc;
+}
