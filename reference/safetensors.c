@@ -154,68 +154,67 @@ static int parse_header(st_file *f, json_t *root, char *err, size_t errlen) {
     return 0;
 }
 
+/* Validates the header of f->map (f->size bytes); fills the rest of f. */
+static int parse_file(st_file *f, char *err, size_t errlen) {
+    const char *path = f->path;
+    if (f->size < 8) return fail(err, errlen, "%s: %zu bytes, too short for the 8-byte header length", path, f->size);
+    uint64_t hlen;
+    memcpy(&hlen, f->map, 8);
+    if (hlen > ST_MAX_HEADER)
+        return fail(err, errlen, "%s: header length %llu is above the cap of %u bytes", path, (unsigned long long)hlen,
+                    ST_MAX_HEADER);
+    if (hlen > f->size - 8)
+        return fail(err, errlen, "%s: header length %llu runs past the end of the file (%zu bytes)", path,
+                    (unsigned long long)hlen, f->size);
+    f->data_start = 8 + (size_t)hlen;
+    json_error_t jerr;
+    json_t *root = json_loadb((const char *)f->map + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL)
+        return fail(err, errlen, "%s: the header is not valid JSON: %s (header byte %d)", path, jerr.text,
+                    jerr.position);
+    int rc = parse_header(f, root, err, errlen);
+    json_decref(root);
+    return rc;
+}
+
 int st_open(st_file *f, const char *path, char *err, size_t errlen) {
     memset(f, 0, sizeof *f);
     f->path = strdup(path);
     if (f->path == NULL) return fail(err, errlen, "%s: out of memory", path);
     int fd = open(path, O_RDONLY);
-    if (fd < 0) {
-        fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        st_close(f);
-        return -1;
-    }
     struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+    int rc = -1;
+    if (fd < 0)
+        fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    else if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode))
         fail(err, errlen, "%s: not a regular file", path);
-        close(fd);
-        st_close(f);
-        return -1;
+    else if ((size_t)sb.st_size < 8)
+        fail(err, errlen, "%s: %zu bytes, too short for the 8-byte header length", path, (size_t)sb.st_size);
+    else {
+        f->size = (size_t)sb.st_size;
+        void *m = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (m == MAP_FAILED)
+            fail(err, errlen, "%s: cannot map %zu bytes: %s", path, f->size, strerror(errno));
+        else
+            f->map = m, f->mapped = 1, rc = parse_file(f, err, errlen);
     }
-    f->size = (size_t)sb.st_size;
-    if (f->size < 8) {
-        fail(err, errlen, "%s: %zu bytes, too short for the 8-byte header length", path, f->size);
-        close(fd);
-        st_close(f);
-        return -1;
-    }
-    void *m = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (m == MAP_FAILED) {
-        fail(err, errlen, "%s: cannot map %zu bytes: %s", path, f->size, strerror(errno));
-        st_close(f);
-        return -1;
-    }
-    f->map = m;
-    uint64_t hlen;
-    memcpy(&hlen, f->map, 8);
-    if (hlen > ST_MAX_HEADER) {
-        fail(err, errlen, "%s: header length %llu is above the cap of %u bytes", path, (unsigned long long)hlen,
-             ST_MAX_HEADER);
-        st_close(f);
-        return -1;
-    }
-    if (hlen > f->size - 8) {
-        fail(err, errlen, "%s: header length %llu runs past the end of the file (%zu bytes)", path,
-             (unsigned long long)hlen, f->size);
-        st_close(f);
-        return -1;
-    }
-    f->data_start = 8 + (size_t)hlen;
-    json_error_t jerr;
-    json_t *root = json_loadb((const char *)f->map + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr);
-    if (root == NULL) {
-        fail(err, errlen, "%s: the header is not valid JSON: %s (header byte %d)", path, jerr.text, jerr.position);
-        st_close(f);
-        return -1;
-    }
-    int rc = parse_header(f, root, err, errlen);
-    json_decref(root);
+    if (fd >= 0) close(fd);
+    if (rc != 0) st_close(f);
+    return rc;
+}
+
+int st_open_buffer(st_file *f, const void *buf, size_t size, const char *name, char *err, size_t errlen) {
+    memset(f, 0, sizeof *f);
+    f->path = strdup(name);
+    if (f->path == NULL) return fail(err, errlen, "%s: out of memory", name);
+    f->map = buf, f->size = size;
+    int rc = parse_file(f, err, errlen);
     if (rc != 0) st_close(f);
     return rc;
 }
 
 void st_close(st_file *f) {
-    if (f->map) munmap((void *)f->map, f->size);
+    if (f->map && f->mapped) munmap((void *)f->map, f->size);
     for (int i = 0; i < f->ntensors; i++) free(f->tensors[i].name);
     for (int i = 0; i < f->nmeta; i++) free(f->meta_keys[i]), free(f->meta_values[i]);
     free(f->tensors), free(f->meta_keys), free(f->meta_values), free(f->path);

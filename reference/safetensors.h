@@ -30,6 +30,7 @@ typedef struct {
 typedef struct {
     char *path;
     const unsigned char *map; /* the whole file, read-only */
+    int mapped;               /* map is ours (mmap), not the caller's buffer */
     size_t size;
     size_t data_start;  /* 8 + header length */
     st_tensor *tensors; /* sorted by begin */
@@ -40,6 +41,9 @@ typedef struct {
 
 /* Opens and validates path. Returns 0, or -1 with a one-line message in err. */
 int st_open(st_file *f, const char *path, char *err, size_t errlen);
+/* The same on a buffer in memory (kept by the caller until st_close); name
+ * stands for the path in messages. */
+int st_open_buffer(st_file *f, const void *buf, size_t size, const char *name, char *err, size_t errlen);
 void st_close(st_file *f);
 const st_tensor *st_find(const st_file *f, const char *name);
 const char *st_meta(const st_file *f, const char *key); /* NULL if absent */
