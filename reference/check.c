@@ -8,22 +8,25 @@
  * rounded to the lower precision (each product then carries ≤ 2u, and
  * 2u·Σ|t| ≤ λ√K·u·Σ|t|).
  *
- * Errors carried from an earlier step, e_j with |e_j| ≤ δ_j and independent,
- * enter a later sum Σ_j e_j·w_j as at most λ·(Σ δ_j²·w_j²)^{1/2}, bounded by
- * λ·‖δ‖₄·‖w‖₄ (Hölder), which costs one pass instead of a GEMM.
+ * Errors carried from an earlier step: each e_j is itself a sum of many
+ * independent roundings, bounded at the λ level by δ_j, i.e. sub-Gaussian
+ * with scale δ_j/λ. A later sum Σ_j e_j·w_j is then sub-Gaussian with scale
+ * (Σ (δ_j/λ)²·w_j²)^{1/2}, so at the same λ level it is at most
+ * (Σ δ_j²·w_j²)^{1/2} — no second factor λ — which we bound by ‖δ‖₄·‖w‖₄
+ * (Hölder): one pass instead of a GEMM.
  *
  *   δH   = γ(D+1)·(|X|·|W1|ᵀ + |b1|)
  *   δA   = (|g| + |act''(H)|·δH)·δH + c·u·(|A| + |H·g|)   g = act'(H), c = 8
  *          (relu: slope 1 where |H| ≤ δH, the kink may be crossed)
- *   δY   = γ(F+1)·(|A|·|W2|ᵀ + |b2|) + λ‖δA_n‖₄‖W2_d‖₄
+ *   δY   = γ(F+1)·(|A|·|W2|ᵀ + |b2|) + ‖δA_n‖₄‖W2_d‖₄
  *   δdb2 = γ(N)·Σ_n|dY|
- *   δdW2 = γ(N)·|dY|ᵀ·|A| + λ‖dY_:d‖₄‖δA_:f‖₄
+ *   δdW2 = γ(N)·|dY|ᵀ·|A| + ‖dY_:d‖₄‖δA_:f‖₄
  *   δdA  = γ(D)·|dY|·|W2|
  *   δg   = |act''(H)|·δH + c·u·(|g| + 0.8|H|)   (relu: 1 where |H| ≤ δH)
  *   δdH  = |g|·δdA + |dA|·δg + u·|dH|
- *   δdb1 = γ(N)·Σ_n|dH| + λ(Σ_n δdH²)^{1/2}
- *   δdW1 = γ(N)·|dH|ᵀ·|X| + λ‖δdH_:f‖₄‖X_:d‖₄
- *   δdX  = γ(F)·|dH|·|W1| + λ‖δdH_n‖₄‖W1_:d‖₄
+ *   δdb1 = γ(N)·Σ_n|dH| + (Σ_n δdH²)^{1/2}
+ *   δdW1 = γ(N)·|dH|ᵀ·|X| + ‖δdH_:f‖₄‖X_:d‖₄
+ *   δdX  = γ(F)·|dH|·|W1| + ‖δdH_n‖₄‖W1_:d‖₄
  * The |·| products are float32 GEMMs of non-negative numbers; their own
  * rounding (≤ K·2^-24 relative) is covered by inflating them by 1 + 2K·2^-24. */
 #include "check.h"
@@ -147,12 +150,12 @@ static void compute_bounds(bounds *bd, const st_file *vec, const tpmlp_vec_dims 
     double *nA_row = norm4(dA, 1, N, F, 0, "‖δA_n‖₄"), *nW2_row = norm4(w2, 0, D, F, 0, "‖W2_d‖₄");
     abs_gemm(s, 0, 1, N, D, F, aa, aw2);
 #pragma omp parallel for schedule(static)
-    for (size_t k = 0; k < nd; k++) dY[k] = G(F + 1) * (s[k] + fabs(b2[k % D])) + lam * nA_row[k / D] * nW2_row[k % D];
+    for (size_t k = 0; k < nd; k++) dY[k] = G(F + 1) * (s[k] + fabs(b2[k % D])) + nA_row[k / D] * nW2_row[k % D];
     /* dW2, db2 */
     double *nDY_col = norm4(dy, 0, N, D, 1, "‖dY_:d‖₄"), *nA_col = norm4(dA, 1, N, F, 1, "‖δA_:f‖₄");
     abs_gemm(s, 1, 0, D, F, N, ady, aa);
 #pragma omp parallel for schedule(static)
-    for (size_t k = 0; k < fd; k++) dW2[k] = G(N) * s[k] + lam * nDY_col[k / F] * nA_col[k % F];
+    for (size_t k = 0; k < fd; k++) dW2[k] = G(N) * s[k] + nDY_col[k / F] * nA_col[k % F];
     for (int d = 0; d < D; d++) dB2[d] = 0;
     for (size_t k = 0; k < nd; k++) dB2[k % D] += fabs(dy[k]);
     for (int d = 0; d < D; d++) dB2[d] *= G(N);
@@ -180,15 +183,15 @@ static void compute_bounds(bounds *bd, const st_file *vec, const tpmlp_vec_dims 
                 size_t k = (size_t)n * F + f;
                 dB1[f] += aa[k], sq[f] += dA[k] * dA[k];
             }
-    for (int f = 0; f < F; f++) dB1[f] = G(N) * dB1[f] + lam * sqrt(sq[f]);
+    for (int f = 0; f < F; f++) dB1[f] = G(N) * dB1[f] + sqrt(sq[f]);
     double *nDH_col = norm4(dA, 1, N, F, 1, "‖δdH_:f‖₄"), *nX_col = norm4(x, 0, N, D, 1, "‖X_:d‖₄");
     abs_gemm(s, 1, 0, F, D, N, aa, ax);
 #pragma omp parallel for schedule(static)
-    for (size_t k = 0; k < fd; k++) dW1[k] = G(N) * s[k] + lam * nDH_col[k / D] * nX_col[k % D];
+    for (size_t k = 0; k < fd; k++) dW1[k] = G(N) * s[k] + nDH_col[k / D] * nX_col[k % D];
     double *nDH_row = norm4(dA, 1, N, F, 0, "‖δdH_n‖₄"), *nW1_col = norm4(w1, 0, F, D, 1, "‖W1_:d‖₄");
     abs_gemm(s, 0, 0, N, D, F, aa, aw1);
 #pragma omp parallel for schedule(static)
-    for (size_t k = 0; k < nd; k++) dX[k] = G(F) * s[k] + lam * nDH_row[k / D] * nW1_col[k % D];
+    for (size_t k = 0; k < nd; k++) dX[k] = G(F) * s[k] + nDH_row[k / D] * nW1_col[k % D];
         /* dA's buffer held δA, then δdH: put δA back for the a tensor */
 #pragma omp parallel for schedule(static)
     for (size_t k = 0; k < nf; k++) dA[k] = delta_a(dm->act, h[k], a[k], g[k], dH[k], c);
