@@ -8,6 +8,7 @@
 #include "check.h"
 #include "commands.h"
 #include "safetensors.h"
+#include "stages.h"
 #include "util.h"
 #include "vectors.h"
 
@@ -92,28 +93,10 @@ static void index_str(char *buf, size_t len, tpmlp_vec_id id, const tpmlp_vec_di
     if (at < len) snprintf(buf + at, len - at, "]");
 }
 
-int cmd_check(int argc, char **argv) {
-    const char *dtype = "fp32", *files[2] = {NULL, NULL};
-    int nfiles = 0;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0) {
-            fputs(check_usage, stdout);
-            return 0;
-        }
-        if (strcmp(argv[i], "--dtype") == 0) {
-            if (i + 1 >= argc) tpmlp_die(TPMLP_EXIT_USAGE, "--dtype: missing value (allowed: fp32, tf32, bf16, fp16)");
-            dtype = argv[++i];
-            if (tpmlp_dtype_u(dtype) < 0)
-                tpmlp_die(TPMLP_EXIT_USAGE, "--dtype: '%s' is not one of fp32, tf32, bf16, fp16", dtype);
-            continue;
-        }
-        if (argv[i][0] == '-' && argv[i][1] != '\0')
-            tpmlp_die(TPMLP_EXIT_USAGE, "check: unknown option '%s' (tpmlp check --help)", argv[i]);
-        if (nfiles == 2)
-            tpmlp_die(TPMLP_EXIT_USAGE, "check: expected two files, VECTORS and THEIRS; got a third '%s'", argv[i]);
-        files[nfiles++] = argv[i];
-    }
-    if (nfiles != 2) tpmlp_die(TPMLP_EXIT_USAGE, "check: expected two files, VECTORS and THEIRS (tpmlp check --help)");
+/* Checks THEIRS against VECTORS and prints the table; returns 0 (all pass)
+ * or 1; bad input ends the program with 2. */
+static int report_check(const char *vec_path, const char *theirs_path, const char *dtype) {
+    const char *files[2] = {vec_path, theirs_path};
     st_file vec, theirs;
     open_or_die(&vec, files[0]);
     open_or_die(&theirs, files[1]);
@@ -158,28 +141,56 @@ int cmd_check(int argc, char **argv) {
     return present > 0 && all ? 0 : 1;
 }
 
+int cmd_check(int argc, char **argv) {
+    const char *dtype = "fp32", *files[2] = {NULL, NULL};
+    int nfiles = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0) {
+            fputs(check_usage, stdout);
+            return 0;
+        }
+        if (strcmp(argv[i], "--dtype") == 0) {
+            if (i + 1 >= argc) tpmlp_die(TPMLP_EXIT_USAGE, "--dtype: missing value (allowed: fp32, tf32, bf16, fp16)");
+            dtype = argv[++i];
+            if (tpmlp_dtype_u(dtype) < 0)
+                tpmlp_die(TPMLP_EXIT_USAGE, "--dtype: '%s' is not one of fp32, tf32, bf16, fp16", dtype);
+            continue;
+        }
+        if (argv[i][0] == '-' && argv[i][1] != '\0')
+            tpmlp_die(TPMLP_EXIT_USAGE, "check: unknown option '%s' (tpmlp check --help)", argv[i]);
+        if (nfiles == 2)
+            tpmlp_die(TPMLP_EXIT_USAGE, "check: expected two files, VECTORS and THEIRS; got a third '%s'", argv[i]);
+        files[nfiles++] = argv[i];
+    }
+    if (nfiles != 2) tpmlp_die(TPMLP_EXIT_USAGE, "check: expected two files, VECTORS and THEIRS (tpmlp check --help)");
+    return report_check(files[0], files[1], dtype);
+}
+
 static const char run_usage[] =
-    "usage: tpmlp run --stage reference VECTORS -o OUT [--threads N]\n"
-    "Runs a stage on a vector file's inputs and writes its outputs under the vector names (F32),\n"
-    "so that `tpmlp check VECTORS OUT` verifies them. Stages here: reference (the float32 MLP).\n";
+    "usage: tpmlp run --stage STAGE [--tp P] VECTORS -o OUT [--threads N]\n"
+    "Runs a stage on a vector file's inputs, writes its outputs under the vector names (F32) and\n"
+    "prints their check against VECTORS (exit 1 if any fails). Stages:\n"
+    "  reference  the float32 MLP in one process\n"
+    "  shard      P ranks as threads of one process, summing their partial outputs\n"
+    "  mpi        P processes, MPI_Allreduce:        mpiexec -n P tpmlp run --stage mpi --tp P ...\n"
+    "  ring       P processes, a hand-written ring all-reduce over MPI point-to-point\n";
 
 int cmd_run(int argc, char **argv) {
     const char *stage = NULL, *in = NULL, *out = NULL;
+    int p = 1;
     tpmlp_shape_args s = {0};
     for (int i = 1; i < argc; i++) {
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(argv[i], "--help") == 0) {
             fputs(run_usage, stdout);
             return 0;
-        }
-        if (strcmp(argv[i], "--threads") == 0) {
-            s.threads = args_positive_int("--threads", i + 1 < argc ? argv[i + 1] : NULL);
-            i++;
+        } else if (strcmp(argv[i], "--threads") == 0) {
+            s.threads = args_positive_int("--threads", v), i++;
+        } else if (strcmp(argv[i], "--tp") == 0) {
+            p = args_positive_int("--tp", v), i++;
         } else if (strcmp(argv[i], "--stage") == 0 || strcmp(argv[i], "-o") == 0) {
-            if (i + 1 >= argc) tpmlp_die(TPMLP_EXIT_USAGE, "%s: missing value", argv[i]);
-            if (argv[i][1] == 'o')
-                out = argv[++i];
-            else
-                stage = argv[++i];
+            if (v == NULL) tpmlp_die(TPMLP_EXIT_USAGE, "%s: missing value", argv[i]);
+            *(argv[i][1] == 'o' ? &out : &stage) = v, i++;
         } else if (argv[i][0] == '-') {
             tpmlp_die(TPMLP_EXIT_USAGE, "run: unknown option '%s' (tpmlp run --help)", argv[i]);
         } else if (in == NULL) {
@@ -190,13 +201,31 @@ int cmd_run(int argc, char **argv) {
     }
     if (stage == NULL || in == NULL || out == NULL)
         tpmlp_die(TPMLP_EXIT_USAGE, "run: --stage, VECTORS and -o are required (tpmlp run --help)");
-    if (strcmp(stage, "reference") != 0)
-        tpmlp_die(TPMLP_EXIT_USAGE, "--stage: '%s' is not a stage this build runs (allowed: reference)", stage);
     args_apply_threads(&s);
-    st_file vec;
-    open_or_die(&vec, in);
-    char err[512];
-    if (tpmlp_run_reference_file(&vec, out, err, sizeof err) != 0) tpmlp_die(1, "%s", err);
-    st_close(&vec);
-    return 0;
+    char err[512] = "";
+    int rc, root = 1;
+    if (strcmp(stage, "reference") == 0) {
+        if (p != 1) tpmlp_die(TPMLP_EXIT_USAGE, "--tp: the reference stage runs on one rank (got %d)", p);
+        st_file vec;
+        open_or_die(&vec, in);
+        rc = tpmlp_run_reference_file(&vec, out, err, sizeof err) == 0 ? 0 : 1;
+        st_close(&vec);
+    } else if (strcmp(stage, "shard") == 0) {
+        rc = tp_run_shard(in, out, p, err, sizeof err);
+    } else if (strcmp(stage, "mpi") == 0 || strcmp(stage, "ring") == 0) {
+#ifdef TPMLP_HAVE_MPI
+        rc = tp_run_mpi(stage, in, out, p, &root, err, sizeof err);
+#else
+        tpmlp_die(TPMLP_EXIT_USAGE, "--stage %s: this tpmlp was built without MPI (install libopenmpi-dev)", stage);
+#endif
+    } else {
+        tpmlp_die(TPMLP_EXIT_USAGE, "--stage: '%s' is not a stage (allowed: reference, shard, mpi, ring)", stage);
+    }
+    if (rc != 0) {
+        if (root) fprintf(stderr, "tpmlp: %s\n", err);
+        return rc;
+    }
+    if (!root) return 0;
+    printf("stage %s, p = %d: outputs written to %s\n", stage, p, out);
+    return report_check(in, out, "fp32");
 }

@@ -1,0 +1,46 @@
+/* The communicator interface the tensor-parallel MLP is written against, as
+ * torch.distributed is written against its backends (gloo, NCCL). Backends:
+ *   local  p ranks as threads of one process (the shard stage, unit tests)
+ *   mpi    MPI_Allreduce and friends over Open MPI
+ *   ring   ring reduce-scatter + all-gather by hand over MPI point-to-point
+ * Every call returns 0, or -1 after printing one line that names the
+ * backend, the call and what failed. All collectives are in place or
+ * out of place as documented; counts are per rank where they say so. */
+#ifndef TPMLP_COMM_H
+#define TPMLP_COMM_H
+
+#include <stddef.h>
+
+typedef enum { COMM_F32, COMM_F64 } comm_dtype;
+
+typedef struct tpmlp_comm tpmlp_comm;
+typedef struct {
+    const char *name;
+    /* buf (n) = Σ over ranks of buf (n), in place; every rank gets the same bits */
+    int (*allreduce)(tpmlp_comm *c, void *buf, size_t n, comm_dtype t);
+    /* recv (size·n) = the ranks' send (n) blocks in rank order */
+    int (*allgather)(tpmlp_comm *c, const void *send, void *recv, size_t n, comm_dtype t);
+    /* recv (n) = Σ over ranks of block [rank] of send (size·n) */
+    int (*reduce_scatter)(tpmlp_comm *c, const void *send, void *recv, size_t n, comm_dtype t);
+    int (*barrier)(tpmlp_comm *c);
+    void (*destroy)(tpmlp_comm *c);
+} tpmlp_comm_ops;
+
+struct tpmlp_comm {
+    const tpmlp_comm_ops *ops;
+    int rank, size;
+    void *impl;
+};
+
+static inline size_t comm_dtype_size(comm_dtype t) { return t == COMM_F32 ? 4 : 8; }
+
+/* local: creates size communicators sharing one group, for size threads. */
+int comm_local_create(tpmlp_comm *comms, int size);
+
+#ifdef TPMLP_HAVE_MPI
+/* mpi and ring over MPI_COMM_WORLD (MPI must be initialised). */
+int comm_mpi_create(tpmlp_comm *c);
+int comm_ring_create(tpmlp_comm *c);
+#endif
+
+#endif

@@ -1,0 +1,144 @@
+#include "stages.h"
+
+#include <cblas.h>
+#include <omp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "comm.h"
+#include "safetensors.h"
+#include "tp_mlp.h"
+#include "util.h"
+#include "vectors.h"
+
+/* Reads the vector file's inputs and checks p against it: 0, or 2 with err. */
+static int load(const char *vectors, int p, tpmlp_mlp32 *full, tpmlp_vec_dims *d, char *err, size_t errlen) {
+    st_file f;
+    if (st_open(&f, vectors, err, errlen) != 0) return 2;
+    int rc = tpmlp_vec_load_inputs(&f, full, d, err, errlen);
+    st_close(&f);
+    if (rc != 0) return 2;
+    if (p < 1 || p > d->F) {
+        snprintf(err, errlen, "--tp: %d ranks for F = %d (allowed: 1 to F, so that every rank holds a block)", p, d->F);
+        tpmlp_mlp32_free(full);
+        return 2;
+    }
+    return 0;
+}
+
+/* One rank's whole step; full (rank 0) receives the assembled outputs. */
+static int run_rank(tpmlp_comm *c, const tpmlp_mlp32 *in, tpmlp_mlp32 *out_full) {
+    tp_shard s;
+    tp_shard_alloc(&s, in->N, in->D, in->F, c->size, c->rank, in->act);
+    tp_shard_from_full(&s, in->x, in->w1, in->b1, in->w2, in->b2, in->dy);
+    /* fault injection for the test that a dying rank ends the job: TPMLP_TEST_DIE_RANK=r */
+    const char *die = getenv("TPMLP_TEST_DIE_RANK");
+    if (die && atoi(die) == c->rank) {
+        fprintf(stderr, "tpmlp: rank %d: dying on purpose (TPMLP_TEST_DIE_RANK)\n", c->rank);
+        raise(SIGKILL);
+    }
+    int rc = tp_forward(&s, c);
+    rc = rc ? rc : tp_backward(&s, c);
+    rc = rc ? rc : tp_gather_outputs(&s, c, out_full);
+    tp_shard_free(&s);
+    return rc;
+}
+
+typedef struct {
+    tpmlp_comm *comm;
+    const tpmlp_mlp32 *in;
+    tpmlp_mlp32 *out;
+    int rc;
+} shard_job;
+
+static void *shard_thread(void *arg) {
+    shard_job *j = arg;
+    omp_set_num_threads(1); /* one core per rank, as one process per rank would have */
+    j->rc = run_rank(j->comm, j->in, j->comm->rank == 0 ? j->out : NULL);
+    if (j->rc != 0) { /* the other ranks may be waiting in a collective: end the process */
+        fprintf(stderr, "tpmlp: shard stage: rank %d failed\n", j->comm->rank);
+        exit(1);
+    }
+    return NULL;
+}
+
+static int write_out(const char *path, tpmlp_mlp32 *full, const tpmlp_vec_dims *d, char *err, size_t errlen) {
+    return tpmlp_vec_write_outputs(path, full, d, err, errlen) == 0 ? 0 : 1;
+}
+
+int tp_run_shard(const char *vectors, const char *out, int p, char *err, size_t errlen) {
+    tpmlp_mlp32 in, full;
+    tpmlp_vec_dims d;
+    int rc = load(vectors, p, &in, &d, err, errlen);
+    if (rc) return rc;
+    tpmlp_mlp32_alloc(&full, in.N, in.D, in.F, in.act);
+    openblas_set_num_threads(1);
+    tpmlp_comm *comms = tpmlp_alloc((size_t)p, sizeof *comms, "communicators");
+    shard_job *jobs = tpmlp_alloc((size_t)p, sizeof *jobs, "jobs");
+    pthread_t *th = tpmlp_alloc((size_t)p, sizeof *th, "threads");
+    if (comm_local_create(comms, p) != 0) return snprintf(err, errlen, "shard stage: cannot create %d ranks", p), 1;
+    for (int r = 0; r < p; r++) {
+        jobs[r] = (shard_job){&comms[r], &in, &full, 0};
+        if (pthread_create(&th[r], NULL, shard_thread, &jobs[r]) != 0)
+            tpmlp_die(1, "shard stage: cannot start the thread of rank %d", r);
+    }
+    for (int r = 0; r < p; r++) pthread_join(th[r], NULL);
+    for (int r = 0; r < p; r++) comms[r].ops->destroy(&comms[r]);
+    rc = write_out(out, &full, &d, err, errlen);
+    tpmlp_mlp32_free(&in), tpmlp_mlp32_free(&full);
+    free(comms), free(jobs), free(th);
+    return rc;
+}
+
+#ifdef TPMLP_HAVE_MPI
+#include <mpi.h>
+
+/* Threads for this rank: the node's cores shared among the ranks on it. */
+static void threads_from_local_rank(void) {
+    const char *ls = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    long cores = sysconf(_SC_NPROCESSORS_ONLN), local = ls ? atol(ls) : 1;
+    int t = (int)(local > 0 && cores / local > 1 ? cores / local : 1);
+    openblas_set_num_threads(t);
+    omp_set_num_threads(t);
+}
+
+int tp_run_mpi(const char *stage, const char *vectors, const char *out, int p, int *root, char *err, size_t errlen) {
+    int provided, rank = 0, size = 1;
+    if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+        return snprintf(err, errlen, "%s stage: MPI_Init failed", stage), 1;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    *root = rank == 0;
+    threads_from_local_rank();
+    tpmlp_mlp32 in, full;
+    tpmlp_vec_dims d;
+    /* every rank reads the same file and reaches the same verdict: no rank waits for another */
+    int rc =
+        size != p
+            ? (snprintf(err, errlen, "--tp %d but the job has %d ranks (run it as mpiexec -n %d ...)", p, size, p), 2)
+            : load(vectors, p, &in, &d, err, errlen);
+    if (rc == 0) {
+        tpmlp_comm c;
+        rc = (strcmp(stage, "ring") == 0 ? comm_ring_create(&c) : comm_mpi_create(&c)) != 0;
+        if (rc == 0) {
+            if (rank == 0) tpmlp_mlp32_alloc(&full, in.N, in.D, in.F, in.act);
+            rc = run_rank(&c, &in, rank == 0 ? &full : NULL) != 0;
+            if (rc == 0 && rank == 0) rc = write_out(out, &full, &d, err, errlen);
+            if (rank == 0) tpmlp_mlp32_free(&full);
+            c.ops->destroy(&c);
+        }
+        tpmlp_mlp32_free(&in);
+        if (rc == 0) MPI_Barrier(MPI_COMM_WORLD);
+    }
+    if (rc == 1) { /* a failure on one rank: end the job rather than leave the others waiting */
+        if (err[0]) fprintf(stderr, "tpmlp: %s\n", err);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    MPI_Finalize();
+    return rc;
+}
+#endif

@@ -1,0 +1,20 @@
+/* The CPU tensor-parallel stages as runnable steps: read a vector file, run
+ * the TP MLP on p ranks, write the full outputs under the vector names. */
+#ifndef TPMLP_STAGES_H
+#define TPMLP_STAGES_H
+
+#include <stddef.h>
+
+/* Return codes: 0 done, 1 failed while running, 2 bad input (err has one line). */
+
+/* shard: p ranks as threads of this process, local communicator. */
+int tp_run_shard(const char *vectors, const char *out, int p, char *err, size_t errlen);
+
+#ifdef TPMLP_HAVE_MPI
+/* mpi or ring: this process is one rank of MPI_COMM_WORLD, whose size must be
+ * p; rank 0 writes out. Follows dist_init: MPI_Init, threads from the local
+ * rank, run, barrier, MPI_Finalize. *root is set on rank 0. */
+int tp_run_mpi(const char *stage, const char *vectors, const char *out, int p, int *root, char *err, size_t errlen);
+#endif
+
+#endif
