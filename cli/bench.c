@@ -10,6 +10,12 @@
 #include "bound.h"
 #include "commands.h"
 #include "util.h"
+#ifdef TPMLP_HAVE_MPI
+#include <mpi.h>
+
+#include "stages.h"
+#include "tp_mlp.h"
+#endif
 
 static const char bench_usage[] =
     "usage: tpmlp bench --batch B --seq T --hidden D [--ffn F] [--act gelu|gelu_tanh|relu]\n"
@@ -18,7 +24,9 @@ static const char bench_usage[] =
     "GEMMs alone on the same shapes; prints the medians and their ratio.\n"
     "  --ffn      default 4 × hidden      --act      default gelu\n"
     "  --threads  OpenBLAS and OpenMP threads (default: their own defaults)\n"
-    "  --reps     timed repetitions after one warm-up (default 11)\n";
+    "  --reps     timed repetitions after one warm-up (default 11)\n"
+    "  --stage mpi|ring --tp P   under mpiexec -n P: the tensor-parallel step instead, with the\n"
+    "             all-reduce timed alone and its bus bandwidth 2(p-1)/p · bytes / time\n";
 
 /* The six GEMMs of mlp_forward_f32 + mlp_backward_f32, same shapes and layouts. */
 static void gemms_only(tpmlp_mlp32 *t) {
@@ -36,15 +44,119 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+#ifdef TPMLP_HAVE_MPI
+/* the slowest rank's time for one call of fn, after a barrier */
+static double timed_max(int (*fn)(void *), void *arg) {
+    MPI_Barrier(MPI_COMM_WORLD);
+    double t0 = tpmlp_now();
+    if (fn(arg) != 0) MPI_Abort(MPI_COMM_WORLD, 1);
+    double t = tpmlp_now() - t0, worst;
+    MPI_Allreduce(&t, &worst, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    return worst;
+}
+
+typedef struct {
+    tp_shard *s;
+    tpmlp_comm *c;
+} tp_job;
+static int tp_step(void *a) {
+    tp_job *j = a;
+    return tp_forward(j->s, j->c) || tp_backward(j->s, j->c);
+}
+static int tp_allreduce_only(void *a) {
+    tp_job *j = a;
+    return j->c->ops->allreduce(j->c, j->s->y, (size_t)j->s->N * j->s->D, COMM_F32);
+}
+
+static int bench_tp(const char *stage, int p, tpmlp_shape_args *s, int reps) {
+    int rank, size;
+    if (tp_dist_init(&rank, &size) != 0) tpmlp_die(1, "bench: MPI_Init failed");
+    if (size != p) {
+        if (rank == 0) fprintf(stderr, "tpmlp: --tp %d but the job has %d ranks (mpiexec -n %d ...)\n", p, size, p);
+        MPI_Finalize();
+        return TPMLP_EXIT_USAGE;
+    }
+    int N = args_shape_finish(s);
+    if (p > s->ffn) {
+        if (rank == 0) fprintf(stderr, "tpmlp: --tp: %d ranks for F = %d (allowed: 1 to F)\n", p, s->ffn);
+        MPI_Finalize();
+        return TPMLP_EXIT_USAGE;
+    }
+    args_apply_threads(s); /* --threads overrides the share of cores from the local rank */
+    tpmlp_comm c;
+    if ((strcmp(stage, "ring") == 0 ? comm_ring_create(&c) : comm_mpi_create(&c)) != 0) MPI_Abort(MPI_COMM_WORLD, 1);
+    tp_shard sh;
+    tp_shard_alloc(&sh, N, s->hidden, s->ffn, p, rank, s->act);
+    tpmlp_vec_dims d = {1, N, s->hidden, s->ffn, s->act, s->seed};
+    tp_shard_generate(&sh, &d);
+    tp_job j = {&sh, &c};
+    /* p = 1 in the same run: rank 0 alone runs the unsharded step with the
+     * same threads while the other ranks wait (one core each, so they do
+     * not slow it down when there are at least p cores) */
+    tpmlp_mlp32 one;
+    if (rank == 0) {
+        tpmlp_mlp32_alloc(&one, N, s->hidden, s->ffn, s->act);
+        tpmlp_vec_fill(one.x, V_X, &d, 0, (uint64_t)N, 0, (uint64_t)s->hidden);
+        tpmlp_vec_fill(one.dy, V_DY, &d, 0, (uint64_t)N, 0, (uint64_t)s->hidden);
+        tpmlp_vec_fill(one.w1, V_W1, &d, 0, (uint64_t)s->ffn, 0, (uint64_t)s->hidden);
+        tpmlp_vec_fill(one.b1, V_B1, &d, 0, 1, 0, (uint64_t)s->ffn);
+        tpmlp_vec_fill(one.w2, V_W2, &d, 0, (uint64_t)s->hidden, 0, (uint64_t)s->ffn);
+        tpmlp_vec_fill(one.b2, V_B2, &d, 0, 1, 0, (uint64_t)s->hidden);
+    }
+    double *ts = tpmlp_alloc((size_t)reps, sizeof *ts, "times"), *ta = tpmlp_alloc((size_t)reps, sizeof *ta, "times");
+    double *t1 = tpmlp_alloc((size_t)reps, sizeof *t1, "times");
+    for (int r = -1; r < reps; r++) { /* r = -1: warm-up */
+        double a = timed_max(tp_step, &j), b = timed_max(tp_allreduce_only, &j);
+        MPI_Barrier(MPI_COMM_WORLD);
+        double t0 = tpmlp_now();
+        if (rank == 0) tpmlp_mlp32_run(&one);
+        double single = tpmlp_now() - t0;
+        MPI_Barrier(MPI_COMM_WORLD);
+        if (r >= 0) ts[r] = a, ta[r] = b, t1[r] = single;
+    }
+    qsort(ts, (size_t)reps, sizeof *ts, cmp_double);
+    qsort(ta, (size_t)reps, sizeof *ta, cmp_double);
+    qsort(t1, (size_t)reps, sizeof *t1, cmp_double);
+    double step = ts[reps / 2], ar = ta[reps / 2], single = t1[reps / 2], bytes = 4.0 * N * s->hidden;
+    if (rank == 0) {
+        printf("stage %s, p=%d, N=%d D=%d F=%d act=%s, %d BLAS thread(s) per rank, reps=%d\n", stage, p, N, s->hidden,
+               s->ffn, tpmlp_act_name(s->act), openblas_get_num_threads(), reps);
+        printf("fwd+bwd %.2f ms at p=%d, %.2f ms at p=1 (same run, same threads per rank): speedup %.2f\n", step * 1e3,
+               p, single * 1e3, single / step);
+        if (p > 1)
+            printf("all-reduce of %.2f MB alone: %.3f ms, algbw %.2f GB/s, busbw %.2f GB/s (= algbw · 2(p-1)/p)\n",
+                   bytes / 1e6, ar * 1e3, bytes / ar / 1e9, 2.0 * (p - 1) / p * bytes / ar / 1e9);
+        tpmlp_mlp32_free(&one);
+    }
+    free(ts), free(ta), free(t1);
+    tp_shard_free(&sh);
+    c.ops->destroy(&c);
+    MPI_Finalize();
+    return 0;
+}
+#endif
+
 int cmd_bench(int argc, char **argv) {
     tpmlp_shape_args s = {.act = TPMLP_GELU, .seed = 1};
-    int reps = 11;
+    int reps = 11, p = 1;
+    const char *stage = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0) {
             fputs(bench_usage, stdout);
             return 0;
         }
         if (args_shape_flag(&s, argc, argv, &i)) continue;
+        if (strcmp(argv[i], "--stage") == 0 && i + 1 < argc) {
+            stage = argv[++i];
+            if (strcmp(stage, "mpi") != 0 && strcmp(stage, "ring") != 0)
+                tpmlp_die(TPMLP_EXIT_USAGE, "--stage: '%s' is not a stage bench times (allowed: mpi, ring)", stage);
+            continue;
+        }
+        if (strcmp(argv[i], "--tp") == 0) {
+            p = args_positive_int("--tp", i + 1 < argc ? argv[i + 1] : NULL);
+            i++;
+            continue;
+        }
         if (strcmp(argv[i], "--reps") == 0) {
             reps = args_positive_int("--reps", i + 1 < argc ? argv[i + 1] : NULL);
             i++;
@@ -54,6 +166,14 @@ int cmd_bench(int argc, char **argv) {
     }
     if (s.batch == 0 || s.seq == 0 || s.hidden == 0)
         tpmlp_die(TPMLP_EXIT_USAGE, "bench: --batch, --seq and --hidden are required (tpmlp bench --help)");
+    if (stage != NULL) {
+#ifdef TPMLP_HAVE_MPI
+        return bench_tp(stage, p, &s, reps);
+#else
+        tpmlp_die(TPMLP_EXIT_USAGE, "--stage %s: this tpmlp was built without MPI", stage);
+#endif
+    }
+    if (p != 1) tpmlp_die(TPMLP_EXIT_USAGE, "--tp: give --stage mpi or ring to run on %d ranks", p);
     int N = args_shape_finish(&s);
     args_apply_threads(&s);
 

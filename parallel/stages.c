@@ -106,14 +106,19 @@ static void threads_from_local_rank(void) {
     omp_set_num_threads(t);
 }
 
-int tp_run_mpi(const char *stage, const char *vectors, const char *out, int p, int *root, char *err, size_t errlen) {
-    int provided, rank = 0, size = 1;
-    if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
-        return snprintf(err, errlen, "%s stage: MPI_Init failed", stage), 1;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &size);
-    *root = rank == 0;
+int tp_dist_init(int *rank, int *size) {
+    int provided;
+    if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) return -1;
+    MPI_Comm_rank(MPI_COMM_WORLD, rank);
+    MPI_Comm_size(MPI_COMM_WORLD, size);
     threads_from_local_rank();
+    return 0;
+}
+
+int tp_run_mpi(const char *stage, const char *vectors, const char *out, int p, int *root, char *err, size_t errlen) {
+    int rank = 0, size = 1;
+    if (tp_dist_init(&rank, &size) != 0) return snprintf(err, errlen, "%s stage: MPI_Init failed", stage), 1;
+    *root = rank == 0;
     tpmlp_mlp32 in, full;
     tpmlp_vec_dims d;
     /* every rank reads the same file and reaches the same verdict: no rank waits for another */
