@@ -222,7 +222,7 @@ int cmd_run(int argc, char **argv) {
         tpmlp_die(TPMLP_EXIT_USAGE, "--stage: '%s' is not a stage (allowed: reference, shard, mpi, ring)", stage);
     }
     if (rc != 0) {
-        if (root) fprintf(stderr, "tpmlp: %s\n", err);
+        if (root && err[0]) fprintf(stderr, "tpmlp: %s\n", err); /* (the mpi stages print their own) */
         return rc;
     }
     if (!root) return 0;

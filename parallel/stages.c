@@ -143,6 +143,11 @@ int tp_run_mpi(const char *stage, const char *vectors, const char *out, int p, i
         if (err[0]) fprintf(stderr, "tpmlp: %s\n", err);
         MPI_Abort(MPI_COMM_WORLD, 1);
     }
+    if (rc == 2) { /* bad input, the same verdict on every rank: rank 0 says it before anyone exits */
+        if (rank == 0) fprintf(stderr, "tpmlp: %s\n", err), fflush(stderr);
+        err[0] = '\0';
+        MPI_Barrier(MPI_COMM_WORLD);
+    }
     MPI_Finalize();
     return rc;
 }

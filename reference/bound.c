@@ -34,8 +34,9 @@ double tpmlp_gamma(const tpmlp_err_model *m, double K) {
     X(w1, F, D)                                                                                                        \
     X(b1, F, 1)                                                                                                        \
     X(w2, D, F)                                                                                                        \
-    X(b2, D, 1) X(dy, N, D) X(h, N, F) X(a, N, F) X(dact, N, F) X(y, N, D) X(dh, N, F) X(dx, N, D) X(dw1, F, D)        \
-        X(db1, F, 1) X(dw2, D, F) X(db2, D, 1)
+    X(b2, D, 1)                                                                                                        \
+    X(dy, N, D) X(h, N, F) X(a, N, F) X(dact, N, F) X(y, N, D) X(dh, N, F) X(dx, N, D) X(dw1, F, D) X(db1, F, 1)       \
+        X(dw2, D, F) X(db2, D, 1)
 
 #define ALLOC_ALL(t)                                                                                                   \
     do {                                                                                                               \

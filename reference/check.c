@@ -116,11 +116,12 @@ static void compute_bounds(bounds *bd, const st_file *vec, const tpmlp_vec_dims 
     const size_t nd = (size_t)N * D, nf = (size_t)N * F, fd = (size_t)F * D;
     const double lam = TPMLP_LAMBDA, c = 8 * u;
 #define G(K) (lam * sqrt((double)(K)) * u)
-    const float *x = st_data(vec, st_find(vec, "x")), *w1 = st_data(vec, st_find(vec, "linear_fc1.weight"));
-    const float *b1 = st_data(vec, st_find(vec, "linear_fc1.bias")),
-                *w2 = st_data(vec, st_find(vec, "linear_fc2.weight"));
-    const float *b2 = st_data(vec, st_find(vec, "linear_fc2.bias")), *dy = st_data(vec, st_find(vec, "dy"));
-    const double *h = st_data(vec, st_find(vec, "h")), *a = st_data(vec, st_find(vec, "a"));
+    /* aligned copies: the file's tensors need not be aligned for their dtype */
+    const float *x = st_aligned(vec, st_find(vec, "x")), *w1 = st_aligned(vec, st_find(vec, "linear_fc1.weight"));
+    const float *b1 = st_aligned(vec, st_find(vec, "linear_fc1.bias"));
+    const float *w2 = st_aligned(vec, st_find(vec, "linear_fc2.weight"));
+    const float *b2 = st_aligned(vec, st_find(vec, "linear_fc2.bias")), *dy = st_aligned(vec, st_find(vec, "dy"));
+    const double *h = st_aligned(vec, st_find(vec, "h")), *a = st_aligned(vec, st_find(vec, "a"));
     for (int i = 0; i < TPMLP_CHECK_OUTPUTS; i++)
         bd->b[i] = tpmlp_alloc(tpmlp_vec_numel((tpmlp_vec_id)(V_FIRST_OUTPUT + i), dm), sizeof(double), "bound");
     double *dH = bd->b[V_H - V_FIRST_OUTPUT], *dA = bd->b[V_A - V_FIRST_OUTPUT], *dY = bd->b[V_Y - V_FIRST_OUTPUT];
@@ -197,6 +198,8 @@ static void compute_bounds(bounds *bd, const st_file *vec, const tpmlp_vec_dims 
     for (size_t k = 0; k < nf; k++) dA[k] = delta_a(dm->act, h[k], a[k], g[k], dH[k], c);
 #undef G
     free(ax), free(aw1), free(aw2), free(ady), free(aa), free(s), free(g), free(dAv), free(sq);
+    const void *views[] = {x, w1, b1, w2, b2, dy, h, a};
+    for (size_t i = 0; i < sizeof views / sizeof *views; i++) st_release(vec, views[i]);
     free(nA_row), free(nW2_row), free(nDY_col), free(nA_col), free(nDH_col), free(nX_col), free(nDH_row), free(nW1_col);
 }
 
@@ -276,7 +279,9 @@ int tpmlp_check(tpmlp_check_row rows[TPMLP_CHECK_OUTPUTS], const st_file *vec, c
     for (int i = 0; i < TPMLP_CHECK_OUTPUTS; i++) {
         if (rows[i].present) {
             const char *name = tpmlp_vec_specs[rows[i].id].name;
-            compare(&rows[i], theirs, st_find(theirs, name), st_data(vec, st_find(vec, name)), bd.b[i]);
+            const double *ref = st_aligned(vec, st_find(vec, name));
+            compare(&rows[i], theirs, st_find(theirs, name), ref, bd.b[i]);
+            st_release(vec, ref);
         }
         free(bd.b[i]);
     }

@@ -14,6 +14,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util.h"
+
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "tpmlp reads and writes safetensors data as the host's bytes: a little-endian host is required"
 #endif
@@ -234,6 +236,20 @@ const char *st_meta(const st_file *f, const char *key) {
 }
 
 const void *st_data(const st_file *f, const st_tensor *t) { return f->map + f->data_start + t->begin; }
+
+const void *st_aligned(const st_file *f, const st_tensor *t) {
+    const void *d = st_data(f, t);
+    if ((uintptr_t)d % st_dtype_size(t->dtype) == 0) return d;
+    size_t bytes = t->end - t->begin;
+    void *p = tpmlp_alloc(bytes ? bytes : 1, 1, t->name);
+    memcpy(p, d, bytes);
+    return p;
+}
+
+void st_release(const st_file *f, const void *p) {
+    /* a copy lies outside the mapped file */
+    if ((const unsigned char *)p < f->map || (const unsigned char *)p >= f->map + f->size) free((void *)p);
+}
 
 double st_f16_to_f64(uint16_t h) {
     int sign = h >> 15, exp = (h >> 10) & 0x1f, man = h & 0x3ff;

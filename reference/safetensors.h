@@ -47,7 +47,13 @@ int st_open_buffer(st_file *f, const void *buf, size_t size, const char *name, c
 void st_close(st_file *f);
 const st_tensor *st_find(const st_file *f, const char *name);
 const char *st_meta(const st_file *f, const char *key); /* NULL if absent */
+/* The raw bytes: NOT aligned for the dtype in general (nothing in the format
+ * aligns them); read them with memcpy, st_to_f64 or st_copy. */
 const void *st_data(const st_file *f, const st_tensor *t);
+/* t's data aligned for its dtype: the mapped bytes themselves where they
+ * are aligned, else a copy. Free it with st_release(f, p). */
+const void *st_aligned(const st_file *f, const st_tensor *t);
+void st_release(const st_file *f, const void *p);
 /* Converts any of F16, BF16, F32, F64 to double: out has t->numel elements. */
 void st_to_f64(const st_file *f, const st_tensor *t, double *out);
 
