@@ -74,53 +74,37 @@ int tp_backward(tp_shard *s, tpmlp_comm *c) {
     return c->ops->allreduce(c, s->dx, (size_t)s->N * s->D, COMM_F32); /* f's conjugate */
 }
 
-/* Column blocks (R, Fr) of all ranks into full (R, F) on rank 0, via an
- * all-gather of blocks padded to the largest Fr. */
-static int gather_cols(tpmlp_comm *c, const tp_shard *s, const float *part, float *full, int R) {
+/* Blocks of all ranks into full on rank 0: rank q's part is R rows of
+ * Fr_q·unit values, which land at column f0_q·unit of full's rows of F·unit.
+ * Column-sharded (R, Fr) tensors use unit 1; row-sharded (Fr, C) ones are
+ * one row (R = 1) with unit C. One all-gather of blocks padded to the
+ * largest Fr. */
+static int gather_blocks(tpmlp_comm *c, const tp_shard *s, const float *part, float *full, int R, int unit) {
     int fmax, f0, fr;
     tp_slice(s->F, s->p, 0, &f0, &fmax);
-    size_t blk = (size_t)R * fmax;
+    const size_t width = (size_t)fmax * unit, blk = (size_t)R * width, row = (size_t)s->F * unit;
+    const size_t mine = (size_t)s->Fr * unit;
     float *send = tpmlp_alloc(blk, sizeof *send, "gather send"),
           *recv = tpmlp_alloc(blk * s->p, sizeof *recv, "gather");
     memset(send, 0, blk * sizeof *send);
-    for (int r = 0; r < R; r++)
-        memcpy(send + (size_t)r * fmax, part + (size_t)r * s->Fr, sizeof(float) * (size_t)s->Fr);
+    for (int r = 0; r < R; r++) memcpy(send + r * width, part + r * mine, sizeof(float) * mine);
     int rc = c->ops->allgather(c, send, recv, blk, COMM_F32);
     if (rc == 0 && full)
         for (int q = 0; q < s->p; q++) {
             tp_slice(s->F, s->p, q, &f0, &fr);
             for (int r = 0; r < R; r++)
-                memcpy(full + (size_t)r * s->F + f0, recv + q * blk + (size_t)r * fmax, sizeof(float) * (size_t)fr);
-        }
-    free(send), free(recv);
-    return rc;
-}
-
-/* Row blocks (Fr, C) of all ranks into full (F, C) on rank 0. */
-static int gather_rows(tpmlp_comm *c, const tp_shard *s, const float *part, float *full, int C) {
-    int fmax, f0, fr;
-    tp_slice(s->F, s->p, 0, &f0, &fmax);
-    size_t blk = (size_t)fmax * C;
-    float *send = tpmlp_alloc(blk, sizeof *send, "gather send"),
-          *recv = tpmlp_alloc(blk * s->p, sizeof *recv, "gather");
-    memset(send, 0, blk * sizeof *send);
-    memcpy(send, part, sizeof(float) * (size_t)s->Fr * C);
-    int rc = c->ops->allgather(c, send, recv, blk, COMM_F32);
-    if (rc == 0 && full)
-        for (int q = 0; q < s->p; q++) {
-            tp_slice(s->F, s->p, q, &f0, &fr);
-            memcpy(full + (size_t)f0 * C, recv + q * blk, sizeof(float) * (size_t)fr * C);
+                memcpy(full + r * row + (size_t)f0 * unit, recv + q * blk + r * width, sizeof(float) * fr * unit);
         }
     free(send), free(recv);
     return rc;
 }
 
 int tp_gather_outputs(tp_shard *s, tpmlp_comm *c, tpmlp_mlp32 *full) {
-    int rc = gather_cols(c, s, s->h, full ? full->h : NULL, s->N);
-    rc = rc ? rc : gather_cols(c, s, s->a, full ? full->a : NULL, s->N);
-    rc = rc ? rc : gather_cols(c, s, s->dw2, full ? full->dw2 : NULL, s->D);
-    rc = rc ? rc : gather_rows(c, s, s->dw1, full ? full->dw1 : NULL, s->D);
-    rc = rc ? rc : gather_rows(c, s, s->db1, full ? full->db1 : NULL, 1);
+    int rc = gather_blocks(c, s, s->h, full ? full->h : NULL, s->N, 1); /* (N, Fr) column blocks */
+    rc = rc ? rc : gather_blocks(c, s, s->a, full ? full->a : NULL, s->N, 1);
+    rc = rc ? rc : gather_blocks(c, s, s->dw2, full ? full->dw2 : NULL, s->D, 1); /* (D, Fr) */
+    rc = rc ? rc : gather_blocks(c, s, s->dw1, full ? full->dw1 : NULL, 1, s->D); /* (Fr, D) row blocks */
+    rc = rc ? rc : gather_blocks(c, s, s->db1, full ? full->db1 : NULL, 1, 1);
     if (rc == 0 && full) { /* y, dx, db2 are replicated: rank 0's copy */
         memcpy(full->y, s->y, sizeof(float) * (size_t)s->N * s->D);
         memcpy(full->dx, s->dx, sizeof(float) * (size_t)s->N * s->D);
