@@ -173,7 +173,9 @@ static const char run_usage[] =
     "  reference  the float32 MLP in one process\n"
     "  shard      P ranks as threads of one process, summing their partial outputs\n"
     "  mpi        P processes, MPI_Allreduce:        mpiexec -n P tpmlp run --stage mpi --tp P ...\n"
-    "  ring       P processes, a hand-written ring all-reduce over MPI point-to-point\n";
+    "  ring       P processes, a hand-written ring all-reduce over MPI point-to-point\n"
+    "  sequence   P processes, Megatron's sequence parallelism: rows split too, all-gather\n"
+    "             before fc1 and reduce-scatter after fc2 (N a multiple of P)\n";
 
 int cmd_run(int argc, char **argv) {
     const char *stage = NULL, *in = NULL, *out = NULL;
@@ -212,14 +214,15 @@ int cmd_run(int argc, char **argv) {
         st_close(&vec);
     } else if (strcmp(stage, "shard") == 0) {
         rc = tp_run_shard(in, out, p, err, sizeof err);
-    } else if (strcmp(stage, "mpi") == 0 || strcmp(stage, "ring") == 0) {
+    } else if (strcmp(stage, "mpi") == 0 || strcmp(stage, "ring") == 0 || strcmp(stage, "sequence") == 0) {
 #ifdef TPMLP_HAVE_MPI
         rc = tp_run_mpi(stage, in, out, p, &root, err, sizeof err);
 #else
         tpmlp_die(TPMLP_EXIT_USAGE, "--stage %s: this tpmlp was built without MPI (install libopenmpi-dev)", stage);
 #endif
     } else {
-        tpmlp_die(TPMLP_EXIT_USAGE, "--stage: '%s' is not a stage (allowed: reference, shard, mpi, ring)", stage);
+        tpmlp_die(TPMLP_EXIT_USAGE, "--stage: '%s' is not a stage (allowed: reference, shard, mpi, ring, sequence)",
+                  stage);
     }
     if (rc != 0) {
         if (root && err[0]) fprintf(stderr, "tpmlp: %s\n", err); /* (the mpi stages print their own) */

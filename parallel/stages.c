@@ -11,6 +11,7 @@
 
 #include "comm.h"
 #include "safetensors.h"
+#include "sp_mlp.h"
 #include "tp_mlp.h"
 #include "util.h"
 #include "vectors.h"
@@ -31,20 +32,38 @@ static int load(const char *vectors, int p, tpmlp_mlp32 *full, tpmlp_vec_dims *d
 }
 
 /* One rank's whole step; full (rank 0) receives the assembled outputs. */
-static int run_rank(tpmlp_comm *c, const tpmlp_mlp32 *in, tpmlp_mlp32 *out_full) {
-    tp_shard s;
-    tp_shard_alloc(&s, in->N, in->D, in->F, c->size, c->rank, in->act);
-    tp_shard_from_full(&s, in->x, in->w1, in->b1, in->w2, in->b2, in->dy);
-    /* fault injection for the test that a dying rank ends the job: TPMLP_TEST_DIE_RANK=r */
+/* fault injection for the test that a dying rank ends the job: TPMLP_TEST_DIE_RANK=r */
+static void maybe_die(int rank) {
     const char *die = getenv("TPMLP_TEST_DIE_RANK");
-    if (die && atoi(die) == c->rank) {
-        fprintf(stderr, "tpmlp: rank %d: dying on purpose (TPMLP_TEST_DIE_RANK)\n", c->rank);
+    if (die && atoi(die) == rank) {
+        fprintf(stderr, "tpmlp: rank %d: dying on purpose (TPMLP_TEST_DIE_RANK)\n", rank);
         raise(SIGKILL);
     }
-    int rc = tp_forward(&s, c);
-    rc = rc ? rc : tp_backward(&s, c);
-    rc = rc ? rc : tp_gather_outputs(&s, c, out_full);
-    tp_shard_free(&s);
+}
+
+/* One rank's whole step; full (rank 0) receives the assembled outputs.
+ * sequence: Megatron's sequence-parallel variant (rows split too). */
+static int run_rank(tpmlp_comm *c, const tpmlp_mlp32 *in, tpmlp_mlp32 *out_full, int sequence) {
+    int rc;
+    if (sequence) {
+        sp_shard s;
+        sp_shard_alloc(&s, in->N, in->D, in->F, c->size, c->rank, in->act);
+        sp_shard_from_full(&s, in->x, in->w1, in->b1, in->w2, in->b2, in->dy);
+        maybe_die(c->rank);
+        rc = sp_forward(&s, c);
+        rc = rc ? rc : sp_backward(&s, c);
+        rc = rc ? rc : sp_gather_outputs(&s, c, out_full);
+        sp_shard_free(&s);
+    } else {
+        tp_shard s;
+        tp_shard_alloc(&s, in->N, in->D, in->F, c->size, c->rank, in->act);
+        tp_shard_from_full(&s, in->x, in->w1, in->b1, in->w2, in->b2, in->dy);
+        maybe_die(c->rank);
+        rc = tp_forward(&s, c);
+        rc = rc ? rc : tp_backward(&s, c);
+        rc = rc ? rc : tp_gather_outputs(&s, c, out_full);
+        tp_shard_free(&s);
+    }
     return rc;
 }
 
@@ -58,7 +77,7 @@ typedef struct {
 static void *shard_thread(void *arg) {
     shard_job *j = arg;
     omp_set_num_threads(1); /* one core per rank, as one process per rank would have */
-    j->rc = run_rank(j->comm, j->in, j->comm->rank == 0 ? j->out : NULL);
+    j->rc = run_rank(j->comm, j->in, j->comm->rank == 0 ? j->out : NULL, 0);
     if (j->rc != 0) { /* the other ranks may be waiting in a collective: end the process */
         fprintf(stderr, "tpmlp: shard stage: rank %d failed\n", j->comm->rank);
         exit(1);
@@ -126,12 +145,19 @@ int tp_run_mpi(const char *stage, const char *vectors, const char *out, int p, i
         size != p
             ? (snprintf(err, errlen, "--tp %d but the job has %d ranks (run it as mpiexec -n %d ...)", p, size, p), 2)
             : load(vectors, p, &in, &d, err, errlen);
+    const int sequence = strcmp(stage, "sequence") == 0;
+    if (rc == 0 && sequence && in.N % p != 0) {
+        snprintf(err, errlen,
+                 "--tp: the sequence stage splits the N = %d rows over %d ranks: N must be a multiple of p", in.N, p);
+        tpmlp_mlp32_free(&in);
+        rc = 2;
+    }
     if (rc == 0) {
         tpmlp_comm c;
         rc = (strcmp(stage, "ring") == 0 ? comm_ring_create(&c) : comm_mpi_create(&c)) != 0;
         if (rc == 0) {
             if (rank == 0) tpmlp_mlp32_alloc(&full, in.N, in.D, in.F, in.act);
-            rc = run_rank(&c, &in, rank == 0 ? &full : NULL) != 0;
+            rc = run_rank(&c, &in, rank == 0 ? &full : NULL, sequence) != 0;
             if (rc == 0 && rank == 0) rc = write_out(out, &full, &d, err, errlen);
             if (rank == 0) tpmlp_mlp32_free(&full);
             c.ops->destroy(&c);

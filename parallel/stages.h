@@ -15,7 +15,7 @@ int tp_run_shard(const char *vectors, const char *out, int p, char *err, size_t 
  * (the node's cores shared among its ranks). 0, or -1 if MPI_Init fails. */
 int tp_dist_init(int *rank, int *size);
 
-/* mpi or ring: this process is one rank of MPI_COMM_WORLD, whose size must be
+/* mpi, ring or sequence (on the mpi backend): this process is one rank of MPI_COMM_WORLD, whose size must be
  * p; rank 0 writes out. Follows dist_init: MPI_Init, threads from the local
  * rank, run, barrier, MPI_Finalize. *root is set on rank 0. */
 int tp_run_mpi(const char *stage, const char *vectors, const char *out, int p, int *root, char *err, size_t errlen);

@@ -21,6 +21,7 @@
 #include "check.h"
 #include "comm.h"
 #include "testutil.h"
+#include "sp_mlp.h"
 #include "tp_mlp.h"
 #include "util.h"
 #include "vectors.h"
@@ -123,6 +124,36 @@ static void tp_properties(void **state) {
     CHECK_ALL(within(s.dx, su.ref.dx, su.bd.dx, (size_t)N * D), "%s: dX is outside the bound on this rank", b);
     CHECK_ALL(same_on_all_ranks(s.dx, sizeof(float) * N * D), "%s: dX differs between ranks", b);
     tp_shard_free(&s);
+    free_setup(&su);
+}
+
+/* Sequence parallelism: the same properties, with X, Y, dY, dX split by rows.
+ * H_r and A_r are the same dot products as without it: bitwise slices. */
+static void sp_properties(void **state) {
+    int code = STATE_INT(state);
+    tpmlp_comm *c = &comms[code / 3];
+    tpmlp_act act = (tpmlp_act)(code % 3);
+    const int N = 12, D = 13, F = 53; /* N a multiple of every p in 1..4 */
+    setup su;
+    make_setup(&su, act, N, D, F);
+    sp_shard s;
+    sp_shard_alloc(&s, N, D, F, size, rank, act);
+    sp_shard_from_full(&s, su.full.x, su.full.w1, su.full.b1, su.full.w2, su.full.b2, su.full.dy);
+    CHECK_ALL(sp_forward(&s, c) == 0 && sp_backward(&s, c) == 0, "sp step failed");
+    const char *b = backend_names[code / 3];
+    const tp_shard *t = &s.t;
+    const size_t r0 = (size_t)s.n0 * D, rd = (size_t)s.Nr * D;
+    CHECK_ALL(memcmp(t->x, su.full.x, sizeof(float) * N * D) == 0, "%s: all-gathered X differs from X", b);
+    CHECK_ALL(cols_equal(su.full.h, F, t->h, t->f0, t->Fr, N), "%s: H_r is not the column slice of H", b);
+    CHECK_ALL(cols_equal(su.full.a, F, t->a, t->f0, t->Fr, N), "%s: A_r is not the column slice of A", b);
+    CHECK_ALL(within(s.y_rows, su.ref.y + r0, su.bd.y + r0, rd), "%s: rank's rows of Y outside the bound", b);
+    CHECK_ALL(within(s.dx_rows, su.ref.dx + r0, su.bd.dx + r0, rd), "%s: rank's rows of dX outside the bound", b);
+    CHECK_ALL(cols_equal(su.full.dw2, F, t->dw2, t->f0, t->Fr, D), "%s: dW2_r is not the column slice of dW2", b);
+    CHECK_ALL(memcmp(su.full.dw1 + (size_t)t->f0 * D, t->dw1, sizeof(float) * t->Fr * D) == 0,
+              "%s: dW1_r is not the row slice of dW1", b);
+    CHECK_ALL(memcmp(su.full.db1 + t->f0, t->db1, sizeof(float) * t->Fr) == 0, "%s: db1_r is not the slice", b);
+    CHECK_ALL(memcmp(t->db2, su.full.db2, sizeof(float) * D) == 0, "%s: db2 differs from the reference's", b);
+    sp_shard_free(&s);
     free_setup(&su);
 }
 
@@ -290,6 +321,10 @@ int main(int argc, char **argv) {
         NAMED_TEST(tp_properties, "ring gelu", 3),
         NAMED_TEST(tp_properties, "ring gelu_tanh", 4),
         NAMED_TEST(tp_properties, "ring relu", 5),
+        NAMED_TEST(sp_properties, "sequence mpi gelu", 0),
+        NAMED_TEST(sp_properties, "sequence mpi gelu_tanh", 1),
+        NAMED_TEST(sp_properties, "sequence mpi relu", 2),
+        NAMED_TEST(sp_properties, "sequence ring gelu", 3),
         NAMED_TEST(shard_generated_alone, "", 0),
         NAMED_TEST(golden_vectors_pass_check, "mpi", 0),
         NAMED_TEST(golden_vectors_pass_check, "ring", 1),
