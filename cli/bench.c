@@ -13,6 +13,7 @@
 #ifdef TPMLP_HAVE_MPI
 #include <mpi.h>
 
+#include "comm_mpi.h"
 #include "stages.h"
 #include "tp_mlp.h"
 #endif
@@ -47,11 +48,11 @@ static int cmp_double(const void *a, const void *b) {
 #ifdef TPMLP_HAVE_MPI
 /* the slowest rank's time for one call of fn, after a barrier */
 static double timed_max(int (*fn)(void *), void *arg) {
-    MPI_Barrier(MPI_COMM_WORLD);
+    comm_mpi_check(MPI_Barrier(MPI_COMM_WORLD), "mpi", "MPI_Barrier");
     double t0 = tpmlp_now();
     if (fn(arg) != 0) MPI_Abort(MPI_COMM_WORLD, 1);
     double t = tpmlp_now() - t0, worst;
-    MPI_Allreduce(&t, &worst, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    comm_mpi_check(MPI_Allreduce(&t, &worst, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD), "mpi", "MPI_Allreduce");
     return worst;
 }
 
@@ -107,11 +108,11 @@ static int bench_tp(const char *stage, int p, tpmlp_shape_args *s, int reps) {
     double *t1 = tpmlp_alloc((size_t)reps, sizeof *t1, "times");
     for (int r = -1; r < reps; r++) { /* r = -1: warm-up */
         double a = timed_max(tp_step, &j), b = timed_max(tp_allreduce_only, &j);
-        MPI_Barrier(MPI_COMM_WORLD);
+        comm_mpi_check(MPI_Barrier(MPI_COMM_WORLD), "mpi", "MPI_Barrier");
         double t0 = tpmlp_now();
         if (rank == 0) tpmlp_mlp32_run(&one);
         double single = tpmlp_now() - t0;
-        MPI_Barrier(MPI_COMM_WORLD);
+        comm_mpi_check(MPI_Barrier(MPI_COMM_WORLD), "mpi", "MPI_Barrier");
         if (r >= 0) ts[r] = a, ta[r] = b, t1[r] = single;
     }
     qsort(ts, (size_t)reps, sizeof *ts, cmp_double);

@@ -116,6 +116,8 @@ int tp_run_shard(const char *vectors, const char *out, int p, char *err, size_t 
 #ifdef TPMLP_HAVE_MPI
 #include <mpi.h>
 
+#include "comm_mpi.h"
+
 /* Threads for this rank: the node's cores shared among the ranks on it. */
 static void threads_from_local_rank(void) {
     const char *ls = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
@@ -128,8 +130,9 @@ static void threads_from_local_rank(void) {
 int tp_dist_init(int *rank, int *size) {
     int provided;
     if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) return -1;
-    MPI_Comm_rank(MPI_COMM_WORLD, rank);
-    MPI_Comm_size(MPI_COMM_WORLD, size);
+    if (comm_mpi_check(MPI_Comm_rank(MPI_COMM_WORLD, rank), "mpi", "MPI_Comm_rank") ||
+        comm_mpi_check(MPI_Comm_size(MPI_COMM_WORLD, size), "mpi", "MPI_Comm_size"))
+        return -1;
     threads_from_local_rank();
     return 0;
 }
@@ -163,7 +166,7 @@ int tp_run_mpi(const char *stage, const char *vectors, const char *out, int p, i
             c.ops->destroy(&c);
         }
         tpmlp_mlp32_free(&in);
-        if (rc == 0) MPI_Barrier(MPI_COMM_WORLD);
+        if (rc == 0) comm_mpi_check(MPI_Barrier(MPI_COMM_WORLD), "mpi", "MPI_Barrier");
     }
     if (rc == 1) { /* a failure on one rank: end the job rather than leave the others waiting */
         if (err[0]) fprintf(stderr, "tpmlp: %s\n", err);
@@ -172,7 +175,7 @@ int tp_run_mpi(const char *stage, const char *vectors, const char *out, int p, i
     if (rc == 2) { /* bad input, the same verdict on every rank: rank 0 says it before anyone exits */
         if (rank == 0) fprintf(stderr, "tpmlp: %s\n", err), fflush(stderr);
         err[0] = '\0';
-        MPI_Barrier(MPI_COMM_WORLD);
+        comm_mpi_check(MPI_Barrier(MPI_COMM_WORLD), "mpi", "MPI_Barrier");
     }
     MPI_Finalize();
     return rc;
