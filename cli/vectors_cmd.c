@@ -76,10 +76,11 @@ int cmd_info(int argc, char **argv) {
 }
 
 static const char check_usage[] =
-    "usage: tpmlp check [--dtype fp32|tf32|bf16|fp16] VECTORS THEIRS\n"
+    "usage: tpmlp check [--dtype fp32|tf32|bf16|fp16] [--dump FILE] VECTORS THEIRS\n"
     "Compares every output tensor in THEIRS (safetensors; F32, F64, BF16 or F16; the names of\n"
     "docs/vectors.md) with the float64 reference in VECTORS, element by element, within a\n"
     "bound from rounding-error analysis for arithmetic of --dtype's unit round-off (default fp32).\n"
+    "--dump FILE writes, per element, |theirs - reference| / bound (NAME) and the bound (NAME.bound).\n"
     "Exit 0: every tensor present passes; 1: some tensor fails (or none is present); 2: bad input.\n";
 
 /* "[n, f]" for flat index k of an output tensor */
@@ -95,7 +96,7 @@ static void index_str(char *buf, size_t len, tpmlp_vec_id id, const tpmlp_vec_di
 
 /* Checks THEIRS against VECTORS and prints the table; returns 0 (all pass)
  * or 1; bad input ends the program with 2. */
-static int report_check(const char *vec_path, const char *theirs_path, const char *dtype) {
+static int report_check(const char *vec_path, const char *theirs_path, const char *dtype, const char *dump) {
     const char *files[2] = {vec_path, theirs_path};
     st_file vec, theirs;
     open_or_die(&vec, files[0]);
@@ -104,7 +105,7 @@ static int report_check(const char *vec_path, const char *theirs_path, const cha
     char err[512];
     tpmlp_vec_dims d;
     if (tpmlp_vec_read_dims(&vec, &d, err, sizeof err) != 0 ||
-        tpmlp_check(rows, &vec, &theirs, tpmlp_dtype_u(dtype), err, sizeof err) != 0)
+        tpmlp_check_dump(rows, &vec, &theirs, tpmlp_dtype_u(dtype), dump, err, sizeof err) != 0)
         tpmlp_die(TPMLP_EXIT_USAGE, "%s", err);
     printf("check %s against %s: B=%d T=%d D=%d F=%d act=%s, --dtype %s (u = 2^%d), bound λ·√K·u·Σ|terms|, λ=%g\n",
            files[1], files[0], d.B, d.T, d.D, d.F, tpmlp_act_name(d.act), dtype, (int)log2(tpmlp_dtype_u(dtype)),
@@ -142,7 +143,7 @@ static int report_check(const char *vec_path, const char *theirs_path, const cha
 }
 
 int cmd_check(int argc, char **argv) {
-    const char *dtype = "fp32", *files[2] = {NULL, NULL};
+    const char *dtype = "fp32", *files[2] = {NULL, NULL}, *dump = NULL;
     int nfiles = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0) {
@@ -156,6 +157,11 @@ int cmd_check(int argc, char **argv) {
                 tpmlp_die(TPMLP_EXIT_USAGE, "--dtype: '%s' is not one of fp32, tf32, bf16, fp16", dtype);
             continue;
         }
+        if (strcmp(argv[i], "--dump") == 0) {
+            if (i + 1 >= argc) tpmlp_die(TPMLP_EXIT_USAGE, "--dump: missing file name");
+            dump = argv[++i];
+            continue;
+        }
         if (argv[i][0] == '-' && argv[i][1] != '\0')
             tpmlp_die(TPMLP_EXIT_USAGE, "check: unknown option '%s' (tpmlp check --help)", argv[i]);
         if (nfiles == 2)
@@ -163,7 +169,7 @@ int cmd_check(int argc, char **argv) {
         files[nfiles++] = argv[i];
     }
     if (nfiles != 2) tpmlp_die(TPMLP_EXIT_USAGE, "check: expected two files, VECTORS and THEIRS (tpmlp check --help)");
-    return report_check(files[0], files[1], dtype);
+    return report_check(files[0], files[1], dtype, dump);
 }
 
 static const char run_usage[] =
@@ -230,5 +236,5 @@ int cmd_run(int argc, char **argv) {
     }
     if (!root) return 0;
     printf("stage %s, p = %d: outputs written to %s\n", stage, p, out);
-    return report_check(in, out, "fp32");
+    return report_check(in, out, "fp32", NULL);
 }

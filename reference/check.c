@@ -244,8 +244,8 @@ static void compare(tpmlp_check_row *r, const st_file *theirs, const st_tensor *
     r->pass = used <= 1.0;
 }
 
-int tpmlp_check(tpmlp_check_row rows[TPMLP_CHECK_OUTPUTS], const st_file *vec, const st_file *theirs, double u,
-                char *err, size_t errlen) {
+int tpmlp_check_dump(tpmlp_check_row rows[TPMLP_CHECK_OUTPUTS], const st_file *vec, const st_file *theirs, double u,
+                     const char *dump, char *err, size_t errlen) {
     tpmlp_vec_dims dm;
     if (tpmlp_vec_read_dims(vec, &dm, err, errlen) != 0) return -1;
     for (int i = 0; i < V_COUNT; i++) {
@@ -276,14 +276,44 @@ int tpmlp_check(tpmlp_check_row rows[TPMLP_CHECK_OUTPUTS], const st_file *vec, c
     if (!any) return 0;
     bounds bd;
     compute_bounds(&bd, vec, &dm, u);
+    st_out out[2 * TPMLP_CHECK_OUTPUTS];
+    float *keep[2 * TPMLP_CHECK_OUTPUTS];
+    int nout = 0;
     for (int i = 0; i < TPMLP_CHECK_OUTPUTS; i++) {
         if (rows[i].present) {
             const char *name = tpmlp_vec_specs[rows[i].id].name;
+            const st_tensor *t = st_find(theirs, name);
             const double *ref = st_aligned(vec, st_find(vec, name));
-            compare(&rows[i], theirs, st_find(theirs, name), ref, bd.b[i]);
+            compare(&rows[i], theirs, t, ref, bd.b[i]);
+            if (dump) { /* per element: |theirs - reference| / bound, and the bound */
+                float *ratio = tpmlp_alloc(t->numel, sizeof *ratio, "dump"),
+                      *bnd = tpmlp_alloc(t->numel, sizeof *bnd, "dump");
+                double *got = tpmlp_alloc(t->numel, sizeof *got, "dump");
+                st_to_f64(theirs, t, got);
+                for (uint64_t k = 0; k < t->numel; k++)
+                    ratio[k] = (float)(fabs(got[k] - ref[k]) / bd.b[i][k]), bnd[k] = (float)bd.b[i][k];
+                free(got);
+                out[nout] = (st_out){.name = name, .dtype = ST_F32, .data = ratio}, keep[nout] = ratio;
+                out[nout].ndim = tpmlp_vec_shape(rows[i].id, &dm, out[nout].shape), nout++;
+                out[nout] = out[nout - 1], out[nout].data = bnd, keep[nout] = bnd, nout++;
+            }
             st_release(vec, ref);
         }
         free(bd.b[i]);
     }
-    return 0;
+    int rc = 0;
+    if (dump) {
+        char names[TPMLP_CHECK_OUTPUTS][64];
+        for (int k = 1; k < nout; k += 2) /* the bounds under NAME.bound */
+            snprintf(names[k / 2], sizeof names[0], "%s.bound", out[k].name), out[k].name = names[k / 2];
+        const char *mk[] = {"format"}, *mv[] = {"tpmlp-check-dump: NAME = |theirs - reference| / bound, NAME.bound"};
+        rc = st_write(dump, out, nout, mk, mv, 1, err, errlen);
+        for (int k = 0; k < nout; k++) free(keep[k]);
+    }
+    return rc;
+}
+
+int tpmlp_check(tpmlp_check_row rows[TPMLP_CHECK_OUTPUTS], const st_file *vec, const st_file *theirs, double u,
+                char *err, size_t errlen) {
+    return tpmlp_check_dump(rows, vec, theirs, u, NULL, err, errlen);
 }

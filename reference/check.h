@@ -31,4 +31,9 @@ double tpmlp_dtype_u(const char *name);
 int tpmlp_check(tpmlp_check_row rows[TPMLP_CHECK_OUTPUTS], const st_file *vec, const st_file *theirs, double u,
                 char *err, size_t errlen);
 
+/* The same, also writing to dump (if not NULL) a safetensors file with, per
+ * output present, NAME = |theirs - reference| / bound and NAME.bound (F32). */
+int tpmlp_check_dump(tpmlp_check_row rows[TPMLP_CHECK_OUTPUTS], const st_file *vec, const st_file *theirs, double u,
+                     const char *dump, char *err, size_t errlen);
+
 #endif
