@@ -3,14 +3,14 @@
  * with an all-reduce before any assertion, so a failing rank never leaves the
  * others waiting in a collective. Only rank 0 writes TAP.
  *
- * Why some equalities are bitwise: rank r's H_r = X·W1_rᵀ is computed by the
- * same OpenBLAS kernel as the full H, and each element is one dot product of
- * length D accumulated in the same order whatever the number of columns, so
- * the shard's columns are the full result's columns bit for bit; the same
- * holds for A_r, dA_r, dH_r, dW1_r, db1_r (summed in row order by our
- * kernel) and dW2_r. Y and dX are sums over shards: they differ from the
- * unsharded result by rounding, within the error bound (and are identical on
- * every rank, since the all-reduce gives every rank the same bits). */
+ * What is asserted, and what is only reported: every shard's H_r, A_r,
+ * dW1_r, db1_r and dW2_r must equal the slices of the unsharded float64
+ * oracle within the error bound, and Y and dX (sums over shards) too, on
+ * every rank, bitwise the same on all ranks. Whether a shard is *bitwise*
+ * the unsharded float32 result depends on OpenBLAS: each element is the same
+ * dot product, but OpenBLAS picks kernels by matrix size (small-matrix
+ * kernels, other blockings) and those sum in other orders. So bitwise
+ * equality is printed as a TAP comment, not asserted. */
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -86,11 +86,25 @@ static void free_setup(setup *su) {
     tpmlp_mlp32_free(&su->full), tpmlp_mlp64_free(&su->ref), tpmlp_mlp64_free(&su->bd);
 }
 
-/* columns [f0, f0+Fr) of a (R, F) matrix equal the (R, Fr) shard, bit for bit */
-static int cols_equal(const float *full, int F, const float *part, int f0, int Fr, int R) {
-    for (int r = 0; r < R; r++)
-        if (memcmp(full + (size_t)r * F + f0, part + (size_t)r * Fr, sizeof(float) * (size_t)Fr) != 0) return 0;
-    return 1;
+/* A shard against its slice: R rows of `width` values starting at column
+ * `off` of rows of `stride` (columns of a (R, F) matrix: width Fr, off f0,
+ * stride F; rows of an (F, C) matrix: R = 1, width Fr·C, off f0·C). Asserts
+ * the bound against the float64 oracle; reports bitwise equality with the
+ * unsharded float32 result. */
+static void slice_check(const char *what, const char *backend, const float *part, const float *full32,
+                        const double *ref, const double *bound, int R, int width, int off, int stride) {
+    int within_all = 1, bitwise = 1;
+    for (int r = 0; r < R; r++) {
+        size_t at = (size_t)r * stride + off;
+        size_t w;
+        double e;
+        within_all &= tpmlp_budget_used(part + (size_t)r * width, ref + at, bound + at, (size_t)width, &w, &e) <= 1.0;
+        bitwise &= memcmp(part + (size_t)r * width, full32 + at, sizeof(float) * (size_t)width) == 0;
+    }
+    CHECK_ALL(within_all, "%s: %s is outside the bound of its slice of the unsharded result", backend, what);
+    int all_bitwise = agree(bitwise);
+    if (rank == 0) printf("# p=%d %s: %s bitwise equal to the unsharded float32 slice on every rank: %s\n", size, backend,
+                          what, all_bitwise ? "yes" : "no");
 }
 
 static int within(const float *got, const double *ref, const double *bound, size_t n) {
@@ -111,14 +125,13 @@ static void tp_properties(void **state) {
     tp_shard_from_full(&s, su.full.x, su.full.w1, su.full.b1, su.full.w2, su.full.b2, su.full.dy);
     CHECK_ALL(tp_forward(&s, c) == 0 && tp_backward(&s, c) == 0, "tp step failed");
     const char *b = backend_names[code / 3];
-    CHECK_ALL(cols_equal(su.full.h, F, s.h, s.f0, s.Fr, N), "%s: H_r is not the column slice of H", b);
-    CHECK_ALL(cols_equal(su.full.a, F, s.a, s.f0, s.Fr, N), "%s: A_r is not the column slice of A", b);
+    slice_check("H_r", b, s.h, su.full.h, su.ref.h, su.bd.h, N, s.Fr, s.f0, F);
+    slice_check("A_r", b, s.a, su.full.a, su.ref.a, su.bd.a, N, s.Fr, s.f0, F);
     CHECK_ALL(within(s.y, su.ref.y, su.bd.y, (size_t)N * D), "%s: Y = Σ Y_r + b2 is outside the bound", b);
     CHECK_ALL(same_on_all_ranks(s.y, sizeof(float) * N * D), "%s: Y differs between ranks", b);
-    CHECK_ALL(cols_equal(su.full.dw2, F, s.dw2, s.f0, s.Fr, D), "%s: dW2_r is not the column slice of dW2", b);
-    CHECK_ALL(memcmp(su.full.dw1 + (size_t)s.f0 * D, s.dw1, sizeof(float) * s.Fr * D) == 0,
-              "%s: dW1_r is not the row slice of dW1", b);
-    CHECK_ALL(memcmp(su.full.db1 + s.f0, s.db1, sizeof(float) * s.Fr) == 0, "%s: db1_r is not the slice of db1", b);
+    slice_check("dW2_r", b, s.dw2, su.full.dw2, su.ref.dw2, su.bd.dw2, D, s.Fr, s.f0, F);
+    slice_check("dW1_r", b, s.dw1, su.full.dw1, su.ref.dw1, su.bd.dw1, 1, s.Fr * D, s.f0 * D, F * D);
+    slice_check("db1_r", b, s.db1, su.full.db1, su.ref.db1, su.bd.db1, 1, s.Fr, s.f0, F);
     CHECK_ALL(same_on_all_ranks(s.db2, sizeof(float) * D) && memcmp(s.db2, su.full.db2, sizeof(float) * D) == 0,
               "%s: db2 differs", b);
     CHECK_ALL(within(s.dx, su.ref.dx, su.bd.dx, (size_t)N * D), "%s: dX is outside the bound on this rank", b);
@@ -127,8 +140,7 @@ static void tp_properties(void **state) {
     free_setup(&su);
 }
 
-/* Sequence parallelism: the same properties, with X, Y, dY, dX split by rows.
- * H_r and A_r are the same dot products as without it: bitwise slices. */
+/* Sequence parallelism: the same properties, with X, Y, dY, dX split by rows. */
 static void sp_properties(void **state) {
     int code = STATE_INT(state);
     tpmlp_comm *c = &comms[code / 3];
@@ -144,14 +156,13 @@ static void sp_properties(void **state) {
     const tp_shard *t = &s.t;
     const size_t r0 = (size_t)s.n0 * D, rd = (size_t)s.Nr * D;
     CHECK_ALL(memcmp(t->x, su.full.x, sizeof(float) * N * D) == 0, "%s: all-gathered X differs from X", b);
-    CHECK_ALL(cols_equal(su.full.h, F, t->h, t->f0, t->Fr, N), "%s: H_r is not the column slice of H", b);
-    CHECK_ALL(cols_equal(su.full.a, F, t->a, t->f0, t->Fr, N), "%s: A_r is not the column slice of A", b);
+    slice_check("H_r", b, t->h, su.full.h, su.ref.h, su.bd.h, N, t->Fr, t->f0, F);
+    slice_check("A_r", b, t->a, su.full.a, su.ref.a, su.bd.a, N, t->Fr, t->f0, F);
     CHECK_ALL(within(s.y_rows, su.ref.y + r0, su.bd.y + r0, rd), "%s: rank's rows of Y outside the bound", b);
     CHECK_ALL(within(s.dx_rows, su.ref.dx + r0, su.bd.dx + r0, rd), "%s: rank's rows of dX outside the bound", b);
-    CHECK_ALL(cols_equal(su.full.dw2, F, t->dw2, t->f0, t->Fr, D), "%s: dW2_r is not the column slice of dW2", b);
-    CHECK_ALL(memcmp(su.full.dw1 + (size_t)t->f0 * D, t->dw1, sizeof(float) * t->Fr * D) == 0,
-              "%s: dW1_r is not the row slice of dW1", b);
-    CHECK_ALL(memcmp(su.full.db1 + t->f0, t->db1, sizeof(float) * t->Fr) == 0, "%s: db1_r is not the slice", b);
+    slice_check("dW2_r", b, t->dw2, su.full.dw2, su.ref.dw2, su.bd.dw2, D, t->Fr, t->f0, F);
+    slice_check("dW1_r", b, t->dw1, su.full.dw1, su.ref.dw1, su.bd.dw1, 1, t->Fr * D, t->f0 * D, F * D);
+    slice_check("db1_r", b, t->db1, su.full.db1, su.ref.db1, su.bd.db1, 1, t->Fr, t->f0, F);
     CHECK_ALL(memcmp(t->db2, su.full.db2, sizeof(float) * D) == 0, "%s: db2 differs from the reference's", b);
     sp_shard_free(&s);
     free_setup(&su);

@@ -1,0 +1,61 @@
+"""Helpers shared by the tutorial notebooks: where tpmlp is, running it (and
+mpiexec), reading safetensors files with numpy."""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.join(ROOT, "examples"))
+from tpmlp_vectors import load  # noqa: E402  (the 40-line numpy reader)
+
+TPMLP = os.path.join(ROOT, "tpmlp")
+WORK = tempfile.mkdtemp(prefix="tpmlp-nb-")
+MPIEXEC = shutil.which("mpiexec.openmpi") or shutil.which("mpiexec")
+
+ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
+           OMPI_MCA_rmaps_base_oversubscribe="1")  # more ranks than cores is fine here
+if os.geteuid() == 0:  # Open MPI refuses root unless told twice
+    ENV.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+
+
+def path(name):
+    """A file in this notebook's scratch folder."""
+    return os.path.join(WORK, name)
+
+
+def tpmlp(*args, ranks=None, show=True, check=True):
+    """Runs tpmlp (under mpiexec -n ranks if given); returns its stdout."""
+    cmd = [TPMLP] + [str(a) for a in args]
+    if ranks is not None:
+        cmd = [MPIEXEC, "-n", str(ranks)] + cmd
+    r = subprocess.run(cmd, env=ENV, capture_output=True, text=True)
+    if show:
+        print("$ " + " ".join(os.path.basename(c) if c in (TPMLP, MPIEXEC) else c for c in cmd))
+        print(r.stdout + r.stderr)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"tpmlp exited with {r.returncode}: {r.stderr.strip()}")
+    return r.stdout
+
+
+def gen(name, batch, seq, hidden, ffn, act="gelu", seed=1):
+    f = path(name)
+    tpmlp("gen", "--batch", batch, "--seq", seq, "--hidden", hidden, "--ffn", ffn, "--act", act, "--seed", seed,
+          "-o", f, show=False)
+    return f
+
+
+def ratios(vectors, theirs):
+    """Per element |theirs - reference| / bound, by tensor (tpmlp check --dump)."""
+    dump = path("dump.safetensors")
+    tpmlp("check", "--dump", dump, vectors, theirs, show=False, check=False)
+    t, _ = load(dump)
+    return {k: v.ravel() for k, v in t.items() if not k.endswith(".bound")}
+
+
+def tp_slice(F, p, r):
+    """Rank r's block of F: the first F mod p ranks get one more (parallel/tp_mlp.c: tp_slice)."""
+    q, rem = divmod(F, p)
+    f0 = r * q + min(r, rem)
+    return f0, q + (1 if r < rem else 0)
