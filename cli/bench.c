@@ -147,7 +147,8 @@ int cmd_bench(int argc, char **argv) {
             return 0;
         }
         if (args_shape_flag(&s, argc, argv, &i)) continue;
-        if (strcmp(argv[i], "--stage") == 0 && i + 1 < argc) {
+        if (strcmp(argv[i], "--stage") == 0) {
+            if (i + 1 >= argc) tpmlp_die(TPMLP_EXIT_USAGE, "--stage: missing value (allowed: mpi, ring)");
             stage = argv[++i];
             if (strcmp(stage, "mpi") != 0 && strcmp(stage, "ring") != 0)
                 tpmlp_die(TPMLP_EXIT_USAGE, "--stage: '%s' is not a stage bench times (allowed: mpi, ring)", stage);
