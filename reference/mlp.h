@@ -14,6 +14,10 @@
 #ifndef TPMLP_MLP_H
 #define TPMLP_MLP_H
 
+#ifdef __cplusplus
+extern "C" { /* the CUDA host code (C++) links against these */
+#endif
+
 #include <stddef.h>
 
 typedef enum { TPMLP_GELU = 0, TPMLP_GELU_TANH = 1, TPMLP_RELU = 2 } tpmlp_act;
@@ -70,5 +74,9 @@ void mlp_forward_f64(double *h, double *a, double *dact, double *y, const double
 void mlp_backward_f64(double *dx, double *dw1, double *db1, double *dw2, double *db2, double *dh, const double *dy,
                       const double *x, const double *a, const double *dact, const double *w1, const double *w2, int N,
                       int D, int F);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -2,10 +2,19 @@
 #ifndef TPMLP_UTIL_H
 #define TPMLP_UTIL_H
 
+#ifdef __cplusplus
+extern "C" { /* the CUDA host code (C++) links against these */
+#endif
+
 #include <stddef.h>
 
 /* Prints "tpmlp: <message>" on stderr and exits with status code. */
-_Noreturn void tpmlp_die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#ifdef __cplusplus
+#define TPMLP_NORETURN [[noreturn]]
+#else
+#define TPMLP_NORETURN _Noreturn
+#endif
+TPMLP_NORETURN void tpmlp_die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* malloc of count × size bytes, 64-byte aligned (AVX-512 lines); dies naming
  * what on overflow or failure. Free with free(). */
@@ -20,5 +29,9 @@ double tpmlp_now(void);
 /* Deterministic uniform floats in [-scale, scale) from a 64-bit seed
  * (splitmix64): the same on every machine. */
 void tpmlp_fill_uniform_f32(float *out, size_t n, unsigned long long seed, float scale);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -1,0 +1,209 @@
+// The elementwise CUDA kernels of the MLP; see kernels.h for the versions.
+// Arithmetic is fp32 for both storage types (bf16 is converted on load and
+// rounded to nearest on store). No fast-math: erfcf and expf are CUDA's
+// accurate ones (a few ulp).
+#include <cuda_bf16.h>
+#include <stdio.h>
+
+#include "kernels.h"
+
+static int check(cudaError_t e, const char *what) {
+    if (e == cudaSuccess) return 0;
+    fprintf(stderr, "tpmlp: kernel %s: %s\n", what, cudaGetErrorString(e));
+    return -1;
+}
+
+__device__ __forceinline__ float to_f(float x) { return x; }
+__device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
+template <typename T> __device__ __forceinline__ T from_f(float x);
+template <> __device__ __forceinline__ float from_f<float>(float x) { return x; }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+
+// act(x) and act'(x) together (they share erfc/exp), as reference/act.h does on the CPU.
+template <int ACT> __device__ __forceinline__ void act_both(float x, float *g, float *d) {
+    if (ACT == TPMLP_GELU) {
+        float cdf = 0.5f * erfcf(-x * 0.70710678f);         // Φ(x), accurate in the tail
+        float pdf = 0.39894228f * expf(-0.5f * x * x);       // φ(x)
+        *g = x * cdf;
+        *d = cdf + x * pdf;
+    } else if (ACT == TPMLP_GELU_TANH) {
+        float u = 0.79788456f * (x + 0.044715f * x * x * x);
+        float e = expf(-2.0f * fabsf(u)), inv = 1.0f / (1.0f + e), einv = e * inv; // σ(2u) without overflow
+        float s = u >= 0.0f ? inv : einv;
+        *g = x * s;
+        *d = s + x * (einv * inv) * 2.0f * 0.79788456f * (1.0f + 3.0f * 0.044715f * x * x);
+    } else {
+        *g = x > 0.0f ? x : 0.0f;
+        *d = x > 0.0f ? 1.0f : 0.0f;
+    }
+}
+
+// ---------------------------------------------------------------- bias_act
+
+// v1: one thread per element.
+template <typename T, int ACT>
+__global__ void bias_act_v1(T *h, T *a, T *dact, const T *b, size_t n, int F) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float v = to_f(h[i]) + to_f(b[i % F]), g, d;
+    act_both<ACT>(v, &g, &d);
+    h[i] = from_f<T>(v);
+    a[i] = from_f<T>(g);
+    if (dact) dact[i] = from_f<T>(d);
+}
+
+// 16 bytes of T, loaded and stored as one transaction.
+template <typename T> struct alignas(16) pack16 {
+    static constexpr int n = 16 / sizeof(T);
+    T v[n];
+};
+
+// v2: each thread handles 16 bytes (4 floats or 8 bf16) of one row; F must
+// be a multiple of that, so a pack never crosses a row.
+template <typename T, int ACT>
+__global__ void bias_act_v2(T *h, T *a, T *dact, const T *b, size_t n, int F) {
+    using P = pack16<T>;
+    size_t i = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) * P::n;
+    if (i >= n) return;
+    P hv = *reinterpret_cast<const P *>(h + i), bv = *reinterpret_cast<const P *>(b + i % F), av, dv;
+#pragma unroll
+    for (int k = 0; k < P::n; k++) {
+        float v = to_f(hv.v[k]) + to_f(bv.v[k]), g, d;
+        act_both<ACT>(v, &g, &d);
+        hv.v[k] = from_f<T>(v), av.v[k] = from_f<T>(g), dv.v[k] = from_f<T>(d);
+    }
+    *reinterpret_cast<P *>(h + i) = hv;
+    *reinterpret_cast<P *>(a + i) = av;
+    if (dact) *reinterpret_cast<P *>(dact + i) = dv;
+}
+
+template <typename T, int ACT>
+static int launch_bias_act(int version, void *h, void *a, void *dact, const void *b, int N, int F, cudaStream_t s) {
+    size_t n = (size_t)N * F;
+    const int threads = 256;
+    if (version == 1) {
+        bias_act_v1<T, ACT><<<(unsigned)((n + threads - 1) / threads), threads, 0, s>>>(
+            (T *)h, (T *)a, (T *)dact, (const T *)b, n, F);
+    } else {
+        const int per = pack16<T>::n;
+        if (F % per != 0) {
+            fprintf(stderr, "tpmlp: kernel bias_act v2: F = %d is not a multiple of %d\n", F, per);
+            return -1;
+        }
+        size_t packs = n / per;
+        bias_act_v2<T, ACT><<<(unsigned)((packs + threads - 1) / threads), threads, 0, s>>>(
+            (T *)h, (T *)a, (T *)dact, (const T *)b, n, F);
+    }
+    return check(cudaGetLastError(), "bias_act launch");
+}
+
+template <typename T>
+static int bias_act_dt(int version, void *h, void *a, void *dact, const void *b, int N, int F, tpmlp_act act,
+                       cudaStream_t s) {
+    switch (act) {
+    case TPMLP_GELU: return launch_bias_act<T, TPMLP_GELU>(version, h, a, dact, b, N, F, s);
+    case TPMLP_GELU_TANH: return launch_bias_act<T, TPMLP_GELU_TANH>(version, h, a, dact, b, N, F, s);
+    default: return launch_bias_act<T, TPMLP_RELU>(version, h, a, dact, b, N, F, s);
+    }
+}
+
+int kernel_bias_act(int version, kernel_dtype dt, void *h, void *a, void *dact, const void *b, int N, int F,
+                    tpmlp_act act, cudaStream_t stream) {
+    if (version < 1 || version > KERNEL_VERSIONS) {
+        fprintf(stderr, "tpmlp: kernel bias_act: no version %d (1..%d)\n", version, KERNEL_VERSIONS);
+        return -1;
+    }
+    return dt == KDT_F32 ? bias_act_dt<float>(version, h, a, dact, b, N, F, act, stream)
+                         : bias_act_dt<__nv_bfloat16>(version, h, a, dact, b, N, F, act, stream);
+}
+
+// ---------------------------------------------------------------- act_bwd
+
+// v1: thread j owns column j and walks all N rows: neighbouring threads read
+// neighbouring addresses (coalesced), and db[j] is summed in row order.
+template <typename T>
+__global__ void act_bwd_v1(T *dh, float *db, const T *dact, int N, int F) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= F) return;
+    float s = 0.0f;
+    for (int i = 0; i < N; i++) {
+        size_t k = (size_t)i * F + j;
+        float g = to_f(dh[k]);
+        if (dact) {
+            g *= to_f(dact[k]);
+            dh[k] = from_f<T>(g);
+        }
+        s += g;
+    }
+    db[j] = s;
+}
+
+#define BWD_COLS 32  // columns per block (one warp wide)
+#define BWD_YS 8     // rows handled at once by a block
+#define BWD_CHUNK 256 // rows per block in v2
+
+// v2, pass 1: block (x, c) sums rows [c·CHUNK, (c+1)·CHUNK) of 32 columns; the
+// 8 thread rows stride through the chunk, then are summed in a fixed order.
+template <typename T>
+__global__ void act_bwd_v2_partial(T *dh, float *scratch, const T *dact, int N, int F) {
+    __shared__ float part[BWD_YS][BWD_COLS];
+    int j = blockIdx.x * BWD_COLS + threadIdx.x, r0 = blockIdx.y * BWD_CHUNK;
+    float s = 0.0f;
+    if (j < F)
+        for (int i = r0 + threadIdx.y; i < N && i < r0 + BWD_CHUNK; i += BWD_YS) {
+            size_t k = (size_t)i * F + j;
+            float g = to_f(dh[k]);
+            if (dact) {
+                g *= to_f(dact[k]);
+                dh[k] = from_f<T>(g);
+            }
+            s += g;
+        }
+    part[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0 && j < F) {
+        float t = 0.0f;
+        for (int y = 0; y < BWD_YS; y++) t += part[y][threadIdx.x];
+        scratch[(size_t)blockIdx.y * F + j] = t;
+    }
+}
+
+// v2, pass 2: db[j] = Σ over chunks in order.
+__global__ void act_bwd_v2_final(float *db, const float *scratch, int chunks, int F) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= F) return;
+    float s = 0.0f;
+    for (int c = 0; c < chunks; c++) s += scratch[(size_t)c * F + j];
+    db[j] = s;
+}
+
+size_t kernel_act_bwd_scratch(int N, int F) { return (size_t)((N + BWD_CHUNK - 1) / BWD_CHUNK) * F; }
+
+template <typename T>
+static int act_bwd_dt(int version, void *dh, float *db, const void *dact, int N, int F, float *scratch,
+                      cudaStream_t s) {
+    if (version == 1) {
+        act_bwd_v1<T><<<(F + 255) / 256, 256, 0, s>>>((T *)dh, db, (const T *)dact, N, F);
+    } else {
+        if (scratch == NULL) {
+            fprintf(stderr, "tpmlp: kernel act_bwd v2: needs a scratch array (kernel_act_bwd_scratch)\n");
+            return -1;
+        }
+        int chunks = (N + BWD_CHUNK - 1) / BWD_CHUNK;
+        dim3 grid((F + BWD_COLS - 1) / BWD_COLS, chunks), block(BWD_COLS, BWD_YS);
+        act_bwd_v2_partial<T><<<grid, block, 0, s>>>((T *)dh, scratch, (const T *)dact, N, F);
+        if (check(cudaGetLastError(), "act_bwd v2 partial launch")) return -1;
+        act_bwd_v2_final<<<(F + 255) / 256, 256, 0, s>>>(db, scratch, chunks, F);
+    }
+    return check(cudaGetLastError(), "act_bwd launch");
+}
+
+int kernel_act_bwd(int version, kernel_dtype dt, void *dh, float *db, const void *dact, int N, int F,
+                   float *scratch, cudaStream_t stream) {
+    if (version < 1 || version > KERNEL_VERSIONS) {
+        fprintf(stderr, "tpmlp: kernel act_bwd: no version %d (1..%d)\n", version, KERNEL_VERSIONS);
+        return -1;
+    }
+    return dt == KDT_F32 ? act_bwd_dt<float>(version, dh, db, dact, N, F, scratch, stream)
+                         : act_bwd_dt<__nv_bfloat16>(version, dh, db, dact, N, F, scratch, stream);
+}

@@ -1,0 +1,35 @@
+/* CUDA kernels of the MLP's elementwise work, after llm.c's dev/cuda: each op
+ * has numbered versions, from the plainest to the fastest, all validated
+ * against the CPU reference by kernels/kernel_check.cu, which also prints a
+ * table of time, GB/s and % of the measured device copy bandwidth.
+ *
+ *   bias_act   h = h + b; a = act(h); dact = act'(h)               (N,F)
+ *     1  one thread per element
+ *     2  16-byte vector loads and stores (float4, or 8 bf16); F % 4 (8) == 0
+ *   act_bwd    dh = dh ⊙ dact; db = Σ_rows dh   (dact NULL: db = Σ_rows dh only, for db2)
+ *     1  one thread per column, looping over all rows (coalesced across the warp)
+ *     2  row chunks per block, partial column sums in a scratch array, then a
+ *        second pass summing the chunks in order (deterministic, no atomics)
+ * Data in fp32 or bf16 (bf16 storage, fp32 arithmetic); db is always fp32.
+ * Launchers return 0 or -1 after one line naming the kernel and the CUDA error. */
+#ifndef TPMLP_KERNELS_H
+#define TPMLP_KERNELS_H
+
+#include <cuda_runtime.h>
+
+#include "mlp.h"
+
+typedef enum { KDT_F32 = 0, KDT_BF16 = 1 } kernel_dtype;
+
+/* h, a, dact: N·F elements of dtype dt; b: F elements of dt; dact may be NULL. */
+int kernel_bias_act(int version, kernel_dtype dt, void *h, void *a, void *dact, const void *b, int N, int F,
+                    tpmlp_act act, cudaStream_t stream);
+/* dh (N·F, dt) in: dA, out: dH (untouched when dact is NULL); db: F floats;
+ * scratch: (N/rows_per_chunk + 1)·F floats for version 2 (kernel_act_bwd_scratch). */
+int kernel_act_bwd(int version, kernel_dtype dt, void *dh, float *db, const void *dact, int N, int F,
+                   float *scratch, cudaStream_t stream);
+size_t kernel_act_bwd_scratch(int N, int F);
+
+#define KERNEL_VERSIONS 2
+
+#endif
