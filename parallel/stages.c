@@ -31,7 +31,6 @@ static int load(const char *vectors, int p, tpmlp_mlp32 *full, tpmlp_vec_dims *d
     return 0;
 }
 
-/* One rank's whole step; full (rank 0) receives the assembled outputs. */
 /* fault injection for the test that a dying rank ends the job: TPMLP_TEST_DIE_RANK=r */
 static void maybe_die(int rank) {
     const char *die = getenv("TPMLP_TEST_DIE_RANK");
@@ -49,8 +48,8 @@ static int run_rank(tpmlp_comm *c, const tpmlp_mlp32 *in, tpmlp_mlp32 *out_full,
         sp_shard s;
         sp_shard_alloc(&s, in->N, in->D, in->F, c->size, c->rank, in->act);
         sp_shard_from_full(&s, in->x, in->w1, in->b1, in->w2, in->b2, in->dy);
-        maybe_die(c->rank);
         rc = sp_forward(&s, c);
+        maybe_die(c->rank); /* between the collectives: the others wait in the backward's */
         rc = rc ? rc : sp_backward(&s, c);
         rc = rc ? rc : sp_gather_outputs(&s, c, out_full);
         sp_shard_free(&s);
@@ -58,8 +57,8 @@ static int run_rank(tpmlp_comm *c, const tpmlp_mlp32 *in, tpmlp_mlp32 *out_full,
         tp_shard s;
         tp_shard_alloc(&s, in->N, in->D, in->F, c->size, c->rank, in->act);
         tp_shard_from_full(&s, in->x, in->w1, in->b1, in->w2, in->b2, in->dy);
-        maybe_die(c->rank);
         rc = tp_forward(&s, c);
+        maybe_die(c->rank); /* between the collectives: the others wait in the backward's */
         rc = rc ? rc : tp_backward(&s, c);
         rc = rc ? rc : tp_gather_outputs(&s, c, out_full);
         tp_shard_free(&s);
