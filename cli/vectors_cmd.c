@@ -16,7 +16,7 @@ static const char gen_usage[] =
     "usage: tpmlp gen --batch B --seq T --hidden D [--ffn F] [--act gelu|gelu_tanh|relu] [--seed S] -o FILE\n"
     "Writes a test-vector file (safetensors): the float32 inputs and the float64 reference\n"
     "outputs, byte for byte the same on every machine. Names and shapes: docs/vectors.md.\n"
-    "  --ffn default 4 × hidden, --act default gelu, --seed default 0\n";
+    "  --ffn default 4 × hidden, --act default gelu, --seed default 0, --threads N (same bytes)\n";
 
 int cmd_gen(int argc, char **argv) {
     tpmlp_shape_args s = {.act = TPMLP_GELU, .seed = 0};
@@ -37,6 +37,7 @@ int cmd_gen(int argc, char **argv) {
     if (s.batch == 0 || s.seq == 0 || s.hidden == 0 || out == NULL)
         tpmlp_die(TPMLP_EXIT_USAGE, "gen: --batch, --seq, --hidden and -o are required (tpmlp gen --help)");
     args_shape_finish(&s);
+    args_apply_threads(&s); /* the threads only share out the work: the bytes are the same */
     tpmlp_vec_dims d = {s.batch, s.seq, s.hidden, s.ffn, s.act, s.seed};
     char err[512];
     if (tpmlp_vec_generate(out, &d, err, sizeof err) != 0) tpmlp_die(1, "%s", err);
