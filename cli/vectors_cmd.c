@@ -2,6 +2,8 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "args.h"
 #include "bound.h"
@@ -182,10 +184,36 @@ static const char run_usage[] =
     "  mpi        P processes, MPI_Allreduce:        mpiexec -n P tpmlp run --stage mpi --tp P ...\n"
     "  ring       P processes, a hand-written ring all-reduce over MPI point-to-point\n"
     "  sequence   P processes, Megatron's sequence parallelism: rows split too, all-gather\n"
-    "             before fc1 and reduce-scatter after fc2 (N a multiple of P)\n";
+    "             before fc1 and reduce-scatter after fc2 (N a multiple of P)\n"
+    "  cuda       one GPU, cuBLAS + our kernels; --dtype fp32|tf32|bf16 (runs tpmlp-cuda)\n";
+
+/* The cuda stage is the program tpmlp-cuda beside this one (so that tpmlp
+ * itself never links CUDA). Returns its exit status. */
+static int run_cuda_program(const char *in, const char *out, const char *dtype) {
+    char self[4096], prog[4200];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) tpmlp_die(1, "--stage cuda: cannot find this program's folder (/proc/self/exe)");
+    self[n] = '\0';
+    char *slash = strrchr(self, '/');
+    if (slash) *slash = '\0';
+    snprintf(prog, sizeof prog, "%s/tpmlp-cuda", self);
+    if (access(prog, X_OK) != 0)
+        tpmlp_die(TPMLP_EXIT_USAGE, "--stage cuda: %s not found (configure found no CUDA toolkit: --with-cuda=DIR)",
+                  prog);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) tpmlp_die(1, "--stage cuda: fork failed");
+    if (pid == 0) {
+        execl(prog, prog, "--dtype", dtype, in, "-o", out, (char *)NULL);
+        _exit(127);
+    }
+    int status;
+    if (waitpid(pid, &status, 0) < 0) tpmlp_die(1, "--stage cuda: waitpid failed");
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+}
 
 int cmd_run(int argc, char **argv) {
-    const char *stage = NULL, *in = NULL, *out = NULL;
+    const char *stage = NULL, *in = NULL, *out = NULL, *dtype = "fp32";
     int p = 1;
     tpmlp_shape_args s = {0};
     for (int i = 1; i < argc; i++) {
@@ -195,6 +223,9 @@ int cmd_run(int argc, char **argv) {
             return 0;
         } else if (strcmp(argv[i], "--threads") == 0) {
             s.threads = args_positive_int("--threads", v), i++;
+        } else if (strcmp(argv[i], "--dtype") == 0) {
+            if (v == NULL) tpmlp_die(TPMLP_EXIT_USAGE, "--dtype: missing value (allowed: fp32, tf32, bf16)");
+            dtype = v, i++;
         } else if (strcmp(argv[i], "--tp") == 0) {
             p = args_positive_int("--tp", v), i++;
         } else if (strcmp(argv[i], "--stage") == 0 || strcmp(argv[i], "-o") == 0) {
@@ -219,6 +250,12 @@ int cmd_run(int argc, char **argv) {
         open_or_die(&vec, in);
         rc = tpmlp_run_reference_file(&vec, out, err, sizeof err) == 0 ? 0 : 1;
         st_close(&vec);
+    } else if (strcmp(stage, "cuda") == 0) {
+        if (p != 1) tpmlp_die(TPMLP_EXIT_USAGE, "--tp: the cuda stage runs on one GPU (got %d)", p);
+        rc = run_cuda_program(in, out, dtype);
+        if (rc == 77) return 1; /* no GPU: it said so */
+        if (rc != 0) return rc;
+        return report_check(in, out, dtype, NULL);
     } else if (strcmp(stage, "shard") == 0) {
         rc = tp_run_shard(in, out, p, err, sizeof err);
     } else if (strcmp(stage, "mpi") == 0 || strcmp(stage, "ring") == 0 || strcmp(stage, "sequence") == 0) {
@@ -228,8 +265,8 @@ int cmd_run(int argc, char **argv) {
         tpmlp_die(TPMLP_EXIT_USAGE, "--stage %s: this tpmlp was built without MPI (install libopenmpi-dev)", stage);
 #endif
     } else {
-        tpmlp_die(TPMLP_EXIT_USAGE, "--stage: '%s' is not a stage (allowed: reference, shard, mpi, ring, sequence)",
-                  stage);
+        tpmlp_die(TPMLP_EXIT_USAGE,
+                  "--stage: '%s' is not a stage (allowed: reference, shard, mpi, ring, sequence, cuda)", stage);
     }
     if (rc != 0) {
         if (root && err[0]) fprintf(stderr, "tpmlp: %s\n", err); /* (the mpi stages print their own) */

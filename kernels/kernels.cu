@@ -207,3 +207,18 @@ int kernel_act_bwd(int version, kernel_dtype dt, void *dh, float *db, const void
     return dt == KDT_F32 ? act_bwd_dt<float>(version, dh, db, dact, N, F, scratch, stream)
                          : act_bwd_dt<__nv_bfloat16>(version, dh, db, dact, N, F, scratch, stream);
 }
+
+// ---------------------------------------------------------------- bias_add
+
+template <typename T> __global__ void bias_add_k(T *y, const T *b, size_t n, int D) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i < n) y[i] = from_f<T>(to_f(y[i]) + to_f(b[i % D]));
+}
+
+int kernel_bias_add(kernel_dtype dt, void *y, const void *b, int N, int D, cudaStream_t stream) {
+    size_t n = (size_t)N * D;
+    unsigned blocks = (unsigned)((n + 255) / 256);
+    if (dt == KDT_F32) bias_add_k<float><<<blocks, 256, 0, stream>>>((float *)y, (const float *)b, n, D);
+    else bias_add_k<__nv_bfloat16><<<blocks, 256, 0, stream>>>((__nv_bfloat16 *)y, (const __nv_bfloat16 *)b, n, D);
+    return check(cudaGetLastError(), "bias_add launch");
+}

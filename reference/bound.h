@@ -12,6 +12,10 @@
 
 #include "mlp.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Every tensor of one MLP step, float64, shapes as in mlp.h. */
 typedef struct {
     int N, D, F;
@@ -81,5 +85,9 @@ void tpmlp_mlp64_run(tpmlp_mlp64 *t);
  * reference ref (inputs and outputs filled). bound must be allocated with the
  * same sizes; its inputs are used as scratch. */
 void tpmlp_mlp64_bounds(tpmlp_mlp64 *bound, const tpmlp_mlp64 *ref, const tpmlp_err_model *m);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -10,6 +10,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum { ST_F16, ST_BF16, ST_F32, ST_F64 } st_dtype;
 #define ST_MAX_DIMS 8
 /* Headers above this are refused (the reference implementation's cap). */
@@ -78,5 +82,9 @@ double st_f16_to_f64(uint16_t h);
 double st_bf16_to_f64(uint16_t b);
 uint16_t st_f32_to_bf16(float f);
 uint16_t st_f32_to_f16(float f);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -11,6 +11,10 @@
 #include "mlp.h"
 #include "safetensors.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define TPMLP_FORMAT_NAME "tpmlp-mlp-vectors"
 #define TPMLP_FORMAT_VERSION "1"
 #define TPMLP_GENERATOR_VERSION "1"
@@ -95,5 +99,9 @@ int tpmlp_vec_write_outputs(const char *path, const tpmlp_mlp32 *t, const tpmlp_
 /* Runs the float32 reference on the inputs of vec and writes the eight outputs
  * (F32, under the vector names) to path. */
 int tpmlp_run_reference_file(const st_file *vec, const char *path, char *err, size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -1,0 +1,163 @@
+// tpmlp-cuda: stage 5, the MLP on one GPU. cuBLAS for the six GEMMs, our
+// kernels (kernels.cu) for everything between them. Math modes:
+//   fp32  fp32 storage, fp32 GEMMs
+//   tf32  fp32 storage, GEMMs on TF32 tensor cores (CUBLAS_COMPUTE_32F_FAST_TF32)
+//   bf16  bf16 storage, fp32 accumulation (CUBLAS_COMPUTE_32F)
+// Reads a vector file, writes the outputs under the vector names (F32), so
+// `tpmlp check --dtype MODE VECTORS OUT` verifies them. `tpmlp run --stage
+// cuda` runs this program. Without a GPU it says so and exits 77.
+//   tpmlp-cuda [--dtype fp32|tf32|bf16] VECTORS -o OUT
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <vector>
+
+#include "bound.h"
+#include "kernels.h"
+#include "safetensors.h"
+#include "util.h"
+#include "vectors.h"
+
+#define CUDA_OK(call)                                                                                              \
+    do {                                                                                                           \
+        cudaError_t e_ = (call);                                                                                   \
+        if (e_ != cudaSuccess) tpmlp_die(1, "%s:%d: %s: %s", __FILE__, __LINE__, #call, cudaGetErrorString(e_));  \
+    } while (0)
+#define CUBLAS_OK(call)                                                                                            \
+    do {                                                                                                           \
+        cublasStatus_t s_ = (call);                                                                                \
+        if (s_ != CUBLAS_STATUS_SUCCESS)                                                                           \
+            tpmlp_die(1, "%s:%d: %s: %s", __FILE__, __LINE__, #call, cublasGetStatusString(s_));                   \
+    } while (0)
+#define KERNEL_OK(call)                                                                                            \
+    do {                                                                                                           \
+        if ((call) != 0) tpmlp_die(1, "%s:%d: %s failed", __FILE__, __LINE__, #call);                             \
+    } while (0)
+
+struct mode {
+    kernel_dtype dt;
+    cudaDataType_t type;
+    cublasComputeType_t compute;
+};
+
+// Row-major C (M,N) = op(A)·op(B), with cblas's arguments (leading dimensions
+// are row lengths). cuBLAS is column-major, and a row-major matrix is its
+// transpose in column-major order, so this is Cᵀ = op(B)ᵀ·op(A)ᵀ: the same
+// call with A and B (and M and N) swapped.
+static void gemm_rm(cublasHandle_t h, const mode &m, int ta, int tb, int M, int N, int K, const void *A, int lda,
+                    const void *B, int ldb, void *C, int ldc) {
+    const float one = 1.0f, zero = 0.0f;
+    CUBLAS_OK(cublasGemmEx(h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &one, B, m.type,
+                           ldb, A, m.type, lda, &zero, C, m.type, ldc, m.compute, CUBLAS_GEMM_DEFAULT));
+}
+
+static void *upload(const float *host, size_t n, kernel_dtype dt) {
+    size_t es = dt == KDT_F32 ? 4 : 2;
+    std::vector<unsigned char> buf(n * es);
+    for (size_t i = 0; i < n; i++) {
+        if (dt == KDT_F32) memcpy(&buf[4 * i], &host[i], 4);
+        else {
+            __nv_bfloat16 b = __float2bfloat16_rn(host[i]);
+            memcpy(&buf[2 * i], &b, 2);
+        }
+    }
+    void *d;
+    CUDA_OK(cudaMalloc(&d, buf.size() ? buf.size() : 1));
+    CUDA_OK(cudaMemcpy(d, buf.data(), buf.size(), cudaMemcpyHostToDevice));
+    return d;
+}
+
+static void download(float *host, const void *dev, size_t n, kernel_dtype dt) {
+    size_t es = dt == KDT_F32 ? 4 : 2;
+    std::vector<unsigned char> buf(n * es);
+    CUDA_OK(cudaMemcpy(buf.data(), dev, buf.size(), cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < n; i++) {
+        if (dt == KDT_F32) memcpy(&host[i], &buf[4 * i], 4);
+        else {
+            __nv_bfloat16 b;
+            memcpy(&b, &buf[2 * i], 2);
+            host[i] = __bfloat162float(b);
+        }
+    }
+}
+
+static void *dev_alloc(size_t n, kernel_dtype dt) {
+    void *d;
+    CUDA_OK(cudaMalloc(&d, n * (dt == KDT_F32 ? 4 : 2) + 1));
+    return d;
+}
+
+int main(int argc, char **argv) {
+    const char *dtype = "fp32", *in = NULL, *out = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--dtype") == 0 && i + 1 < argc) dtype = argv[++i];
+        else if (strcmp(argv[i], "-o") == 0 && i + 1 < argc) out = argv[++i];
+        else if (argv[i][0] != '-' && in == NULL) in = argv[i];
+        else tpmlp_die(2, "tpmlp-cuda: unexpected argument '%s' (usage: tpmlp-cuda [--dtype fp32|tf32|bf16] VECTORS -o OUT)", argv[i]);
+    }
+    if (in == NULL || out == NULL) tpmlp_die(2, "tpmlp-cuda: VECTORS and -o OUT are required");
+    mode m;
+    if (strcmp(dtype, "fp32") == 0) m = {KDT_F32, CUDA_R_32F, CUBLAS_COMPUTE_32F};
+    else if (strcmp(dtype, "tf32") == 0) m = {KDT_F32, CUDA_R_32F, CUBLAS_COMPUTE_32F_FAST_TF32};
+    else if (strcmp(dtype, "bf16") == 0) m = {KDT_BF16, CUDA_R_16BF, CUBLAS_COMPUTE_32F};
+    else tpmlp_die(2, "--dtype: '%s' is not one of fp32, tf32, bf16", dtype);
+
+    int count = 0;
+    cudaError_t ce = cudaGetDeviceCount(&count);
+    if (ce != cudaSuccess || count == 0) {
+        fprintf(stderr, "tpmlp: no GPU (%s)\n", ce != cudaSuccess ? cudaGetErrorString(ce) : "no device");
+        return 77;
+    }
+    char err[512];
+    st_file vec;
+    tpmlp_mlp32 t;
+    tpmlp_vec_dims d;
+    if (st_open(&vec, in, err, sizeof err) != 0 || tpmlp_vec_load_inputs(&vec, &t, &d, err, sizeof err) != 0)
+        tpmlp_die(2, "%s", err);
+    st_close(&vec);
+    const int N = t.N, D = t.D, F = t.F;
+    const size_t nd = (size_t)N * D, nf = (size_t)N * F, fd = (size_t)F * D;
+    const kernel_dtype dt = m.dt;
+    const int pack = dt == KDT_F32 ? 4 : 8, version = F % pack == 0 ? 2 : 1; // v2 needs whole packs per row
+
+    cublasHandle_t h;
+    CUBLAS_OK(cublasCreate(&h));
+    void *x = upload(t.x, nd, dt), *w1 = upload(t.w1, fd, dt), *b1 = upload(t.b1, F, dt);
+    void *w2 = upload(t.w2, fd, dt), *b2 = upload(t.b2, D, dt), *dy = upload(t.dy, nd, dt);
+    void *hh = dev_alloc(nf, dt), *a = dev_alloc(nf, dt), *dact = dev_alloc(nf, dt), *dh = dev_alloc(nf, dt);
+    void *y = dev_alloc(nd, dt), *dx = dev_alloc(nd, dt), *dw1 = dev_alloc(fd, dt), *dw2 = dev_alloc(fd, dt);
+    float *db1, *db2, *scratch;
+    CUDA_OK(cudaMalloc(&db1, sizeof(float) * F));
+    CUDA_OK(cudaMalloc(&db2, sizeof(float) * D));
+    size_t sc = kernel_act_bwd_scratch(N, F) > kernel_act_bwd_scratch(N, D) ? kernel_act_bwd_scratch(N, F)
+                                                                            : kernel_act_bwd_scratch(N, D);
+    CUDA_OK(cudaMalloc(&scratch, sizeof(float) * sc));
+
+    // forward: the same four steps as mlp_forward_f32
+    gemm_rm(h, m, 0, 1, N, F, D, x, D, w1, D, hh, F);                               // H = X·W1ᵀ
+    KERNEL_OK(kernel_bias_act(version, dt, hh, a, dact, b1, N, F, t.act, 0));       // H += b1; A = act(H); act'(H)
+    gemm_rm(h, m, 0, 1, N, D, F, a, F, w2, F, y, D);                                // Y = A·W2ᵀ
+    KERNEL_OK(kernel_bias_add(dt, y, b2, N, D, 0));                                 // Y += b2
+    // backward: as mlp_backward_f32
+    KERNEL_OK(kernel_act_bwd(2, dt, dy, db2, NULL, N, D, scratch, 0));              // db2 = Σ_rows dY
+    gemm_rm(h, m, 1, 0, D, F, N, dy, D, a, F, dw2, F);                              // dW2 = dYᵀ·A
+    gemm_rm(h, m, 0, 0, N, F, D, dy, D, w2, F, dh, F);                              // dA = dY·W2
+    KERNEL_OK(kernel_act_bwd(2, dt, dh, db1, dact, N, F, scratch, 0));              // dH = dA ⊙ act'(H); db1
+    gemm_rm(h, m, 1, 0, F, D, N, dh, F, x, D, dw1, D);                              // dW1 = dHᵀ·X
+    gemm_rm(h, m, 0, 0, N, D, F, dh, F, w1, D, dx, D);                              // dX = dH·W1
+    CUDA_OK(cudaDeviceSynchronize());
+
+    download(t.h, hh, nf, dt), download(t.a, a, nf, dt), download(t.y, y, nd, dt), download(t.dx, dx, nd, dt);
+    download(t.dw1, dw1, fd, dt), download(t.dw2, dw2, fd, dt);
+    download(t.db1, db1, F, KDT_F32), download(t.db2, db2, D, KDT_F32);
+    if (tpmlp_vec_write_outputs(out, &t, &d, err, sizeof err) != 0) tpmlp_die(1, "%s", err);
+    void *bufs[] = {x, w1, b1, w2, b2, dy, hh, a, dact, dh, y, dx, dw1, dw2, db1, db2, scratch};
+    for (void *p : bufs) CUDA_OK(cudaFree(p));
+    CUBLAS_OK(cublasDestroy(h));
+    tpmlp_mlp32_free(&t);
+    printf("stage cuda (%s): outputs written to %s; verify with: tpmlp check --dtype %s %s %s\n", dtype, out, dtype,
+           in, out);
+    return 0;
+}
