@@ -7,11 +7,13 @@
 // `tpmlp check --dtype MODE VECTORS OUT` verifies them. `tpmlp run --stage
 // cuda` runs this program. Without a GPU it says so and exits 77.
 //   tpmlp-cuda [--dtype fp32|tf32|bf16] VECTORS -o OUT
+//   tpmlp-cuda [--dtype ...] --bench N D F      fwd+bwd against the six GEMMs alone
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <algorithm>
 #include <vector>
 
 #include "bound.h"
@@ -89,15 +91,68 @@ static void *dev_alloc(size_t n, kernel_dtype dt) {
     return d;
 }
 
+struct buffers {
+    void *x, *w1, *b1, *w2, *b2, *dy, *h, *a, *dact, *dh, *y, *dx, *dw1, *dw2;
+    float *db1, *db2, *scratch;
+};
+
+// One forward + backward; gemms_only: the same six GEMMs and nothing else.
+static void step(cublasHandle_t h, const mode &m, const buffers &b, int N, int D, int F, tpmlp_act act, int version,
+                 int gemms_only) {
+    const kernel_dtype dt = m.dt;
+    // forward: the same four steps as mlp_forward_f32
+    gemm_rm(h, m, 0, 1, N, F, D, b.x, D, b.w1, D, b.h, F); // H = X·W1ᵀ
+    if (!gemms_only) KERNEL_OK(kernel_bias_act(version, dt, b.h, b.a, b.dact, b.b1, N, F, act, 0)); // H += b1; A; act'
+    gemm_rm(h, m, 0, 1, N, D, F, b.a, F, b.w2, F, b.y, D); // Y = A·W2ᵀ
+    if (!gemms_only) KERNEL_OK(kernel_bias_add(dt, b.y, b.b2, N, D, 0)); // Y += b2
+    // backward: as mlp_backward_f32
+    if (!gemms_only) KERNEL_OK(kernel_act_bwd(2, dt, b.dy, b.db2, NULL, N, D, b.scratch, 0)); // db2 = Σ_rows dY
+    gemm_rm(h, m, 1, 0, D, F, N, b.dy, D, b.a, F, b.dw2, F); // dW2 = dYᵀ·A
+    gemm_rm(h, m, 0, 0, N, F, D, b.dy, D, b.w2, F, b.dh, F); // dA = dY·W2
+    if (!gemms_only) KERNEL_OK(kernel_act_bwd(2, dt, b.dh, b.db1, b.dact, N, F, b.scratch, 0)); // dH, db1
+    gemm_rm(h, m, 1, 0, F, D, N, b.dh, F, b.x, D, b.dw1, D); // dW1 = dHᵀ·X
+    gemm_rm(h, m, 0, 0, N, D, F, b.dh, F, b.w1, D, b.dx, D); // dX = dH·W1
+}
+
+// fwd+bwd against the six GEMMs alone, alternating in one run; medians.
+static void bench(cublasHandle_t h, const mode &m, const buffers &b, int N, int D, int F, tpmlp_act act, int version,
+                  const char *dtype) {
+    cudaEvent_t e0, e1, e2;
+    CUDA_OK(cudaEventCreate(&e0));
+    CUDA_OK(cudaEventCreate(&e1));
+    CUDA_OK(cudaEventCreate(&e2));
+    const int reps = 21;
+    std::vector<float> full(reps), gemm(reps);
+    step(h, m, b, N, D, F, act, version, 0), step(h, m, b, N, D, F, act, version, 1); // warm-up
+    for (int r = 0; r < reps; r++) {
+        CUDA_OK(cudaEventRecord(e0));
+        step(h, m, b, N, D, F, act, version, 0);
+        CUDA_OK(cudaEventRecord(e1));
+        step(h, m, b, N, D, F, act, version, 1);
+        CUDA_OK(cudaEventRecord(e2));
+        CUDA_OK(cudaEventSynchronize(e2));
+        CUDA_OK(cudaEventElapsedTime(&full[r], e0, e1));
+        CUDA_OK(cudaEventElapsedTime(&gemm[r], e1, e2));
+    }
+    std::sort(full.begin(), full.end()), std::sort(gemm.begin(), gemm.end());
+    double f = full[reps / 2], g = gemm[reps / 2], flops = 12.0 * N * D * (double)F;
+    printf("cuda %s N=%d D=%d F=%d act=%s: fwd+bwd %.3f ms, gemms alone %.3f ms, ratio %.3f (GEMMs at %.1f TFLOP/s)\n",
+           dtype, N, D, F, tpmlp_act_name(act), f, g, f / g, flops / (g * 1e-3) / 1e12);
+}
+
 int main(int argc, char **argv) {
     const char *dtype = "fp32", *in = NULL, *out = NULL;
+    int bench_dims[3] = {0, 0, 0}; /* --bench N D F */
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--dtype") == 0 && i + 1 < argc) dtype = argv[++i];
+        else if (strcmp(argv[i], "--bench") == 0 && i + 3 < argc)
+            for (int k = 0; k < 3; k++) bench_dims[k] = atoi(argv[++i]);
         else if (strcmp(argv[i], "-o") == 0 && i + 1 < argc) out = argv[++i];
         else if (argv[i][0] != '-' && in == NULL) in = argv[i];
         else tpmlp_die(2, "tpmlp-cuda: unexpected argument '%s' (usage: tpmlp-cuda [--dtype fp32|tf32|bf16] VECTORS -o OUT)", argv[i]);
     }
-    if (in == NULL || out == NULL) tpmlp_die(2, "tpmlp-cuda: VECTORS and -o OUT are required");
+    if (!bench_dims[0] && (in == NULL || out == NULL))
+        tpmlp_die(2, "tpmlp-cuda: VECTORS and -o OUT are required (or --bench N D F)");
     mode m;
     if (strcmp(dtype, "fp32") == 0) m = {KDT_F32, CUDA_R_32F, CUBLAS_COMPUTE_32F};
     else if (strcmp(dtype, "tf32") == 0) m = {KDT_F32, CUDA_R_32F, CUBLAS_COMPUTE_32F_FAST_TF32};
@@ -114,9 +169,16 @@ int main(int argc, char **argv) {
     st_file vec;
     tpmlp_mlp32 t;
     tpmlp_vec_dims d;
-    if (st_open(&vec, in, err, sizeof err) != 0 || tpmlp_vec_load_inputs(&vec, &t, &d, err, sizeof err) != 0)
-        tpmlp_die(2, "%s", err);
-    st_close(&vec);
+    if (bench_dims[0]) { /* benchmark: generated inputs of the given sizes */
+        if (bench_dims[0] < 1 || bench_dims[1] < 1 || bench_dims[2] < 1) tpmlp_die(2, "--bench: N D F must be positive");
+        d = {1, bench_dims[0], bench_dims[1], bench_dims[2], TPMLP_GELU, 1};
+        tpmlp_mlp32_alloc(&t, bench_dims[0], bench_dims[1], bench_dims[2], TPMLP_GELU);
+        tpmlp_mlp32_random_inputs(&t, 1);
+    } else {
+        if (st_open(&vec, in, err, sizeof err) != 0 || tpmlp_vec_load_inputs(&vec, &t, &d, err, sizeof err) != 0)
+            tpmlp_die(2, "%s", err);
+        st_close(&vec);
+    }
     const int N = t.N, D = t.D, F = t.F;
     const size_t nd = (size_t)N * D, nf = (size_t)N * F, fd = (size_t)F * D;
     const kernel_dtype dt = m.dt;
@@ -135,18 +197,12 @@ int main(int argc, char **argv) {
                                                                             : kernel_act_bwd_scratch(N, D);
     CUDA_OK(cudaMalloc(&scratch, sizeof(float) * sc));
 
-    // forward: the same four steps as mlp_forward_f32
-    gemm_rm(h, m, 0, 1, N, F, D, x, D, w1, D, hh, F);                               // H = X·W1ᵀ
-    KERNEL_OK(kernel_bias_act(version, dt, hh, a, dact, b1, N, F, t.act, 0));       // H += b1; A = act(H); act'(H)
-    gemm_rm(h, m, 0, 1, N, D, F, a, F, w2, F, y, D);                                // Y = A·W2ᵀ
-    KERNEL_OK(kernel_bias_add(dt, y, b2, N, D, 0));                                 // Y += b2
-    // backward: as mlp_backward_f32
-    KERNEL_OK(kernel_act_bwd(2, dt, dy, db2, NULL, N, D, scratch, 0));              // db2 = Σ_rows dY
-    gemm_rm(h, m, 1, 0, D, F, N, dy, D, a, F, dw2, F);                              // dW2 = dYᵀ·A
-    gemm_rm(h, m, 0, 0, N, F, D, dy, D, w2, F, dh, F);                              // dA = dY·W2
-    KERNEL_OK(kernel_act_bwd(2, dt, dh, db1, dact, N, F, scratch, 0));              // dH = dA ⊙ act'(H); db1
-    gemm_rm(h, m, 1, 0, F, D, N, dh, F, x, D, dw1, D);                              // dW1 = dHᵀ·X
-    gemm_rm(h, m, 0, 0, N, D, F, dh, F, w1, D, dx, D);                              // dX = dH·W1
+    buffers b = {x, w1, b1, w2, b2, dy, hh, a, dact, dh, y, dx, dw1, dw2, db1, db2, scratch};
+    if (bench_dims[0]) {
+        bench(h, m, b, N, D, F, t.act, version, dtype);
+        return 0;
+    }
+    step(h, m, b, N, D, F, t.act, version, 0);
     CUDA_OK(cudaDeviceSynchronize());
 
     download(t.h, hh, nf, dt), download(t.a, a, nf, dt), download(t.y, y, nd, dt), download(t.dx, dx, nd, dt);
