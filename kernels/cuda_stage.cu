@@ -17,25 +17,21 @@
 #include <vector>
 
 #include "bound.h"
+#include "host.h"
 #include "kernels.h"
 #include "safetensors.h"
 #include "util.h"
 #include "vectors.h"
 
-#define CUDA_OK(call)                                                                                              \
-    do {                                                                                                           \
-        cudaError_t e_ = (call);                                                                                   \
-        if (e_ != cudaSuccess) tpmlp_die(1, "%s:%d: %s: %s", __FILE__, __LINE__, #call, cudaGetErrorString(e_));  \
+#define CUBLAS_OK(call)                                                                                                \
+    do {                                                                                                               \
+        cublasStatus_t s_ = (call);                                                                                    \
+        if (s_ != CUBLAS_STATUS_SUCCESS)                                                                               \
+            tpmlp_die(1, "%s:%d: %s: %s", __FILE__, __LINE__, #call, cublasGetStatusString(s_));                       \
     } while (0)
-#define CUBLAS_OK(call)                                                                                            \
-    do {                                                                                                           \
-        cublasStatus_t s_ = (call);                                                                                \
-        if (s_ != CUBLAS_STATUS_SUCCESS)                                                                           \
-            tpmlp_die(1, "%s:%d: %s: %s", __FILE__, __LINE__, #call, cublasGetStatusString(s_));                   \
-    } while (0)
-#define KERNEL_OK(call)                                                                                            \
-    do {                                                                                                           \
-        if ((call) != 0) tpmlp_die(1, "%s:%d: %s failed", __FILE__, __LINE__, #call);                             \
+#define KERNEL_OK(call)                                                                                                \
+    do {                                                                                                               \
+        if ((call) != 0) tpmlp_die(1, "%s:%d: %s failed", __FILE__, __LINE__, #call);                                  \
     } while (0)
 
 struct mode {
@@ -55,42 +51,6 @@ static void gemm_rm(cublasHandle_t h, const mode &m, int ta, int tb, int M, int 
                            ldb, A, m.type, lda, &zero, C, m.type, ldc, m.compute, CUBLAS_GEMM_DEFAULT));
 }
 
-static void *upload(const float *host, size_t n, kernel_dtype dt) {
-    size_t es = dt == KDT_F32 ? 4 : 2;
-    std::vector<unsigned char> buf(n * es);
-    for (size_t i = 0; i < n; i++) {
-        if (dt == KDT_F32) memcpy(&buf[4 * i], &host[i], 4);
-        else {
-            __nv_bfloat16 b = __float2bfloat16_rn(host[i]);
-            memcpy(&buf[2 * i], &b, 2);
-        }
-    }
-    void *d;
-    CUDA_OK(cudaMalloc(&d, buf.size() ? buf.size() : 1));
-    CUDA_OK(cudaMemcpy(d, buf.data(), buf.size(), cudaMemcpyHostToDevice));
-    return d;
-}
-
-static void download(float *host, const void *dev, size_t n, kernel_dtype dt) {
-    size_t es = dt == KDT_F32 ? 4 : 2;
-    std::vector<unsigned char> buf(n * es);
-    CUDA_OK(cudaMemcpy(buf.data(), dev, buf.size(), cudaMemcpyDeviceToHost));
-    for (size_t i = 0; i < n; i++) {
-        if (dt == KDT_F32) memcpy(&host[i], &buf[4 * i], 4);
-        else {
-            __nv_bfloat16 b;
-            memcpy(&b, &buf[2 * i], 2);
-            host[i] = __bfloat162float(b);
-        }
-    }
-}
-
-static void *dev_alloc(size_t n, kernel_dtype dt) {
-    void *d;
-    CUDA_OK(cudaMalloc(&d, n * (dt == KDT_F32 ? 4 : 2) + 1));
-    return d;
-}
-
 struct buffers {
     void *x, *w1, *b1, *w2, *b2, *dy, *h, *a, *dact, *dh, *y, *dx, *dw1, *dw2;
     float *db1, *db2, *scratch;
@@ -101,17 +61,17 @@ static void step(cublasHandle_t h, const mode &m, const buffers &b, int N, int D
                  int gemms_only) {
     const kernel_dtype dt = m.dt;
     // forward: the same four steps as mlp_forward_f32
-    gemm_rm(h, m, 0, 1, N, F, D, b.x, D, b.w1, D, b.h, F); // H = X·W1ᵀ
+    gemm_rm(h, m, 0, 1, N, F, D, b.x, D, b.w1, D, b.h, F);                                          // H = X·W1ᵀ
     if (!gemms_only) KERNEL_OK(kernel_bias_act(version, dt, b.h, b.a, b.dact, b.b1, N, F, act, 0)); // H += b1; A; act'
-    gemm_rm(h, m, 0, 1, N, D, F, b.a, F, b.w2, F, b.y, D); // Y = A·W2ᵀ
-    if (!gemms_only) KERNEL_OK(kernel_bias_add(dt, b.y, b.b2, N, D, 0)); // Y += b2
+    gemm_rm(h, m, 0, 1, N, D, F, b.a, F, b.w2, F, b.y, D);                                          // Y = A·W2ᵀ
+    if (!gemms_only) KERNEL_OK(kernel_bias_add(dt, b.y, b.b2, N, D, 0));                            // Y += b2
     // backward: as mlp_backward_f32
-    if (!gemms_only) KERNEL_OK(kernel_act_bwd(2, dt, b.dy, b.db2, NULL, N, D, b.scratch, 0)); // db2 = Σ_rows dY
-    gemm_rm(h, m, 1, 0, D, F, N, b.dy, D, b.a, F, b.dw2, F); // dW2 = dYᵀ·A
-    gemm_rm(h, m, 0, 0, N, F, D, b.dy, D, b.w2, F, b.dh, F); // dA = dY·W2
+    if (!gemms_only) KERNEL_OK(kernel_act_bwd(2, dt, b.dy, b.db2, NULL, N, D, b.scratch, 0));   // db2 = Σ_rows dY
+    gemm_rm(h, m, 1, 0, D, F, N, b.dy, D, b.a, F, b.dw2, F);                                    // dW2 = dYᵀ·A
+    gemm_rm(h, m, 0, 0, N, F, D, b.dy, D, b.w2, F, b.dh, F);                                    // dA = dY·W2
     if (!gemms_only) KERNEL_OK(kernel_act_bwd(2, dt, b.dh, b.db1, b.dact, N, F, b.scratch, 0)); // dH, db1
-    gemm_rm(h, m, 1, 0, F, D, N, b.dh, F, b.x, D, b.dw1, D); // dW1 = dHᵀ·X
-    gemm_rm(h, m, 0, 0, N, D, F, b.dh, F, b.w1, D, b.dx, D); // dX = dH·W1
+    gemm_rm(h, m, 1, 0, F, D, N, b.dh, F, b.x, D, b.dw1, D);                                    // dW1 = dHᵀ·X
+    gemm_rm(h, m, 0, 0, N, D, F, b.dh, F, b.w1, D, b.dx, D);                                    // dX = dH·W1
 }
 
 // fwd+bwd against the six GEMMs alone, alternating in one run; medians.
@@ -144,20 +104,30 @@ int main(int argc, char **argv) {
     const char *dtype = "fp32", *in = NULL, *out = NULL;
     int bench_dims[3] = {0, 0, 0}; /* --bench N D F */
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--dtype") == 0 && i + 1 < argc) dtype = argv[++i];
+        if (strcmp(argv[i], "--dtype") == 0 && i + 1 < argc)
+            dtype = argv[++i];
         else if (strcmp(argv[i], "--bench") == 0 && i + 3 < argc)
             for (int k = 0; k < 3; k++) bench_dims[k] = atoi(argv[++i]);
-        else if (strcmp(argv[i], "-o") == 0 && i + 1 < argc) out = argv[++i];
-        else if (argv[i][0] != '-' && in == NULL) in = argv[i];
-        else tpmlp_die(2, "tpmlp-cuda: unexpected argument '%s' (usage: tpmlp-cuda [--dtype fp32|tf32|bf16] VECTORS -o OUT)", argv[i]);
+        else if (strcmp(argv[i], "-o") == 0 && i + 1 < argc)
+            out = argv[++i];
+        else if (argv[i][0] != '-' && in == NULL)
+            in = argv[i];
+        else
+            tpmlp_die(
+                2, "tpmlp-cuda: unexpected argument '%s' (usage: tpmlp-cuda [--dtype fp32|tf32|bf16] VECTORS -o OUT)",
+                argv[i]);
     }
     if (!bench_dims[0] && (in == NULL || out == NULL))
         tpmlp_die(2, "tpmlp-cuda: VECTORS and -o OUT are required (or --bench N D F)");
     mode m;
-    if (strcmp(dtype, "fp32") == 0) m = {KDT_F32, CUDA_R_32F, CUBLAS_COMPUTE_32F};
-    else if (strcmp(dtype, "tf32") == 0) m = {KDT_F32, CUDA_R_32F, CUBLAS_COMPUTE_32F_FAST_TF32};
-    else if (strcmp(dtype, "bf16") == 0) m = {KDT_BF16, CUDA_R_16BF, CUBLAS_COMPUTE_32F};
-    else tpmlp_die(2, "--dtype: '%s' is not one of fp32, tf32, bf16", dtype);
+    if (strcmp(dtype, "fp32") == 0)
+        m = {KDT_F32, CUDA_R_32F, CUBLAS_COMPUTE_32F};
+    else if (strcmp(dtype, "tf32") == 0)
+        m = {KDT_F32, CUDA_R_32F, CUBLAS_COMPUTE_32F_FAST_TF32};
+    else if (strcmp(dtype, "bf16") == 0)
+        m = {KDT_BF16, CUDA_R_16BF, CUBLAS_COMPUTE_32F};
+    else
+        tpmlp_die(2, "--dtype: '%s' is not one of fp32, tf32, bf16", dtype);
 
     int count = 0;
     cudaError_t ce = cudaGetDeviceCount(&count);
@@ -170,7 +140,8 @@ int main(int argc, char **argv) {
     tpmlp_mlp32 t;
     tpmlp_vec_dims d;
     if (bench_dims[0]) { /* benchmark: generated inputs of the given sizes */
-        if (bench_dims[0] < 1 || bench_dims[1] < 1 || bench_dims[2] < 1) tpmlp_die(2, "--bench: N D F must be positive");
+        if (bench_dims[0] < 1 || bench_dims[1] < 1 || bench_dims[2] < 1)
+            tpmlp_die(2, "--bench: N D F must be positive");
         d = {1, bench_dims[0], bench_dims[1], bench_dims[2], TPMLP_GELU, 1};
         tpmlp_mlp32_alloc(&t, bench_dims[0], bench_dims[1], bench_dims[2], TPMLP_GELU);
         tpmlp_mlp32_random_inputs(&t, 1);
@@ -186,10 +157,10 @@ int main(int argc, char **argv) {
 
     cublasHandle_t h;
     CUBLAS_OK(cublasCreate(&h));
-    void *x = upload(t.x, nd, dt), *w1 = upload(t.w1, fd, dt), *b1 = upload(t.b1, F, dt);
-    void *w2 = upload(t.w2, fd, dt), *b2 = upload(t.b2, D, dt), *dy = upload(t.dy, nd, dt);
-    void *hh = dev_alloc(nf, dt), *a = dev_alloc(nf, dt), *dact = dev_alloc(nf, dt), *dh = dev_alloc(nf, dt);
-    void *y = dev_alloc(nd, dt), *dx = dev_alloc(nd, dt), *dw1 = dev_alloc(fd, dt), *dw2 = dev_alloc(fd, dt);
+    void *x = kh_upload(t.x, nd, dt), *w1 = kh_upload(t.w1, fd, dt), *b1 = kh_upload(t.b1, F, dt);
+    void *w2 = kh_upload(t.w2, fd, dt), *b2 = kh_upload(t.b2, D, dt), *dy = kh_upload(t.dy, nd, dt);
+    void *hh = kh_alloc(nf, dt), *a = kh_alloc(nf, dt), *dact = kh_alloc(nf, dt), *dh = kh_alloc(nf, dt);
+    void *y = kh_alloc(nd, dt), *dx = kh_alloc(nd, dt), *dw1 = kh_alloc(fd, dt), *dw2 = kh_alloc(fd, dt);
     float *db1, *db2, *scratch;
     CUDA_OK(cudaMalloc(&db1, sizeof(float) * F));
     CUDA_OK(cudaMalloc(&db2, sizeof(float) * D));
@@ -205,15 +176,16 @@ int main(int argc, char **argv) {
     step(h, m, b, N, D, F, t.act, version, 0);
     CUDA_OK(cudaDeviceSynchronize());
 
-    download(t.h, hh, nf, dt), download(t.a, a, nf, dt), download(t.y, y, nd, dt), download(t.dx, dx, nd, dt);
-    download(t.dw1, dw1, fd, dt), download(t.dw2, dw2, fd, dt);
-    download(t.db1, db1, F, KDT_F32), download(t.db2, db2, D, KDT_F32);
+    kh_download(t.h, hh, nf, dt), kh_download(t.a, a, nf, dt), kh_download(t.y, y, nd, dt),
+        kh_download(t.dx, dx, nd, dt);
+    kh_download(t.dw1, dw1, fd, dt), kh_download(t.dw2, dw2, fd, dt);
+    kh_download(t.db1, db1, F, KDT_F32), kh_download(t.db2, db2, D, KDT_F32);
     if (tpmlp_vec_write_outputs(out, &t, &d, err, sizeof err) != 0) tpmlp_die(1, "%s", err);
     void *bufs[] = {x, w1, b1, w2, b2, dy, hh, a, dact, dh, y, dx, dw1, dw2, db1, db2, scratch};
     for (void *p : bufs) CUDA_OK(cudaFree(p));
     CUBLAS_OK(cublasDestroy(h));
     tpmlp_mlp32_free(&t);
-    printf("stage cuda (%s): outputs written to %s; verify with: tpmlp check --dtype %s %s %s\n", dtype, out, dtype,
-           in, out);
+    printf("stage cuda (%s): outputs written to %s; verify with: tpmlp check --dtype %s %s %s\n", dtype, out, dtype, in,
+           out);
     return 0;
 }

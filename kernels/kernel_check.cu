@@ -11,62 +11,16 @@
 #include <string.h>
 #include <vector>
 
+#include "host.h"
 #include "kernels.h"
 #include "util.h"
 
-#define CUDA_OK(call)                                                                                              \
-    do {                                                                                                           \
-        cudaError_t e_ = (call);                                                                                   \
-        if (e_ != cudaSuccess) tpmlp_die(1, "%s:%d: %s: %s", __FILE__, __LINE__, #call, cudaGetErrorString(e_));  \
-    } while (0)
-
 static int ntest = 0, nfail = 0;
-static void report(int ok, const char *fmt, const char *what, int version, const char *dt, const char *act,
-                   double worst) {
+static void report(int ok, const char *what, int version, const char *dt, const char *act, double worst) {
     ntest++;
     nfail += !ok;
     printf("%s %d - %s v%d %s %s (worst error %.2f of tolerance)\n", ok ? "ok" : "not ok", ntest, what, version, dt,
            act, worst);
-    (void)fmt;
-}
-
-// host copies in the kernel's storage type
-static std::vector<unsigned char> to_dt(const std::vector<float> &v, kernel_dtype dt) {
-    std::vector<unsigned char> out(v.size() * (dt == KDT_F32 ? 4 : 2));
-    for (size_t i = 0; i < v.size(); i++) {
-        if (dt == KDT_F32) memcpy(&out[4 * i], &v[i], 4);
-        else {
-            __nv_bfloat16 b = __float2bfloat16_rn(v[i]);
-            memcpy(&out[2 * i], &b, 2);
-        }
-    }
-    return out;
-}
-static std::vector<float> from_dt(const std::vector<unsigned char> &raw, kernel_dtype dt) {
-    size_t n = raw.size() / (dt == KDT_F32 ? 4 : 2);
-    std::vector<float> v(n);
-    for (size_t i = 0; i < n; i++) {
-        if (dt == KDT_F32) memcpy(&v[i], &raw[4 * i], 4);
-        else {
-            __nv_bfloat16 b;
-            memcpy(&b, &raw[2 * i], 2);
-            v[i] = __bfloat162float(b);
-        }
-    }
-    return v;
-}
-static float rounded(float x, kernel_dtype dt) { return dt == KDT_F32 ? x : __bfloat162float(__float2bfloat16_rn(x)); }
-
-static void *dev_copy(const std::vector<unsigned char> &h) {
-    void *d;
-    CUDA_OK(cudaMalloc(&d, h.size() ? h.size() : 1));
-    CUDA_OK(cudaMemcpy(d, h.data(), h.size(), cudaMemcpyHostToDevice));
-    return d;
-}
-static std::vector<unsigned char> host_copy(const void *d, size_t bytes) {
-    std::vector<unsigned char> h(bytes);
-    CUDA_OK(cudaMemcpy(h.data(), d, bytes, cudaMemcpyDeviceToHost));
-    return h;
 }
 
 // Tolerance per element: u of the storage type on the value (rounding on
@@ -79,46 +33,47 @@ static void check_bias_act(int version, kernel_dtype dt, tpmlp_act act, int N, i
     std::vector<float> h(n), b(F);
     tpmlp_fill_uniform_f32(h.data(), n, 11, 6.0f);
     tpmlp_fill_uniform_f32(b.data(), (size_t)F, 12, 1.0f);
-    for (auto &x : h) x = rounded(x, dt);
-    for (auto &x : b) x = rounded(x, dt);
-    const size_t es = dt == KDT_F32 ? 4 : 2;
-    void *dh = dev_copy(to_dt(h, dt)), *db = dev_copy(to_dt(b, dt)), *da, *dd;
-    CUDA_OK(cudaMalloc(&da, n * es));
-    CUDA_OK(cudaMalloc(&dd, n * es));
+    for (auto &x : h) x = kh_round(x, dt);
+    for (auto &x : b) x = kh_round(x, dt);
+    void *dh = kh_upload(h.data(), n, dt), *db = kh_upload(b.data(), (size_t)F, dt);
+    void *da = kh_alloc(n, dt), *dd = kh_alloc(n, dt);
     int rc = kernel_bias_act(version, dt, dh, da, dd, db, N, F, act, 0);
     CUDA_OK(cudaDeviceSynchronize());
-    std::vector<float> gh = from_dt(host_copy(dh, n * es), dt), ga = from_dt(host_copy(da, n * es), dt),
-                       gd = from_dt(host_copy(dd, n * es), dt);
+    std::vector<float> gh(n), ga(n), gd(n);
+    kh_download(gh.data(), dh, n, dt), kh_download(ga.data(), da, n, dt), kh_download(gd.data(), dd, n, dt);
     const double u = dt == KDT_F32 ? 0x1p-24 : 0x1p-8, u32 = 0x1p-24;
     double worst = 0;
     for (size_t i = 0; rc == 0 && i < n; i++) {
-        float v32 = h[i] + b[i % F], v = rounded(v32, dt); /* the kernel applies act to v32, stores v */
+        float v32 = h[i] + b[i % F], v = kh_round(v32, dt); /* the kernel applies act to v32, stores v */
         double g = tpmlp_act_f32(act, v32), d = tpmlp_act_grad_f32(act, v32);
         double tol_h = u * fabs(v) + 1e-30;
         double tol_a = u * fabs(g) + 16 * u32 * (fabs(g) + fabs(v32 * d)) + 1e-30;
         double tol_d = u * fabs(d) + 16 * u32 * (fabs(d) + fabs(v32) * 0.8 + 1) + 1e-30;
         worst = fmax(worst, fmax(fabs(gh[i] - v) / tol_h, fmax(fabs(ga[i] - g) / tol_a, fabs(gd[i] - d) / tol_d)));
     }
-    report(rc == 0 && worst <= 1.0, "", "bias_act", version, dt == KDT_F32 ? "fp32" : "bf16", tpmlp_act_name(act),
-           worst);
-    CUDA_OK(cudaFree(dh)); CUDA_OK(cudaFree(db)); CUDA_OK(cudaFree(da)); CUDA_OK(cudaFree(dd));
+    report(rc == 0 && worst <= 1.0, "bias_act", version, dt == KDT_F32 ? "fp32" : "bf16", tpmlp_act_name(act), worst);
+    CUDA_OK(cudaFree(dh));
+    CUDA_OK(cudaFree(db));
+    CUDA_OK(cudaFree(da));
+    CUDA_OK(cudaFree(dd));
 }
 
 // db against a float64 column sum: N terms, worst-case N·u32·Σ|terms|; dH to the storage type's u.
 static void check_act_bwd(int version, kernel_dtype dt, int with_dact, int N, int F) {
-    const size_t n = (size_t)N * F, es = dt == KDT_F32 ? 4 : 2;
+    const size_t n = (size_t)N * F;
     std::vector<float> dh(n), dact(n);
     tpmlp_fill_uniform_f32(dh.data(), n, 21, 1.0f);
     tpmlp_fill_uniform_f32(dact.data(), n, 22, 1.1f);
-    for (auto &x : dh) x = rounded(x, dt);
-    for (auto &x : dact) x = rounded(x, dt);
-    void *ddh = dev_copy(to_dt(dh, dt)), *ddact = dev_copy(to_dt(dact, dt));
+    for (auto &x : dh) x = kh_round(x, dt);
+    for (auto &x : dact) x = kh_round(x, dt);
+    void *ddh = kh_upload(dh.data(), n, dt), *ddact = kh_upload(dact.data(), n, dt);
     float *ddb, *scratch;
     CUDA_OK(cudaMalloc(&ddb, sizeof(float) * F));
     CUDA_OK(cudaMalloc(&scratch, sizeof(float) * kernel_act_bwd_scratch(N, F)));
     int rc = kernel_act_bwd(version, dt, ddh, ddb, with_dact ? ddact : NULL, N, F, scratch, 0);
     CUDA_OK(cudaDeviceSynchronize());
-    std::vector<float> gdh = from_dt(host_copy(ddh, n * es), dt);
+    std::vector<float> gdh(n);
+    kh_download(gdh.data(), ddh, n, dt);
     std::vector<float> gdb(F);
     CUDA_OK(cudaMemcpy(gdb.data(), ddb, sizeof(float) * F, cudaMemcpyDeviceToHost));
     const double u = dt == KDT_F32 ? 0x1p-24 : 0x1p-8;
@@ -133,9 +88,12 @@ static void check_act_bwd(int version, kernel_dtype dt, int with_dact, int N, in
         }
         worst = fmax(worst, fabs(gdb[j] - s) / ((N + 1) * 0x1p-24 * sabs + u * sabs + 1e-30));
     }
-    report(rc == 0 && worst <= 1.0, "", with_dact ? "act_bwd (dH, db1)" : "colsum (db2)", version,
+    report(rc == 0 && worst <= 1.0, with_dact ? "act_bwd (dH, db1)" : "colsum (db2)", version,
            dt == KDT_F32 ? "fp32" : "bf16", "", worst);
-    CUDA_OK(cudaFree(ddh)); CUDA_OK(cudaFree(ddact)); CUDA_OK(cudaFree(ddb)); CUDA_OK(cudaFree(scratch));
+    CUDA_OK(cudaFree(ddh));
+    CUDA_OK(cudaFree(ddact));
+    CUDA_OK(cudaFree(ddb));
+    CUDA_OK(cudaFree(scratch));
 }
 
 static float time_ms(cudaEvent_t a, cudaEvent_t b) {
@@ -148,17 +106,23 @@ static void bench(int N, int F) {
     const size_t n = (size_t)N * F;
     void *x, *y, *z;
     float *db, *scratch, *bias;
-    CUDA_OK(cudaMalloc(&x, 4 * n)); CUDA_OK(cudaMalloc(&y, 4 * n)); CUDA_OK(cudaMalloc(&z, 4 * n));
-    CUDA_OK(cudaMalloc(&db, 4 * (size_t)F)); CUDA_OK(cudaMalloc(&bias, 4 * (size_t)F));
+    CUDA_OK(cudaMalloc(&x, 4 * n));
+    CUDA_OK(cudaMalloc(&y, 4 * n));
+    CUDA_OK(cudaMalloc(&z, 4 * n));
+    CUDA_OK(cudaMalloc(&db, 4 * (size_t)F));
+    CUDA_OK(cudaMalloc(&bias, 4 * (size_t)F));
     CUDA_OK(cudaMalloc(&scratch, 4 * kernel_act_bwd_scratch(N, F)));
-    CUDA_OK(cudaMemset(x, 0, 4 * n)); CUDA_OK(cudaMemset(bias, 0, 4 * (size_t)F));
+    CUDA_OK(cudaMemset(x, 0, 4 * n));
+    CUDA_OK(cudaMemset(bias, 0, 4 * (size_t)F));
     cudaEvent_t e0, e1;
-    CUDA_OK(cudaEventCreate(&e0)); CUDA_OK(cudaEventCreate(&e1));
+    CUDA_OK(cudaEventCreate(&e0));
+    CUDA_OK(cudaEventCreate(&e1));
     const int reps = 20;
     CUDA_OK(cudaMemcpy(y, x, 4 * n, cudaMemcpyDeviceToDevice));
     CUDA_OK(cudaEventRecord(e0));
     for (int r = 0; r < reps; r++) CUDA_OK(cudaMemcpy(y, x, 4 * n, cudaMemcpyDeviceToDevice));
-    CUDA_OK(cudaEventRecord(e1)); CUDA_OK(cudaEventSynchronize(e1));
+    CUDA_OK(cudaEventRecord(e1));
+    CUDA_OK(cudaEventSynchronize(e1));
     double copy_gbs = 2.0 * 4 * n * reps / (time_ms(e0, e1) * 1e6); /* read + write */
     printf("# N=%d F=%d; device copy: %.0f GB/s (read + write)\n", N, F, copy_gbs);
     printf("# %-22s %-4s %-9s %2s %10s %9s %7s\n", "kernel", "dt", "act", "v", "time (us)", "GB/s", "% copy");
@@ -169,8 +133,10 @@ static void bench(int N, int F) {
                 if (kernel_bias_act(v, (kernel_dtype)dt, x, y, z, bias, N, F, (tpmlp_act)act, 0)) continue;
                 CUDA_OK(cudaEventRecord(e0));
                 for (int r = 0; r < reps; r++)
-                    if (kernel_bias_act(v, (kernel_dtype)dt, x, y, z, bias, N, F, (tpmlp_act)act, 0)) tpmlp_die(1, "bench: bias_act failed");
-                CUDA_OK(cudaEventRecord(e1)); CUDA_OK(cudaEventSynchronize(e1));
+                    if (kernel_bias_act(v, (kernel_dtype)dt, x, y, z, bias, N, F, (tpmlp_act)act, 0))
+                        tpmlp_die(1, "bench: bias_act failed");
+                CUDA_OK(cudaEventRecord(e1));
+                CUDA_OK(cudaEventSynchronize(e1));
                 double us = time_ms(e0, e1) * 1e3 / reps, gbs = 4.0 * es * n / (us * 1e3); /* h read+write, a, dact */
                 printf("# %-22s %-4s %-9s %2d %10.1f %9.0f %6.0f%%\n", "bias_act", dt ? "bf16" : "fp32",
                        tpmlp_act_name((tpmlp_act)act), v, us, gbs, 100 * gbs / copy_gbs);
@@ -179,14 +145,21 @@ static void bench(int N, int F) {
             for (int v = 1; v <= KERNEL_VERSIONS; v++) {
                 CUDA_OK(cudaEventRecord(e0));
                 for (int r = 0; r < reps; r++)
-                    if (kernel_act_bwd(v, (kernel_dtype)dt, x, db, with ? y : NULL, N, F, scratch, 0)) tpmlp_die(1, "bench: act_bwd failed");
-                CUDA_OK(cudaEventRecord(e1)); CUDA_OK(cudaEventSynchronize(e1));
+                    if (kernel_act_bwd(v, (kernel_dtype)dt, x, db, with ? y : NULL, N, F, scratch, 0))
+                        tpmlp_die(1, "bench: act_bwd failed");
+                CUDA_OK(cudaEventRecord(e1));
+                CUDA_OK(cudaEventSynchronize(e1));
                 double us = time_ms(e0, e1) * 1e3 / reps, gbs = (with ? 3.0 : 1.0) * es * n / (us * 1e3);
                 printf("# %-22s %-4s %-9s %2d %10.1f %9.0f %6.0f%%\n", with ? "act_bwd (dH, db1)" : "colsum (db2)",
                        dt ? "bf16" : "fp32", "", v, us, gbs, 100 * gbs / copy_gbs);
             }
     }
-    CUDA_OK(cudaFree(x)); CUDA_OK(cudaFree(y)); CUDA_OK(cudaFree(z)); CUDA_OK(cudaFree(db)); CUDA_OK(cudaFree(scratch)); CUDA_OK(cudaFree(bias));
+    CUDA_OK(cudaFree(x));
+    CUDA_OK(cudaFree(y));
+    CUDA_OK(cudaFree(z));
+    CUDA_OK(cudaFree(db));
+    CUDA_OK(cudaFree(scratch));
+    CUDA_OK(cudaFree(bias));
 }
 
 int main(int argc, char **argv) {

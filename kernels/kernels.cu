@@ -22,8 +22,8 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float
 // act(x) and act'(x) together (they share erfc/exp), as reference/act.h does on the CPU.
 template <int ACT> __device__ __forceinline__ void act_both(float x, float *g, float *d) {
     if (ACT == TPMLP_GELU) {
-        float cdf = 0.5f * erfcf(-x * 0.70710678f);         // Φ(x), accurate in the tail
-        float pdf = 0.39894228f * expf(-0.5f * x * x);       // φ(x)
+        float cdf = 0.5f * erfcf(-x * 0.70710678f);    // Φ(x), accurate in the tail
+        float pdf = 0.39894228f * expf(-0.5f * x * x); // φ(x)
         *g = x * cdf;
         *d = cdf + x * pdf;
     } else if (ACT == TPMLP_GELU_TANH) {
@@ -41,8 +41,7 @@ template <int ACT> __device__ __forceinline__ void act_both(float x, float *g, f
 // ---------------------------------------------------------------- bias_act
 
 // v1: one thread per element.
-template <typename T, int ACT>
-__global__ void bias_act_v1(T *h, T *a, T *dact, const T *b, size_t n, int F) {
+template <typename T, int ACT> __global__ void bias_act_v1(T *h, T *a, T *dact, const T *b, size_t n, int F) {
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (i >= n) return;
     float v = to_f(h[i]) + to_f(b[i % F]), g, d;
@@ -60,8 +59,7 @@ template <typename T> struct alignas(16) pack16 {
 
 // v2: each thread handles 16 bytes (4 floats or 8 bf16) of one row; F must
 // be a multiple of that, so a pack never crosses a row.
-template <typename T, int ACT>
-__global__ void bias_act_v2(T *h, T *a, T *dact, const T *b, size_t n, int F) {
+template <typename T, int ACT> __global__ void bias_act_v2(T *h, T *a, T *dact, const T *b, size_t n, int F) {
     using P = pack16<T>;
     size_t i = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) * P::n;
     if (i >= n) return;
@@ -82,8 +80,8 @@ static int launch_bias_act(int version, void *h, void *a, void *dact, const void
     size_t n = (size_t)N * F;
     const int threads = 256;
     if (version == 1) {
-        bias_act_v1<T, ACT><<<(unsigned)((n + threads - 1) / threads), threads, 0, s>>>(
-            (T *)h, (T *)a, (T *)dact, (const T *)b, n, F);
+        bias_act_v1<T, ACT>
+            <<<(unsigned)((n + threads - 1) / threads), threads, 0, s>>>((T *)h, (T *)a, (T *)dact, (const T *)b, n, F);
     } else {
         const int per = pack16<T>::n;
         if (F % per != 0) {
@@ -91,8 +89,8 @@ static int launch_bias_act(int version, void *h, void *a, void *dact, const void
             return -1;
         }
         size_t packs = n / per;
-        bias_act_v2<T, ACT><<<(unsigned)((packs + threads - 1) / threads), threads, 0, s>>>(
-            (T *)h, (T *)a, (T *)dact, (const T *)b, n, F);
+        bias_act_v2<T, ACT><<<(unsigned)((packs + threads - 1) / threads), threads, 0, s>>>((T *)h, (T *)a, (T *)dact,
+                                                                                            (const T *)b, n, F);
     }
     return check(cudaGetLastError(), "bias_act launch");
 }
@@ -119,46 +117,39 @@ int kernel_bias_act(int version, kernel_dtype dt, void *h, void *a, void *dact, 
 
 // ---------------------------------------------------------------- act_bwd
 
+// dh[k] = dh[k] · dact[k] (stored back; with no dact, dh[k] itself); returns it.
+template <typename T> __device__ __forceinline__ float grad_at(T *dh, const T *dact, size_t k) {
+    float g = to_f(dh[k]);
+    if (dact) {
+        g *= to_f(dact[k]);
+        dh[k] = from_f<T>(g);
+    }
+    return g;
+}
+
 // v1: thread j owns column j and walks all N rows: neighbouring threads read
 // neighbouring addresses (coalesced), and db[j] is summed in row order.
-template <typename T>
-__global__ void act_bwd_v1(T *dh, float *db, const T *dact, int N, int F) {
+template <typename T> __global__ void act_bwd_v1(T *dh, float *db, const T *dact, int N, int F) {
     int j = blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= F) return;
     float s = 0.0f;
-    for (int i = 0; i < N; i++) {
-        size_t k = (size_t)i * F + j;
-        float g = to_f(dh[k]);
-        if (dact) {
-            g *= to_f(dact[k]);
-            dh[k] = from_f<T>(g);
-        }
-        s += g;
-    }
+    for (int i = 0; i < N; i++) s += grad_at(dh, dact, (size_t)i * F + j);
     db[j] = s;
 }
 
-#define BWD_COLS 32  // columns per block (one warp wide)
-#define BWD_YS 8     // rows handled at once by a block
+#define BWD_COLS 32   // columns per block (one warp wide)
+#define BWD_YS 8      // rows handled at once by a block
 #define BWD_CHUNK 256 // rows per block in v2
 
 // v2, pass 1: block (x, c) sums rows [c·CHUNK, (c+1)·CHUNK) of 32 columns; the
 // 8 thread rows stride through the chunk, then are summed in a fixed order.
-template <typename T>
-__global__ void act_bwd_v2_partial(T *dh, float *scratch, const T *dact, int N, int F) {
+template <typename T> __global__ void act_bwd_v2_partial(T *dh, float *scratch, const T *dact, int N, int F) {
     __shared__ float part[BWD_YS][BWD_COLS];
     int j = blockIdx.x * BWD_COLS + threadIdx.x, r0 = blockIdx.y * BWD_CHUNK;
     float s = 0.0f;
     if (j < F)
-        for (int i = r0 + threadIdx.y; i < N && i < r0 + BWD_CHUNK; i += BWD_YS) {
-            size_t k = (size_t)i * F + j;
-            float g = to_f(dh[k]);
-            if (dact) {
-                g *= to_f(dact[k]);
-                dh[k] = from_f<T>(g);
-            }
-            s += g;
-        }
+        for (int i = r0 + threadIdx.y; i < N && i < r0 + BWD_CHUNK; i += BWD_YS)
+            s += grad_at(dh, dact, (size_t)i * F + j);
     part[threadIdx.y][threadIdx.x] = s;
     __syncthreads();
     if (threadIdx.y == 0 && j < F) {
@@ -198,8 +189,8 @@ static int act_bwd_dt(int version, void *dh, float *db, const void *dact, int N,
     return check(cudaGetLastError(), "act_bwd launch");
 }
 
-int kernel_act_bwd(int version, kernel_dtype dt, void *dh, float *db, const void *dact, int N, int F,
-                   float *scratch, cudaStream_t stream) {
+int kernel_act_bwd(int version, kernel_dtype dt, void *dh, float *db, const void *dact, int N, int F, float *scratch,
+                   cudaStream_t stream) {
     if (version < 1 || version > KERNEL_VERSIONS) {
         fprintf(stderr, "tpmlp: kernel act_bwd: no version %d (1..%d)\n", version, KERNEL_VERSIONS);
         return -1;
@@ -218,7 +209,9 @@ template <typename T> __global__ void bias_add_k(T *y, const T *b, size_t n, int
 int kernel_bias_add(kernel_dtype dt, void *y, const void *b, int N, int D, cudaStream_t stream) {
     size_t n = (size_t)N * D;
     unsigned blocks = (unsigned)((n + 255) / 256);
-    if (dt == KDT_F32) bias_add_k<float><<<blocks, 256, 0, stream>>>((float *)y, (const float *)b, n, D);
-    else bias_add_k<__nv_bfloat16><<<blocks, 256, 0, stream>>>((__nv_bfloat16 *)y, (const __nv_bfloat16 *)b, n, D);
+    if (dt == KDT_F32)
+        bias_add_k<float><<<blocks, 256, 0, stream>>>((float *)y, (const float *)b, n, D);
+    else
+        bias_add_k<__nv_bfloat16><<<blocks, 256, 0, stream>>>((__nv_bfloat16 *)y, (const __nv_bfloat16 *)b, n, D);
     return check(cudaGetLastError(), "bias_add launch");
 }

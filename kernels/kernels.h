@@ -26,8 +26,8 @@ int kernel_bias_act(int version, kernel_dtype dt, void *h, void *a, void *dact, 
                     tpmlp_act act, cudaStream_t stream);
 /* dh (N·F, dt) in: dA, out: dH (untouched when dact is NULL); db: F floats;
  * scratch: (N/rows_per_chunk + 1)·F floats for version 2 (kernel_act_bwd_scratch). */
-int kernel_act_bwd(int version, kernel_dtype dt, void *dh, float *db, const void *dact, int N, int F,
-                   float *scratch, cudaStream_t stream);
+int kernel_act_bwd(int version, kernel_dtype dt, void *dh, float *db, const void *dact, int N, int F, float *scratch,
+                   cudaStream_t stream);
 size_t kernel_act_bwd_scratch(int N, int F);
 /* y = y + b on every row: y (N·D, dt), b (D, dt). */
 int kernel_bias_add(kernel_dtype dt, void *y, const void *b, int N, int D, cudaStream_t stream);
