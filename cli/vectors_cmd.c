@@ -1,6 +1,7 @@
 /* tpmlp gen, info, check: the vector files and the comparison against them. */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -185,11 +186,13 @@ static const char run_usage[] =
     "  ring       P processes, a hand-written ring all-reduce over MPI point-to-point\n"
     "  sequence   P processes, Megatron's sequence parallelism: rows split too, all-gather\n"
     "             before fc1 and reduce-scatter after fc2 (N a multiple of P)\n"
-    "  cuda       one GPU, cuBLAS + our kernels; --dtype fp32|tf32|bf16 (runs tpmlp-cuda)\n";
+    "  cuda       one GPU, cuBLAS + our kernels; --dtype fp32|tf32|bf16; with --tp P, P shards on\n"
+    "             that GPU, their partials summed there (runs tpmlp-cuda)\n"
+    "  nccl       P GPUs, one process each, ncclAllReduce: mpiexec -n P tpmlp run --stage nccl --tp P\n";
 
 /* The cuda stage is the program tpmlp-cuda beside this one (so that tpmlp
  * itself never links CUDA). Returns its exit status. */
-static int run_cuda_program(const char *in, const char *out, const char *dtype) {
+static int run_cuda_program(const char *in, const char *out, const char *dtype, int p, int nccl) {
     char self[4096], prog[4200];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
     if (n <= 0) tpmlp_die(1, "--stage cuda: cannot find this program's folder (/proc/self/exe)");
@@ -204,7 +207,12 @@ static int run_cuda_program(const char *in, const char *out, const char *dtype) 
     pid_t pid = fork();
     if (pid < 0) tpmlp_die(1, "--stage cuda: fork failed");
     if (pid == 0) {
-        execl(prog, prog, "--dtype", dtype, in, "-o", out, (char *)NULL);
+        char tp[16];
+        snprintf(tp, sizeof tp, "%d", p);
+        if (nccl)
+            execl(prog, prog, "--nccl", "--tp", tp, "--dtype", dtype, in, "-o", out, (char *)NULL);
+        else
+            execl(prog, prog, "--tp", tp, "--dtype", dtype, in, "-o", out, (char *)NULL);
         _exit(127);
     }
     int status;
@@ -250,11 +258,12 @@ int cmd_run(int argc, char **argv) {
         open_or_die(&vec, in);
         rc = tpmlp_run_reference_file(&vec, out, err, sizeof err) == 0 ? 0 : 1;
         st_close(&vec);
-    } else if (strcmp(stage, "cuda") == 0) {
-        if (p != 1) tpmlp_die(TPMLP_EXIT_USAGE, "--tp: the cuda stage runs on one GPU (got %d)", p);
-        rc = run_cuda_program(in, out, dtype);
+    } else if (strcmp(stage, "cuda") == 0 || strcmp(stage, "nccl") == 0) {
+        int nccl = strcmp(stage, "nccl") == 0;
+        rc = run_cuda_program(in, out, dtype, p, nccl);
         if (rc == 77) return 1; /* no GPU: it said so */
         if (rc != 0) return rc;
+        if (nccl && getenv("OMPI_COMM_WORLD_RANK") && atoi(getenv("OMPI_COMM_WORLD_RANK")) != 0) return 0;
         return report_check(in, out, dtype, NULL);
     } else if (strcmp(stage, "shard") == 0) {
         rc = tp_run_shard(in, out, p, err, sizeof err);
@@ -266,7 +275,7 @@ int cmd_run(int argc, char **argv) {
 #endif
     } else {
         tpmlp_die(TPMLP_EXIT_USAGE,
-                  "--stage: '%s' is not a stage (allowed: reference, shard, mpi, ring, sequence, cuda)", stage);
+                  "--stage: '%s' is not a stage (allowed: reference, shard, mpi, ring, sequence, cuda, nccl)", stage);
     }
     if (rc != 0) {
         if (root && err[0]) fprintf(stderr, "tpmlp: %s\n", err); /* (the mpi stages print their own) */

@@ -215,3 +215,17 @@ int kernel_bias_add(kernel_dtype dt, void *y, const void *b, int N, int D, cudaS
         bias_add_k<__nv_bfloat16><<<blocks, 256, 0, stream>>>((__nv_bfloat16 *)y, (const __nv_bfloat16 *)b, n, D);
     return check(cudaGetLastError(), "bias_add launch");
 }
+
+template <typename T> __global__ void add_k(T *y, const T *x, size_t n) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i < n) y[i] = from_f<T>(to_f(y[i]) + to_f(x[i]));
+}
+
+int kernel_add(kernel_dtype dt, void *y, const void *x, size_t n, cudaStream_t stream) {
+    unsigned blocks = (unsigned)((n + 255) / 256);
+    if (dt == KDT_F32)
+        add_k<float><<<blocks, 256, 0, stream>>>((float *)y, (const float *)x, n);
+    else
+        add_k<__nv_bfloat16><<<blocks, 256, 0, stream>>>((__nv_bfloat16 *)y, (const __nv_bfloat16 *)x, n);
+    return check(cudaGetLastError(), "add launch");
+}

@@ -29,6 +29,8 @@ int kernel_bias_act(int version, kernel_dtype dt, void *h, void *a, void *dact, 
 int kernel_act_bwd(int version, kernel_dtype dt, void *dh, float *db, const void *dact, int N, int F, float *scratch,
                    cudaStream_t stream);
 size_t kernel_act_bwd_scratch(int N, int F);
+/* y = y + x, elementwise: n values of dt (the local sum of shard partials). */
+int kernel_add(kernel_dtype dt, void *y, const void *x, size_t n, cudaStream_t stream);
 /* y = y + b on every row: y (N·D, dt), b (D, dt). */
 int kernel_bias_add(kernel_dtype dt, void *y, const void *b, int N, int D, cudaStream_t stream);
 

@@ -11,6 +11,10 @@
 
 #include <stddef.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum { COMM_F32, COMM_F64 } comm_dtype;
 
 typedef struct tpmlp_comm tpmlp_comm;
@@ -41,6 +45,10 @@ int comm_local_create(tpmlp_comm *comms, int size);
 /* mpi and ring over MPI_COMM_WORLD (MPI must be initialised). */
 int comm_mpi_create(tpmlp_comm *c);
 int comm_ring_create(tpmlp_comm *c);
+#endif
+
+#ifdef __cplusplus
+}
 #endif
 
 #endif

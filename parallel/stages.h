@@ -5,6 +5,10 @@
 
 #include <stddef.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Return codes: 0 done, 1 failed while running, 2 bad input (err has one line). */
 
 /* shard: p ranks as threads of this process, local communicator. */
@@ -19,6 +23,10 @@ int tp_dist_init(int *rank, int *size);
  * p; rank 0 writes out. Follows dist_init: MPI_Init, threads from the local
  * rank, run, barrier, MPI_Finalize. *root is set on rank 0. */
 int tp_run_mpi(const char *stage, const char *vectors, const char *out, int p, int *root, char *err, size_t errlen);
+#endif
+
+#ifdef __cplusplus
+}
 #endif
 
 #endif

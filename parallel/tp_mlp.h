@@ -17,6 +17,10 @@
 #include "mlp.h"
 #include "vectors.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct {
     int rank, p;
     int N, D, F; /* the full sizes */
@@ -44,5 +48,9 @@ int tp_backward(tp_shard *s, tpmlp_comm *c);
 /* Assembles the full outputs on rank 0 into full (allocated there, N D F);
  * the other ranks pass NULL. Collective. */
 int tp_gather_outputs(tp_shard *s, tpmlp_comm *c, tpmlp_mlp32 *full);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

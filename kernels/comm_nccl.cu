@@ -1,0 +1,106 @@
+// The nccl backend of the communicator interface (parallel/comm.h): buffers
+// are device pointers, collectives run on the backend's stream and are
+// waited for before returning (the TP code is written for blocking calls).
+// Every NCCL result is checked; on an error the communicator is aborted with
+// ncclCommAbort so no rank is left waiting, and the call returns -1.
+#include <nccl.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "comm_nccl.h"
+
+struct nccl_impl {
+    ncclComm_t comm;
+    cudaStream_t stream;
+};
+
+static int nccl_fail(tpmlp_comm *c, const char *what, ncclResult_t r) {
+    fprintf(stderr, "tpmlp: rank %d: comm nccl: %s: %s\n", c->rank, what, ncclGetErrorString(r));
+    ncclCommAbort(((nccl_impl *)c->impl)->comm);
+    return -1;
+}
+
+static int wait(tpmlp_comm *c, const char *what) {
+    cudaError_t e = cudaStreamSynchronize(((nccl_impl *)c->impl)->stream);
+    if (e == cudaSuccess) return 0;
+    fprintf(stderr, "tpmlp: rank %d: comm nccl: %s: %s\n", c->rank, what, cudaGetErrorString(e));
+    ncclCommAbort(((nccl_impl *)c->impl)->comm);
+    return -1;
+}
+
+static ncclDataType_t type_of(comm_dtype t) { return t == COMM_F32 ? ncclFloat32 : ncclFloat64; }
+
+static int nccl_allreduce(tpmlp_comm *c, void *buf, size_t n, comm_dtype t) {
+    nccl_impl *im = (nccl_impl *)c->impl;
+    ncclResult_t r = ncclAllReduce(buf, buf, n, type_of(t), ncclSum, im->comm, im->stream);
+    return r != ncclSuccess ? nccl_fail(c, "ncclAllReduce", r) : wait(c, "ncclAllReduce");
+}
+
+static int nccl_allgather(tpmlp_comm *c, const void *send, void *recv, size_t n, comm_dtype t) {
+    nccl_impl *im = (nccl_impl *)c->impl;
+    ncclResult_t r = ncclAllGather(send, recv, n, type_of(t), im->comm, im->stream);
+    return r != ncclSuccess ? nccl_fail(c, "ncclAllGather", r) : wait(c, "ncclAllGather");
+}
+
+static int nccl_reduce_scatter(tpmlp_comm *c, const void *send, void *recv, size_t n, comm_dtype t) {
+    nccl_impl *im = (nccl_impl *)c->impl;
+    ncclResult_t r = ncclReduceScatter(send, recv, n, type_of(t), ncclSum, im->comm, im->stream);
+    return r != ncclSuccess ? nccl_fail(c, "ncclReduceScatter", r) : wait(c, "ncclReduceScatter");
+}
+
+static int nccl_barrier(tpmlp_comm *c) {
+    // NCCL has no barrier: an all-reduce of one value serves
+    nccl_impl *im = (nccl_impl *)c->impl;
+    float *one;
+    if (cudaMalloc(&one, sizeof *one) != cudaSuccess) return -1;
+    ncclResult_t r = ncclAllReduce(one, one, 1, ncclFloat32, ncclSum, im->comm, im->stream);
+    int rc = r != ncclSuccess ? nccl_fail(c, "barrier", r) : wait(c, "barrier");
+    cudaFree(one);
+    return rc;
+}
+
+static void nccl_destroy(tpmlp_comm *c) {
+    nccl_impl *im = (nccl_impl *)c->impl;
+    ncclResult_t r = ncclCommDestroy(im->comm);
+    if (r != ncclSuccess) fprintf(stderr, "tpmlp: comm nccl: ncclCommDestroy: %s\n", ncclGetErrorString(r));
+    cudaStreamDestroy(im->stream);
+    free(im);
+}
+
+static const tpmlp_comm_ops nccl_ops = {"nccl",       nccl_allreduce, nccl_allgather, nccl_reduce_scatter,
+                                        nccl_barrier, nccl_destroy};
+
+int comm_nccl_create(tpmlp_comm *c, const void *unique_id, int rank, int size, int device) {
+    nccl_impl *im = (nccl_impl *)calloc(1, sizeof *im);
+    if (im == NULL) return -1;
+    cudaError_t e = cudaSetDevice(device); // before the communicator: it binds to the current device
+    if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&im->stream, cudaStreamNonBlocking);
+    if (e != cudaSuccess) {
+        fprintf(stderr, "tpmlp: rank %d: comm nccl: device %d: %s\n", rank, device, cudaGetErrorString(e));
+        free(im);
+        return -1;
+    }
+    ncclUniqueId id;
+    memcpy(&id, unique_id, sizeof id);
+    ncclResult_t r = ncclCommInitRank(&im->comm, size, id, rank);
+    if (r != ncclSuccess) {
+        fprintf(stderr, "tpmlp: rank %d: comm nccl: ncclCommInitRank: %s\n", rank, ncclGetErrorString(r));
+        cudaStreamDestroy(im->stream);
+        free(im);
+        return -1;
+    }
+    *c = (tpmlp_comm){&nccl_ops, rank, size, im};
+    return 0;
+}
+
+int comm_nccl_unique_id(void *out, size_t len) {
+    if (len < sizeof(ncclUniqueId)) return -1;
+    ncclUniqueId id;
+    ncclResult_t r = ncclGetUniqueId(&id);
+    if (r != ncclSuccess) {
+        fprintf(stderr, "tpmlp: comm nccl: ncclGetUniqueId: %s\n", ncclGetErrorString(r));
+        return -1;
+    }
+    memcpy(out, &id, sizeof id);
+    return 0;
+}
