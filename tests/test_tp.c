@@ -103,14 +103,25 @@ static void slice_check(const char *what, const char *backend, const float *part
     }
     CHECK_ALL(within_all, "%s: %s is outside the bound of its slice of the unsharded result", backend, what);
     int all_bitwise = agree(bitwise);
-    if (rank == 0) printf("# p=%d %s: %s bitwise equal to the unsharded float32 slice on every rank: %s\n", size, backend,
-                          what, all_bitwise ? "yes" : "no");
+    if (rank == 0)
+        printf("# p=%d %s: %s bitwise equal to the unsharded float32 slice on every rank: %s\n", size, backend, what,
+               all_bitwise ? "yes" : "no");
 }
 
 static int within(const float *got, const double *ref, const double *bound, size_t n) {
     size_t w;
     double e;
     return tpmlp_budget_used(got, ref, bound, n, &w, &e) <= 1.0;
+}
+
+/* The F-sharded tensors of a shard (TP or SP alike) against their slices. */
+static void shard_slices(const tp_shard *t, const setup *su, const char *b) {
+    const int N = t->N, D = t->D, F = t->F;
+    slice_check("H_r", b, t->h, su->full.h, su->ref.h, su->bd.h, N, t->Fr, t->f0, F);
+    slice_check("A_r", b, t->a, su->full.a, su->ref.a, su->bd.a, N, t->Fr, t->f0, F);
+    slice_check("dW2_r", b, t->dw2, su->full.dw2, su->ref.dw2, su->bd.dw2, D, t->Fr, t->f0, F);
+    slice_check("dW1_r", b, t->dw1, su->full.dw1, su->ref.dw1, su->bd.dw1, 1, t->Fr * D, t->f0 * D, F * D);
+    slice_check("db1_r", b, t->db1, su->full.db1, su->ref.db1, su->bd.db1, 1, t->Fr, t->f0, F);
 }
 
 static void tp_properties(void **state) {
@@ -125,13 +136,9 @@ static void tp_properties(void **state) {
     tp_shard_from_full(&s, su.full.x, su.full.w1, su.full.b1, su.full.w2, su.full.b2, su.full.dy);
     CHECK_ALL(tp_forward(&s, c) == 0 && tp_backward(&s, c) == 0, "tp step failed");
     const char *b = backend_names[code / 3];
-    slice_check("H_r", b, s.h, su.full.h, su.ref.h, su.bd.h, N, s.Fr, s.f0, F);
-    slice_check("A_r", b, s.a, su.full.a, su.ref.a, su.bd.a, N, s.Fr, s.f0, F);
+    shard_slices(&s, &su, b);
     CHECK_ALL(within(s.y, su.ref.y, su.bd.y, (size_t)N * D), "%s: Y = Σ Y_r + b2 is outside the bound", b);
     CHECK_ALL(same_on_all_ranks(s.y, sizeof(float) * N * D), "%s: Y differs between ranks", b);
-    slice_check("dW2_r", b, s.dw2, su.full.dw2, su.ref.dw2, su.bd.dw2, D, s.Fr, s.f0, F);
-    slice_check("dW1_r", b, s.dw1, su.full.dw1, su.ref.dw1, su.bd.dw1, 1, s.Fr * D, s.f0 * D, F * D);
-    slice_check("db1_r", b, s.db1, su.full.db1, su.ref.db1, su.bd.db1, 1, s.Fr, s.f0, F);
     CHECK_ALL(same_on_all_ranks(s.db2, sizeof(float) * D) && memcmp(s.db2, su.full.db2, sizeof(float) * D) == 0,
               "%s: db2 differs", b);
     CHECK_ALL(within(s.dx, su.ref.dx, su.bd.dx, (size_t)N * D), "%s: dX is outside the bound on this rank", b);
@@ -156,13 +163,9 @@ static void sp_properties(void **state) {
     const tp_shard *t = &s.t;
     const size_t r0 = (size_t)s.n0 * D, rd = (size_t)s.Nr * D;
     CHECK_ALL(memcmp(t->x, su.full.x, sizeof(float) * N * D) == 0, "%s: all-gathered X differs from X", b);
-    slice_check("H_r", b, t->h, su.full.h, su.ref.h, su.bd.h, N, t->Fr, t->f0, F);
-    slice_check("A_r", b, t->a, su.full.a, su.ref.a, su.bd.a, N, t->Fr, t->f0, F);
+    shard_slices(t, &su, b);
     CHECK_ALL(within(s.y_rows, su.ref.y + r0, su.bd.y + r0, rd), "%s: rank's rows of Y outside the bound", b);
     CHECK_ALL(within(s.dx_rows, su.ref.dx + r0, su.bd.dx + r0, rd), "%s: rank's rows of dX outside the bound", b);
-    slice_check("dW2_r", b, t->dw2, su.full.dw2, su.ref.dw2, su.bd.dw2, D, t->Fr, t->f0, F);
-    slice_check("dW1_r", b, t->dw1, su.full.dw1, su.ref.dw1, su.bd.dw1, 1, t->Fr * D, t->f0 * D, F * D);
-    slice_check("db1_r", b, t->db1, su.full.db1, su.ref.db1, su.bd.db1, 1, t->Fr, t->f0, F);
     CHECK_ALL(memcmp(t->db2, su.full.db2, sizeof(float) * D) == 0, "%s: db2 differs from the reference's", b);
     sp_shard_free(&s);
     free_setup(&su);
