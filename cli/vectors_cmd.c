@@ -177,7 +177,7 @@ int cmd_check(int argc, char **argv) {
 }
 
 static const char run_usage[] =
-    "usage: tpmlp run --stage STAGE [--tp P] VECTORS -o OUT [--threads N]\n"
+    "usage: tpmlp run --stage STAGE [--tp P] [--dtype fp32|tf32|bf16] VECTORS -o OUT [--threads N]\n"
     "Runs a stage on a vector file's inputs, writes its outputs under the vector names (F32) and\n"
     "prints their check against VECTORS (exit 1 if any fails). Stages:\n"
     "  reference  the float32 MLP in one process\n"
