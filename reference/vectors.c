@@ -140,6 +140,22 @@ double tpmlp_det_act_grad(tpmlp_act act, double x) {
 
 /* ---------------------------------------------------- reference outputs */
 
+/* dw (R,C) = gᵀ·in and db (R) = Σ_rows g, for g (N,R) and in (N,C): every
+ * element summed over the rows n in increasing order from 0.0. */
+static void param_grads(double *dw, double *db, const double *g, const double *in, int N, int R, int C) {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < R; r++) {
+        double sb = 0.0, *row = dw + (size_t)r * C;
+        for (int c = 0; c < C; c++) row[c] = 0.0;
+        for (int n = 0; n < N; n++) {
+            double gn = g[(size_t)n * R + r];
+            sb = sb + gn;
+            for (int c = 0; c < C; c++) row[c] = row[c] + gn * in[(size_t)n * C + c];
+        }
+        db[r] = sb;
+    }
+}
+
 void tpmlp_vec_reference(double *h, double *a, double *y, double *dx, double *dw1, double *db1, double *dw2,
                          double *db2, const float *x, const float *w1, const float *b1, const float *w2,
                          const float *b2, const float *dy, int N, int D, int F, tpmlp_act act) {
@@ -173,30 +189,13 @@ void tpmlp_vec_reference(double *h, double *a, double *y, double *dx, double *dw
         for (int f = 0; f < F; f++)
             for (int d = 0; d < D; d++) dxn[d] = dxn[d] + dhn[f] * (double)w1[(size_t)f * D + d];
     }
-    /* parameter gradients: sums over rows n in order */
-#pragma omp parallel for schedule(static)
-    for (int f = 0; f < F; f++) {
-        double sb = 0.0;
-        for (int d = 0; d < D; d++) dw1[(size_t)f * D + d] = 0.0;
-        for (int n = 0; n < N; n++) {
-            double g = dh[(size_t)n * F + f];
-            sb = sb + g;
-            for (int d = 0; d < D; d++)
-                dw1[(size_t)f * D + d] = dw1[(size_t)f * D + d] + g * (double)x[(size_t)n * D + d];
-        }
-        db1[f] = sb;
-    }
-#pragma omp parallel for schedule(static)
-    for (int d = 0; d < D; d++) {
-        double sb = 0.0;
-        for (int f = 0; f < F; f++) dw2[(size_t)d * F + f] = 0.0;
-        for (int n = 0; n < N; n++) {
-            double g = dy[(size_t)n * D + d];
-            sb = sb + g;
-            for (int f = 0; f < F; f++) dw2[(size_t)d * F + f] = dw2[(size_t)d * F + f] + g * a[(size_t)n * F + f];
-        }
-        db2[d] = sb;
-    }
+    /* parameter gradients: dW1 = dHᵀ·X, db1 = Σ dH; dW2 = dYᵀ·A, db2 = Σ dY */
+    double *x64 = tpmlp_alloc((size_t)N * D, sizeof *x64, "reference x"),
+           *dy64 = tpmlp_alloc((size_t)N * D, sizeof *dy64, "reference dy");
+    for (size_t k = 0; k < (size_t)N * D; k++) x64[k] = x[k], dy64[k] = dy[k]; /* exact */
+    param_grads(dw1, db1, dh, x64, N, F, D);
+    param_grads(dw2, db2, dy64, a, N, D, F);
+    free(x64), free(dy64);
     free(dh);
 }
 
