@@ -97,12 +97,7 @@ static int bench_tp(const char *stage, int p, tpmlp_shape_args *s, int reps) {
     tpmlp_mlp32 one;
     if (rank == 0) {
         tpmlp_mlp32_alloc(&one, N, s->hidden, s->ffn, s->act);
-        tpmlp_vec_fill(one.x, V_X, &d, 0, (uint64_t)N, 0, (uint64_t)s->hidden);
-        tpmlp_vec_fill(one.dy, V_DY, &d, 0, (uint64_t)N, 0, (uint64_t)s->hidden);
-        tpmlp_vec_fill(one.w1, V_W1, &d, 0, (uint64_t)s->ffn, 0, (uint64_t)s->hidden);
-        tpmlp_vec_fill(one.b1, V_B1, &d, 0, 1, 0, (uint64_t)s->ffn);
-        tpmlp_vec_fill(one.w2, V_W2, &d, 0, (uint64_t)s->hidden, 0, (uint64_t)s->ffn);
-        tpmlp_vec_fill(one.b2, V_B2, &d, 0, 1, 0, (uint64_t)s->hidden);
+        tpmlp_vec_fill_inputs(one.x, one.w1, one.b1, one.w2, one.b2, one.dy, &d);
     }
     double *ts = tpmlp_alloc((size_t)reps, sizeof *ts, "times"), *ta = tpmlp_alloc((size_t)reps, sizeof *ta, "times");
     double *t1 = tpmlp_alloc((size_t)reps, sizeof *t1, "times");

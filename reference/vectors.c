@@ -74,6 +74,16 @@ void tpmlp_vec_fill(float *out, tpmlp_vec_id id, const tpmlp_vec_dims *d, uint64
         for (uint64_t c = c0; c < c1; c++) out[(r - r0) * (c1 - c0) + (c - c0)] = tpmlp_vec_input(id, d, r, c);
 }
 
+void tpmlp_vec_fill_inputs(float *x, float *w1, float *b1, float *w2, float *b2, float *dy, const tpmlp_vec_dims *d) {
+    const uint64_t N = (uint64_t)d->B * (uint64_t)d->T, D = (uint64_t)d->D, F = (uint64_t)d->F;
+    tpmlp_vec_fill(x, V_X, d, 0, N, 0, D);
+    tpmlp_vec_fill(w1, V_W1, d, 0, F, 0, D);
+    tpmlp_vec_fill(b1, V_B1, d, 0, 1, 0, F);
+    tpmlp_vec_fill(w2, V_W2, d, 0, D, 0, F);
+    tpmlp_vec_fill(b2, V_B2, d, 0, 1, 0, D);
+    tpmlp_vec_fill(dy, V_DY, d, 0, N, 0, D);
+}
+
 /* ---------------------------------------------------- deterministic math */
 
 /* e^y by Cody–Waite reduction y = k·ln2 + r (ln2_hi has 21 trailing zero bits,
@@ -213,12 +223,7 @@ int tpmlp_vec_generate(const char *path, const tpmlp_vec_dims *d, char *err, siz
         out[i].ndim = tpmlp_vec_shape((tpmlp_vec_id)i, d, out[i].shape);
     }
     /* inputs: x, dy as (N, D); weights (out, in); biases one row */
-    tpmlp_vec_fill(buf[V_X], V_X, d, 0, (uint64_t)N, 0, (uint64_t)d->D);
-    tpmlp_vec_fill(buf[V_W1], V_W1, d, 0, (uint64_t)d->F, 0, (uint64_t)d->D);
-    tpmlp_vec_fill(buf[V_B1], V_B1, d, 0, 1, 0, (uint64_t)d->F);
-    tpmlp_vec_fill(buf[V_W2], V_W2, d, 0, (uint64_t)d->D, 0, (uint64_t)d->F);
-    tpmlp_vec_fill(buf[V_B2], V_B2, d, 0, 1, 0, (uint64_t)d->D);
-    tpmlp_vec_fill(buf[V_DY], V_DY, d, 0, (uint64_t)N, 0, (uint64_t)d->D);
+    tpmlp_vec_fill_inputs(buf[V_X], buf[V_W1], buf[V_B1], buf[V_W2], buf[V_B2], buf[V_DY], d);
     tpmlp_vec_reference(buf[V_H], buf[V_A], buf[V_Y], buf[V_DX], buf[V_DW1], buf[V_DB1], buf[V_DW2], buf[V_DB2],
                         buf[V_X], buf[V_W1], buf[V_B1], buf[V_W2], buf[V_B2], buf[V_DY], N, d->D, d->F, d->act);
     char sb[24], st[24], sd[24], sf[24], sseed[24];

@@ -69,6 +69,9 @@ float tpmlp_vec_input(tpmlp_vec_id id, const tpmlp_vec_dims *d, uint64_t row, ui
 void tpmlp_vec_fill(float *out, tpmlp_vec_id id, const tpmlp_vec_dims *d, uint64_t r0, uint64_t r1, uint64_t c0,
                     uint64_t c1);
 
+/* All six input tensors, whole (N = B·T rows): x, dy (N,D), w1 (F,D), b1 (F), w2 (D,F), b2 (D). */
+void tpmlp_vec_fill_inputs(float *x, float *w1, float *b1, float *w2, float *b2, float *dy, const tpmlp_vec_dims *d);
+
 /* The float64 reference outputs in tpmlp's own fixed summation order (each
  * sum in increasing index order from 0, bias added last) and own erfc/exp,
  * so the bytes do not depend on BLAS, libm, the CPU or the thread count.

@@ -71,9 +71,7 @@ typedef struct {
 static void make_setup(setup *su, tpmlp_act act, int N, int D, int F) {
     su->d = (tpmlp_vec_dims){.B = 1, .T = N, .D = D, .F = F, .act = act, .seed = test_seed()};
     tpmlp_mlp32_alloc(&su->full, N, D, F, act);
-    tpmlp_vec_fill(su->full.x, V_X, &su->d, 0, N, 0, D), tpmlp_vec_fill(su->full.dy, V_DY, &su->d, 0, N, 0, D);
-    tpmlp_vec_fill(su->full.w1, V_W1, &su->d, 0, F, 0, D), tpmlp_vec_fill(su->full.b1, V_B1, &su->d, 0, 1, 0, F);
-    tpmlp_vec_fill(su->full.w2, V_W2, &su->d, 0, D, 0, F), tpmlp_vec_fill(su->full.b2, V_B2, &su->d, 0, 1, 0, D);
+    tpmlp_vec_fill_inputs(su->full.x, su->full.w1, su->full.b1, su->full.w2, su->full.b2, su->full.dy, &su->d);
     tpmlp_mlp64_alloc(&su->ref, N, D, F, act);
     tpmlp_mlp64_alloc(&su->bd, N, D, F, act);
     tpmlp_mlp64_inputs_from32(&su->ref, &su->full);

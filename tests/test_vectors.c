@@ -81,9 +81,7 @@ static void deterministic_reference_matches_oracle(void **state) {
     tpmlp_mlp64 o;
     tpmlp_mlp32_alloc(&t, N, d.D, d.F, act);
     tpmlp_mlp64_alloc(&o, N, d.D, d.F, act);
-    tpmlp_vec_fill(t.x, V_X, &d, 0, N, 0, d.D), tpmlp_vec_fill(t.w1, V_W1, &d, 0, d.F, 0, d.D);
-    tpmlp_vec_fill(t.b1, V_B1, &d, 0, 1, 0, d.F), tpmlp_vec_fill(t.w2, V_W2, &d, 0, d.D, 0, d.F);
-    tpmlp_vec_fill(t.b2, V_B2, &d, 0, 1, 0, d.D), tpmlp_vec_fill(t.dy, V_DY, &d, 0, N, 0, d.D);
+    tpmlp_vec_fill_inputs(t.x, t.w1, t.b1, t.w2, t.b2, t.dy, &d);
     tpmlp_mlp64_inputs_from32(&o, &t);
     tpmlp_mlp64_run(&o);
     tpmlp_mlp64 r; /* reuse the struct for the deterministic outputs */
