@@ -129,7 +129,7 @@ static void bench(int N, int F) {
     for (int dt = 0; dt < 2; dt++) {
         const double es = dt == KDT_F32 ? 4 : 2;
         for (int act = 0; act < TPMLP_NUM_ACTS; act++)
-            for (int v = 1; v <= KERNEL_VERSIONS; v++) {
+            for (int v = 1; v <= BIAS_ACT_VERSIONS; v++) {
                 if (kernel_bias_act(v, (kernel_dtype)dt, x, y, z, bias, N, F, (tpmlp_act)act, 0)) continue;
                 CUDA_OK(cudaEventRecord(e0));
                 for (int r = 0; r < reps; r++)
@@ -142,7 +142,9 @@ static void bench(int N, int F) {
                        tpmlp_act_name((tpmlp_act)act), v, us, gbs, 100 * gbs / copy_gbs);
             }
         for (int with = 1; with >= 0; with--)
-            for (int v = 1; v <= KERNEL_VERSIONS; v++) {
+            for (int v = 1; v <= ACT_BWD_VERSIONS; v++) {
+                if (kernel_act_bwd(v, (kernel_dtype)dt, x, db, with ? y : NULL, N, F, scratch, 0))
+                    continue; /* warm-up */
                 CUDA_OK(cudaEventRecord(e0));
                 for (int r = 0; r < reps; r++)
                     if (kernel_act_bwd(v, (kernel_dtype)dt, x, db, with ? y : NULL, N, F, scratch, 0))
@@ -169,23 +171,29 @@ int main(int argc, char **argv) {
         printf("1..0 # SKIP no GPU (%s)\n", e != cudaSuccess ? cudaGetErrorString(e) : "no device");
         return 0;
     }
-    const int shapes[][2] = {{37, 1000}, {64, 1024}, {300, 256}};
-    printf("1..%d\n", (int)(sizeof shapes / sizeof *shapes) * 2 * KERNEL_VERSIONS * (TPMLP_NUM_ACTS + 2));
+    const int shapes[][2] = {{37, 1000}, {64, 1024}, {300, 256}, {5, 36}};
+    const int nshapes = (int)(sizeof shapes / sizeof *shapes);
+    printf("1..%d\n", nshapes * 2 * (BIAS_ACT_VERSIONS * TPMLP_NUM_ACTS + ACT_BWD_VERSIONS * 2));
     for (auto &sh : shapes)
-        for (int dt = 0; dt < 2; dt++)
-            for (int v = 1; v <= KERNEL_VERSIONS; v++) {
+        for (int dt = 0; dt < 2; dt++) {
+            const int pack = dt == KDT_F32 ? 4 : 8; /* v2 of bias_act and v3 of act_bwd move whole 16-byte packs */
+            for (int v = 1; v <= BIAS_ACT_VERSIONS; v++)
                 for (int act = 0; act < TPMLP_NUM_ACTS; act++) {
-                    if (v == 2 && sh[1] % (dt == KDT_F32 ? 4 : 8) != 0) { /* v2 needs whole 16-byte packs per row */
-                        ntest++;
-                        printf("ok %d - bias_act v2 skipped for F = %d # SKIP F not a multiple of the pack\n", ntest,
-                               sh[1]);
+                    if (v == 2 && sh[1] % pack != 0) {
+                        printf("ok %d - bias_act v2 F = %d # SKIP F not a multiple of the pack\n", ++ntest, sh[1]);
                         continue;
                     }
                     check_bias_act(v, (kernel_dtype)dt, (tpmlp_act)act, sh[0], sh[1]);
                 }
-                check_act_bwd(v, (kernel_dtype)dt, 1, sh[0], sh[1]);
-                check_act_bwd(v, (kernel_dtype)dt, 0, sh[0], sh[1]);
-            }
+            for (int v = 1; v <= ACT_BWD_VERSIONS; v++)
+                for (int with = 1; with >= 0; with--) {
+                    if (v == 3 && sh[1] % pack != 0) {
+                        printf("ok %d - act_bwd v3 F = %d # SKIP F not a multiple of the pack\n", ++ntest, sh[1]);
+                        continue;
+                    }
+                    check_act_bwd(v, (kernel_dtype)dt, with, sh[0], sh[1]);
+                }
+        }
     if (argc > 1 && strcmp(argv[1], "--bench") == 0)
         bench(argc > 3 ? atoi(argv[2]) : 8192, argc > 3 ? atoi(argv[3]) : 16384);
     return nfail ? 1 : 0;

@@ -10,6 +10,7 @@
  *     1  one thread per column, looping over all rows (coalesced across the warp)
  *     2  row chunks per block, partial column sums in a scratch array, then a
  *        second pass summing the chunks in order (deterministic, no atomics)
+ *     3  as 2 with 16-byte vector loads and stores per thread; F % 4 (8) == 0
  * Data in fp32 or bf16 (bf16 storage, fp32 arithmetic); db is always fp32.
  * Launchers return 0 or -1 after one line naming the kernel and the CUDA error. */
 #ifndef TPMLP_KERNELS_H
@@ -34,6 +35,7 @@ int kernel_add(kernel_dtype dt, void *y, const void *x, size_t n, cudaStream_t s
 /* y = y + b on every row: y (N·D, dt), b (D, dt). */
 int kernel_bias_add(kernel_dtype dt, void *y, const void *b, int N, int D, cudaStream_t stream);
 
-#define KERNEL_VERSIONS 2
+#define BIAS_ACT_VERSIONS 2
+#define ACT_BWD_VERSIONS 3
 
 #endif
