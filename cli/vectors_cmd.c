@@ -178,6 +178,7 @@ int cmd_check(int argc, char **argv) {
 
 static const char run_usage[] =
     "usage: tpmlp run --stage STAGE [--tp P] [--dtype fp32|tf32|bf16] VECTORS -o OUT [--threads N]\n"
+    "                 [--lt] [--launch mpi|local]   (cuda and nccl stages)\n"
     "Runs a stage on a vector file's inputs, writes its outputs under the vector names (F32) and\n"
     "prints their check against VECTORS (exit 1 if any fails). Stages:\n"
     "  reference  the float32 MLP in one process\n"
@@ -188,11 +189,14 @@ static const char run_usage[] =
     "             before fc1 and reduce-scatter after fc2 (N a multiple of P)\n"
     "  cuda       one GPU, cuBLAS + our kernels; --dtype fp32|tf32|bf16; with --tp P, P shards on\n"
     "             that GPU, their partials summed there (runs tpmlp-cuda)\n"
-    "  nccl       P GPUs, one process each, ncclAllReduce: mpiexec -n P tpmlp run --stage nccl --tp P\n";
+    "             --lt: bias + GELU (tanh) and its backward fused into cuBLASLt's GEMM epilogues\n"
+    "  nccl       P GPUs, ncclAllReduce; one process per GPU: mpiexec -n P tpmlp run --stage nccl --tp P,\n"
+    "             or one process driving P local GPUs, no MPI: tpmlp run --stage nccl --launch local --tp P\n";
 
 /* The cuda stage is the program tpmlp-cuda beside this one (so that tpmlp
  * itself never links CUDA). Returns its exit status. */
-static int run_cuda_program(const char *in, const char *out, const char *dtype, int p, int nccl) {
+static int run_cuda_program(const char *in, const char *out, const char *dtype, int p, int nccl, int lt,
+                            const char *launch) {
     char self[4096], prog[4200];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
     if (n <= 0) tpmlp_die(1, "--stage cuda: cannot find this program's folder (/proc/self/exe)");
@@ -203,16 +207,20 @@ static int run_cuda_program(const char *in, const char *out, const char *dtype, 
     if (access(prog, X_OK) != 0)
         tpmlp_die(TPMLP_EXIT_USAGE, "--stage cuda: %s not found (configure found no CUDA toolkit: --with-cuda=DIR)",
                   prog);
+    char tp[16];
+    snprintf(tp, sizeof tp, "%d", p);
+    const char *args[16];
+    int k = 0;
+    args[k++] = prog;
+    if (nccl) args[k++] = "--nccl", args[k++] = "--launch", args[k++] = launch;
+    if (lt) args[k++] = "--lt";
+    args[k++] = "--tp", args[k++] = tp, args[k++] = "--dtype", args[k++] = dtype;
+    args[k++] = in, args[k++] = "-o", args[k++] = out, args[k] = NULL;
     fflush(NULL);
     pid_t pid = fork();
     if (pid < 0) tpmlp_die(1, "--stage cuda: fork failed");
     if (pid == 0) {
-        char tp[16];
-        snprintf(tp, sizeof tp, "%d", p);
-        if (nccl)
-            execl(prog, prog, "--nccl", "--tp", tp, "--dtype", dtype, in, "-o", out, (char *)NULL);
-        else
-            execl(prog, prog, "--tp", tp, "--dtype", dtype, in, "-o", out, (char *)NULL);
+        execv(prog, (char *const *)args);
         _exit(127);
     }
     int status;
@@ -221,8 +229,8 @@ static int run_cuda_program(const char *in, const char *out, const char *dtype, 
 }
 
 int cmd_run(int argc, char **argv) {
-    const char *stage = NULL, *in = NULL, *out = NULL, *dtype = "fp32";
-    int p = 1;
+    const char *stage = NULL, *in = NULL, *out = NULL, *dtype = "fp32", *launch = "mpi";
+    int p = 1, lt = 0;
     tpmlp_shape_args s = {0};
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -236,6 +244,12 @@ int cmd_run(int argc, char **argv) {
             dtype = v, i++;
         } else if (strcmp(argv[i], "--tp") == 0) {
             p = args_positive_int("--tp", v), i++;
+        } else if (strcmp(argv[i], "--lt") == 0) {
+            lt = 1;
+        } else if (strcmp(argv[i], "--launch") == 0) {
+            if (v == NULL || (strcmp(v, "mpi") != 0 && strcmp(v, "local") != 0))
+                tpmlp_die(TPMLP_EXIT_USAGE, "--launch: expected mpi or local, got '%s'", v ? v : "nothing");
+            launch = v, i++;
         } else if (strcmp(argv[i], "--stage") == 0 || strcmp(argv[i], "-o") == 0) {
             if (v == NULL) tpmlp_die(TPMLP_EXIT_USAGE, "%s: missing value", argv[i]);
             *(argv[i][1] == 'o' ? &out : &stage) = v, i++;
@@ -260,7 +274,7 @@ int cmd_run(int argc, char **argv) {
         st_close(&vec);
     } else if (strcmp(stage, "cuda") == 0 || strcmp(stage, "nccl") == 0) {
         int nccl = strcmp(stage, "nccl") == 0;
-        rc = run_cuda_program(in, out, dtype, p, nccl);
+        rc = run_cuda_program(in, out, dtype, p, nccl, lt, launch);
         if (rc == 77) return 1; /* no GPU: it said so */
         if (rc != 0) return rc;
         if (nccl && getenv("OMPI_COMM_WORLD_RANK") && atoi(getenv("OMPI_COMM_WORLD_RANK")) != 0) return 0;

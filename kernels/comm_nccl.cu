@@ -93,6 +93,49 @@ int comm_nccl_create(tpmlp_comm *c, const void *unique_id, int rank, int size, i
     return 0;
 }
 
+int comm_nccl_create_local(tpmlp_comm *comms, int size, const int *devices) {
+    ncclUniqueId id;
+    ncclResult_t r = ncclGetUniqueId(&id);
+    if (r != ncclSuccess) {
+        fprintf(stderr, "tpmlp: comm nccl: ncclGetUniqueId: %s\n", ncclGetErrorString(r));
+        return -1;
+    }
+    for (int k = 0; k < size; k++) comms[k] = (tpmlp_comm){&nccl_ops, k, size, NULL};
+    int made = 0; /* ranks with their impl and stream */
+    for (; made < size; made++) {
+        nccl_impl *im = (nccl_impl *)calloc(1, sizeof *im);
+        cudaError_t e = im ? cudaSetDevice(devices[made]) : cudaErrorMemoryAllocation;
+        if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&im->stream, cudaStreamNonBlocking);
+        if (e != cudaSuccess) {
+            fprintf(stderr, "tpmlp: rank %d: comm nccl: device %d: %s\n", made, devices[made], cudaGetErrorString(e));
+            free(im);
+            break;
+        }
+        comms[made].impl = im;
+    }
+    // one thread creating every rank: inside a group, or the first
+    // ncclCommInitRank would wait for the others forever
+    if (made == size) {
+        r = ncclGroupStart();
+        for (int k = 0; k < size && r == ncclSuccess; k++) {
+            if (cudaSetDevice(devices[k]) != cudaSuccess) r = ncclUnhandledCudaError;
+            if (r == ncclSuccess) r = ncclCommInitRank(&((nccl_impl *)comms[k].impl)->comm, size, id, k);
+        }
+        ncclResult_t end = ncclGroupEnd();
+        if (r == ncclSuccess) r = end;
+        if (r != ncclSuccess)
+            fprintf(stderr, "tpmlp: comm nccl: ncclCommInitRank for %d local GPUs: %s\n", size, ncclGetErrorString(r));
+    }
+    if (made == size && r == ncclSuccess) return 0;
+    for (int k = 0; k < made; k++) { /* abort what was made, so nothing waits */
+        nccl_impl *im = (nccl_impl *)comms[k].impl;
+        if (im->comm) ncclCommAbort(im->comm);
+        cudaStreamDestroy(im->stream);
+        free(im);
+    }
+    return -1;
+}
+
 int comm_nccl_unique_id(void *out, size_t len) {
     if (len < sizeof(ncclUniqueId)) return -1;
     ncclUniqueId id;
