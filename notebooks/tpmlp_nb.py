@@ -46,10 +46,10 @@ def gen(name, batch, seq, hidden, ffn, act="gelu", seed=1):
     return f
 
 
-def ratios(vectors, theirs):
-    """Per element |theirs - reference| / bound, by tensor (tpmlp check --dump)."""
+def ratios(vectors, theirs, dtype="fp32"):
+    """Per element |theirs - reference| / bound at --dtype, by tensor (tpmlp check --dump)."""
     dump = path("dump.safetensors")
-    tpmlp("check", "--dump", dump, vectors, theirs, show=False, check=False)
+    tpmlp("check", "--dtype", dtype, "--dump", dump, vectors, theirs, show=False, check=False)
     t, _ = load(dump)
     return {k: v.ravel() for k, v in t.items() if not k.endswith(".bound")}
 
