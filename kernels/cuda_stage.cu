@@ -8,8 +8,10 @@
 // cuda` runs this program. Without a GPU it says so and exits 77.
 //   tpmlp-cuda [--dtype fp32|tf32|bf16] VECTORS -o OUT
 //   tpmlp-cuda [--dtype ...] --tp P VECTORS -o OUT   P shards on this GPU, partials summed on it
-//   mpiexec -n P tpmlp-cuda --nccl --tp P ...        stage 6: one rank per GPU, ncclAllReduce
-//   tpmlp-cuda [--dtype ...] --bench N D F      fwd+bwd against the six GEMMs alone
+//   tpmlp-cuda --lt ...                              bias + GELU (tanh) in cuBLASLt's GEMM epilogues
+//   mpiexec -n P tpmlp-cuda --nccl --tp P ...        stage 6: one process per GPU, ncclAllReduce
+//   tpmlp-cuda --nccl --launch local --tp P ...      stage 6: one process, one thread per local GPU
+//   tpmlp-cuda [--dtype ...] --bench N D F           fwd+bwd against the six GEMMs alone
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -137,8 +139,14 @@ struct buffers {
 
 enum variant { OURS, LT, GEMMS_ONLY };
 
-// The act_bwd version for rows of n values: v3 moves whole 16-byte packs.
-static int bwd_version(kernel_dtype dt, int n) { return n % (dt == KDT_F32 ? 4 : 8) == 0 ? 3 : 2; }
+// The kernel versions the stage uses: the highest that fits the row length,
+// capped by --kernels V (to compare versions inside the whole step).
+static int kernel_cap = 3;
+static int fits_pack(kernel_dtype dt, int n) { return n % (dt == KDT_F32 ? 4 : 8) == 0; } // whole 16-byte packs
+static int bwd_version(kernel_dtype dt, int n) { return std::min(kernel_cap, fits_pack(dt, n) ? 3 : 2); }
+static int fwd_version(kernel_dtype dt, int n) {
+    return std::min(kernel_cap, fits_pack(dt, n) ? BIAS_ACT_VERSIONS : 1);
+}
 
 // One forward + backward on the compute stream (0). OURS: cuBLAS GEMMs and
 // our kernels; LT: bias + GELU and its backward + db1 fused into the GEMM
@@ -251,7 +259,7 @@ static dev_shard shard_upload(const tpmlp_mlp32 &t, int F, int p, int r, kernel_
     tp_shard_from_full(&s.host, t.x, t.w1, t.b1, t.w2, t.b2, t.dy);
     const int N = t.N, D = t.D, Fr = s.host.Fr;
     const size_t nd = (size_t)N * D, nr = (size_t)N * Fr, rd = (size_t)Fr * D;
-    s.version = Fr % (dt == KDT_F32 ? 4 : 8) == 0 ? 2 : 1; // v2 needs whole 16-byte packs per row
+    s.version = fwd_version(dt, Fr);
     s.b.x = x, s.b.dy = dy, s.b.b2 = b2;
     s.b.w1 = kh_upload(s.host.w1, rd, dt), s.b.b1 = kh_upload(s.host.b1, Fr, dt), s.b.w2 = kh_upload(s.host.w2, rd, dt);
     s.b.h = kh_alloc(nr, dt), s.b.a = kh_alloc(nr, dt), s.b.dact = kh_alloc(nr, dt), s.b.dh = kh_alloc(nr, dt);
@@ -437,7 +445,8 @@ static int run_one_gpu(const job &j) {
 static const char usage[] =
     "usage: tpmlp-cuda [--dtype fp32|tf32|bf16] [--lt] [--tp P] VECTORS -o OUT\n"
     "       tpmlp-cuda --nccl [--launch mpi|local] --tp P [--dtype fp32|tf32] [--lt] VECTORS -o OUT\n"
-    "       tpmlp-cuda [--dtype ...] [--lt] --bench N D F";
+    "       tpmlp-cuda [--dtype ...] [--lt] --bench N D F\n"
+    "  --kernels V: use kernel versions up to V (default 3, the fastest that fits)";
 
 int main(int argc, char **argv) {
     const char *dtype = "fp32", *in = NULL, *out = NULL, *launch = "mpi";
@@ -454,6 +463,8 @@ int main(int argc, char **argv) {
             nccl = 1;
         else if (strcmp(argv[i], "--launch") == 0 && i + 1 < argc)
             launch = argv[++i];
+        else if (strcmp(argv[i], "--kernels") == 0 && i + 1 < argc)
+            kernel_cap = atoi(argv[++i]);
         else if (strcmp(argv[i], "--lt") == 0)
             lt = 1;
         else if (strcmp(argv[i], "-o") == 0 && i + 1 < argc)
@@ -465,6 +476,7 @@ int main(int argc, char **argv) {
     }
     if (!bench_dims[0] && (in == NULL || out == NULL))
         tpmlp_die(2, "tpmlp-cuda: VECTORS and -o OUT are required (or --bench N D F)\n%s", usage);
+    if (kernel_cap < 1 || kernel_cap > 3) tpmlp_die(2, "--kernels: expected a version from 1 to 3");
     if (strcmp(launch, "mpi") != 0 && strcmp(launch, "local") != 0)
         tpmlp_die(2, "--launch: '%s' is not one of mpi (one process per GPU), local (one process, all local GPUs)",
                   launch);

@@ -6,6 +6,10 @@
 #include <stdio.h>
 
 #include "kernels.h"
+// The CPU reference's own float32 activations (reference/act.h), compiled for
+// the device too: bias_act version 3 runs the very same arithmetic.
+#define ACT_INLINE static __forceinline__ __host__ __device__
+#include "act.h"
 
 static int check(cudaError_t e, const char *what) {
     if (e == cudaSuccess) return 0;
@@ -75,6 +79,34 @@ template <typename T, int ACT> __global__ void bias_act_v2(T *h, T *a, T *dact, 
     if (dact) *reinterpret_cast<P *>(dact + i) = dv;
 }
 
+// act(x) and act'(x) by the CPU reference's code (act.h): GELU from a fitted
+// erfc that shares one exp with φ, all in FMAs, no branches.
+template <int ACT> __device__ __forceinline__ void act_both_ref(float x, float *g, float *d) {
+    if (ACT == TPMLP_GELU)
+        act_gelu_both_f32(x, g, d);
+    else if (ACT == TPMLP_GELU_TANH)
+        act_gelu_tanh_both_f32(x, g, d);
+    else
+        *g = act_relu_f32(x), *d = act_relu_grad_f32(x);
+}
+
+// v3: v2 with the reference's activation code instead of CUDA's erfcf/expf.
+template <typename T, int ACT> __global__ void bias_act_v3(T *h, T *a, T *dact, const T *b, size_t n, int F) {
+    using P = pack16<T>;
+    size_t i = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) * P::n;
+    if (i >= n) return;
+    P hv = *reinterpret_cast<const P *>(h + i), bv = *reinterpret_cast<const P *>(b + i % F), av, dv;
+#pragma unroll
+    for (int k = 0; k < P::n; k++) {
+        float v = to_f(hv.v[k]) + to_f(bv.v[k]), g, d;
+        act_both_ref<ACT>(v, &g, &d);
+        hv.v[k] = from_f<T>(v), av.v[k] = from_f<T>(g), dv.v[k] = from_f<T>(d);
+    }
+    *reinterpret_cast<P *>(h + i) = hv;
+    *reinterpret_cast<P *>(a + i) = av;
+    if (dact) *reinterpret_cast<P *>(dact + i) = dv;
+}
+
 template <typename T, int ACT>
 static int launch_bias_act(int version, void *h, void *a, void *dact, const void *b, int N, int F, cudaStream_t s) {
     size_t n = (size_t)N * F;
@@ -85,12 +117,14 @@ static int launch_bias_act(int version, void *h, void *a, void *dact, const void
     } else {
         const int per = pack16<T>::n;
         if (F % per != 0) {
-            fprintf(stderr, "tpmlp: kernel bias_act v2: F = %d is not a multiple of %d\n", F, per);
+            fprintf(stderr, "tpmlp: kernel bias_act v%d: F = %d is not a multiple of %d\n", version, F, per);
             return -1;
         }
-        size_t packs = n / per;
-        bias_act_v2<T, ACT><<<(unsigned)((packs + threads - 1) / threads), threads, 0, s>>>((T *)h, (T *)a, (T *)dact,
-                                                                                            (const T *)b, n, F);
+        const unsigned blocks = (unsigned)((n / per + threads - 1) / threads);
+        if (version == 2)
+            bias_act_v2<T, ACT><<<blocks, threads, 0, s>>>((T *)h, (T *)a, (T *)dact, (const T *)b, n, F);
+        else
+            bias_act_v3<T, ACT><<<blocks, threads, 0, s>>>((T *)h, (T *)a, (T *)dact, (const T *)b, n, F);
     }
     return check(cudaGetLastError(), "bias_act launch");
 }

@@ -28,8 +28,11 @@
 #include <stdint.h>
 #include <string.h>
 
-/* The row loops in act.c only vectorise if these are inlined into them. */
+/* The row loops in act.c only vectorise if these are inlined into them.
+ * kernels/kernels.cu defines it first, to compile the same code for the GPU. */
+#ifndef ACT_INLINE
 #define ACT_INLINE static inline __attribute__((always_inline))
+#endif
 
 ACT_INLINE float act_bits2f(uint32_t u) {
     float f;
