@@ -140,14 +140,16 @@ struct buffers {
 enum variant { OURS, LT, GEMMS_ONLY };
 
 // The kernel versions the stage uses: by default the fastest measured on an
-// H200 (bias_act v2: its v3, the CPU reference's activation code, ran slower
-// there; act_bwd v3), or the version given by --kernels V; each falls back to
-// a lower one where the row length is not a whole number of 16-byte packs.
+// H200 (bias_act v4, act_bwd v3), or version V of each (--kernels V, capped
+// at the kernel's last version); each falls back to a lower one where the row
+// length is not a whole number of 16-byte packs.
 static int kernel_choice = 0; /* 0: the fastest; else --kernels V */
 static int fits_pack(kernel_dtype dt, int n) { return n % (dt == KDT_F32 ? 4 : 8) == 0; }
-static int fwd_version(kernel_dtype dt, int n) { return fits_pack(dt, n) ? (kernel_choice ? kernel_choice : 2) : 1; }
+static int fwd_version(kernel_dtype dt, int n) {
+    return fits_pack(dt, n) ? (kernel_choice ? std::min(kernel_choice, BIAS_ACT_VERSIONS) : 4) : 1;
+}
 static int bwd_version(kernel_dtype dt, int n) {
-    const int v = kernel_choice ? kernel_choice : 3;
+    const int v = kernel_choice ? std::min(kernel_choice, ACT_BWD_VERSIONS) : 3;
     return fits_pack(dt, n) ? v : std::min(v, 2);
 }
 
@@ -449,7 +451,7 @@ static const char usage[] =
     "usage: tpmlp-cuda [--dtype fp32|tf32|bf16] [--lt] [--tp P] VECTORS -o OUT\n"
     "       tpmlp-cuda --nccl [--launch mpi|local] --tp P [--dtype fp32|tf32] [--lt] VECTORS -o OUT\n"
     "       tpmlp-cuda [--dtype ...] [--lt] --bench N D F\n"
-    "  --kernels V: run version V of every kernel (1 to 3; default: the fastest measured)";
+    "  --kernels V: run version V of every kernel, or its last (1 to 4; default: the fastest measured)";
 
 int main(int argc, char **argv) {
     const char *dtype = "fp32", *in = NULL, *out = NULL, *launch = "mpi";
@@ -479,7 +481,8 @@ int main(int argc, char **argv) {
     }
     if (!bench_dims[0] && (in == NULL || out == NULL))
         tpmlp_die(2, "tpmlp-cuda: VECTORS and -o OUT are required (or --bench N D F)\n%s", usage);
-    if (kernel_choice < 0 || kernel_choice > 3) tpmlp_die(2, "--kernels: expected a version from 1 to 3");
+    if (kernel_choice < 0 || kernel_choice > BIAS_ACT_VERSIONS)
+        tpmlp_die(2, "--kernels: expected a version from 1 to %d", BIAS_ACT_VERSIONS);
     if (strcmp(launch, "mpi") != 0 && strcmp(launch, "local") != 0)
         tpmlp_die(2, "--launch: '%s' is not one of mpi (one process per GPU), local (one process, all local GPUs)",
                   launch);

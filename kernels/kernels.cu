@@ -90,8 +90,34 @@ template <int ACT> __device__ __forceinline__ void act_both_ref(float x, float *
         *g = act_relu_f32(x), *d = act_relu_grad_f32(x);
 }
 
-// v3: v2 with the reference's activation code instead of CUDA's erfcf/expf.
-template <typename T, int ACT> __global__ void bias_act_v3(T *h, T *a, T *dact, const T *b, size_t n, int F) {
+// act(x) and act'(x) with one exp for GELU: CUDA's erfcf(z) is erfcx(z)·e^(-z²)
+// inside, and e^(-z²) = e^(-x²/2) is φ's exp too, so take erfcxf and share
+// one expf: Φ(x) = erfcx(|x|/√2)·e/2 for x ≤ 0, 1 − that for x > 0 (the tail
+// keeps its relative accuracy). expf's argument -x²/2 is rounded: a relative
+// error of about x²/2 ulp, below the function's own sensitivity |x·act'(x)|.
+template <int ACT> __device__ __forceinline__ void act_both_shared_exp(float x, float *g, float *d) {
+    if (ACT == TPMLP_GELU) {
+        float e = expf(-0.5f * x * x);
+        float tail = 0.5f * erfcxf(fabsf(x) * 0.70710678f) * e; /* Φ(-|x|) */
+        float cdf = x > 0.0f ? 1.0f - tail : tail;
+        *g = x * cdf;
+        *d = cdf + x * (0.39894228f * e);
+    } else {
+        act_both<ACT>(x, g, d);
+    }
+}
+
+// v2's structure with a given activation routine: v3 the CPU reference's
+// code, v4 CUDA's erfcxf with the exp shared.
+template <int V, int ACT> __device__ __forceinline__ void act_version(float x, float *g, float *d) {
+    if (V == 3)
+        act_both_ref<ACT>(x, g, d);
+    else
+        act_both_shared_exp<ACT>(x, g, d);
+}
+
+// v3, v4: v2 with the activation computed another way (act_version).
+template <typename T, int ACT, int V> __global__ void bias_act_v34(T *h, T *a, T *dact, const T *b, size_t n, int F) {
     using P = pack16<T>;
     size_t i = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) * P::n;
     if (i >= n) return;
@@ -99,7 +125,7 @@ template <typename T, int ACT> __global__ void bias_act_v3(T *h, T *a, T *dact, 
 #pragma unroll
     for (int k = 0; k < P::n; k++) {
         float v = to_f(hv.v[k]) + to_f(bv.v[k]), g, d;
-        act_both_ref<ACT>(v, &g, &d);
+        act_version<V, ACT>(v, &g, &d);
         hv.v[k] = from_f<T>(v), av.v[k] = from_f<T>(g), dv.v[k] = from_f<T>(d);
     }
     *reinterpret_cast<P *>(h + i) = hv;
@@ -123,8 +149,10 @@ static int launch_bias_act(int version, void *h, void *a, void *dact, const void
         const unsigned blocks = (unsigned)((n / per + threads - 1) / threads);
         if (version == 2)
             bias_act_v2<T, ACT><<<blocks, threads, 0, s>>>((T *)h, (T *)a, (T *)dact, (const T *)b, n, F);
+        else if (version == 3)
+            bias_act_v34<T, ACT, 3><<<blocks, threads, 0, s>>>((T *)h, (T *)a, (T *)dact, (const T *)b, n, F);
         else
-            bias_act_v3<T, ACT><<<blocks, threads, 0, s>>>((T *)h, (T *)a, (T *)dact, (const T *)b, n, F);
+            bias_act_v34<T, ACT, 4><<<blocks, threads, 0, s>>>((T *)h, (T *)a, (T *)dact, (const T *)b, n, F);
     }
     return check(cudaGetLastError(), "bias_act launch");
 }

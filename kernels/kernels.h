@@ -8,6 +8,7 @@
  *     2  16-byte vector loads and stores (float4, or 8 bf16); F % 4 (8) == 0
  *     3  as 2, with the CPU reference's activation code (reference/act.h: a
  *        fitted erfc sharing one exp with φ) instead of CUDA's erfcf and expf
+ *     4  as 2, GELU from CUDA's erfcxf and one expf shared by Φ and φ
  *   act_bwd    dh = dh ⊙ dact; db = Σ_rows dh   (dact NULL: db = Σ_rows dh only, for db2)
  *     1  one thread per column, looping over all rows (coalesced across the warp)
  *     2  row chunks per block, partial column sums in a scratch array, then a
@@ -37,7 +38,7 @@ int kernel_add(kernel_dtype dt, void *y, const void *x, size_t n, cudaStream_t s
 /* y = y + b on every row: y (N·D, dt), b (D, dt). */
 int kernel_bias_add(kernel_dtype dt, void *y, const void *b, int N, int D, cudaStream_t stream);
 
-#define BIAS_ACT_VERSIONS 3
+#define BIAS_ACT_VERSIONS 4
 #define ACT_BWD_VERSIONS 3
 
 #endif
