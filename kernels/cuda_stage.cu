@@ -360,15 +360,15 @@ static int run_nccl_local(const job &j) {
     std::vector<tpmlp_comm> comms(j.p);
     if (comm_nccl_create_local(comms.data(), j.p, devices.data()) != 0) return 1;
     std::vector<dev_shard> sh(j.p);
-    std::vector<int> rc(j.p, 0);
     std::vector<std::thread> threads;
     for (int r = 0; r < j.p; r++)
-        threads.emplace_back([&, r] { rc[r] = nccl_rank(j, r, devices[r], &comms[r], &sh[r]); });
+        threads.emplace_back([&, r] {
+            // a rank that fails leaves the others waiting in their collectives: stop them all
+            if (nccl_rank(j, r, devices[r], &comms[r], &sh[r]) != 0)
+                tpmlp_die(1, "tpmlp-cuda: rank %d failed; stopping every rank", r);
+        });
     for (auto &th : threads) th.join();
-    int bad = 0;
-    for (int r = 0; r < j.p; r++) bad |= rc[r];
     for (auto &c : comms) c.ops->destroy(&c);
-    if (bad) return 1;
     tpmlp_mlp32 &t = *j.t;
     const size_t nd = (size_t)t.N * t.D;
     for (int r = 0; r < j.p; r++) place_shard(t, sh[r].host);
@@ -404,9 +404,11 @@ static int run_nccl_mpi(const job &j) {
     tpmlp_comm nc;
     if (comm_nccl_create(&nc, id, rank, size, device) != 0) return 1;
     dev_shard sh;
-    int rc = nccl_rank(j, rank, device, &nc, &sh);
+    if (nccl_rank(j, rank, device, &nc, &sh) != 0) { /* the other ranks may wait in a collective: stop them */
+        fprintf(stderr, "tpmlp: rank %d failed; stopping every rank\n", rank);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
     nc.ops->destroy(&nc);
-    if (rc != 0) return 1;
     if (size == 1)
         place_shard(*j.t, sh.host), memcpy(j.t->y, sh.host.y, sizeof(float) * j.t->N * j.t->D),
             memcpy(j.t->dx, sh.host.dx, sizeof(float) * j.t->N * j.t->D),

@@ -61,24 +61,6 @@ template <typename T> struct alignas(16) pack16 {
     T v[n];
 };
 
-// v2: each thread handles 16 bytes (4 floats or 8 bf16) of one row; F must
-// be a multiple of that, so a pack never crosses a row.
-template <typename T, int ACT> __global__ void bias_act_v2(T *h, T *a, T *dact, const T *b, size_t n, int F) {
-    using P = pack16<T>;
-    size_t i = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) * P::n;
-    if (i >= n) return;
-    P hv = *reinterpret_cast<const P *>(h + i), bv = *reinterpret_cast<const P *>(b + i % F), av, dv;
-#pragma unroll
-    for (int k = 0; k < P::n; k++) {
-        float v = to_f(hv.v[k]) + to_f(bv.v[k]), g, d;
-        act_both<ACT>(v, &g, &d);
-        hv.v[k] = from_f<T>(v), av.v[k] = from_f<T>(g), dv.v[k] = from_f<T>(d);
-    }
-    *reinterpret_cast<P *>(h + i) = hv;
-    *reinterpret_cast<P *>(a + i) = av;
-    if (dact) *reinterpret_cast<P *>(dact + i) = dv;
-}
-
 // act(x) and act'(x) by the CPU reference's code (act.h): GELU from a fitted
 // erfc that shares one exp with φ, all in FMAs, no branches.
 template <int ACT> __device__ __forceinline__ void act_both_ref(float x, float *g, float *d) {
@@ -107,17 +89,22 @@ template <int ACT> __device__ __forceinline__ void act_both_shared_exp(float x, 
     }
 }
 
-// v2's structure with a given activation routine: v3 the CPU reference's
-// code, v4 CUDA's erfcxf with the exp shared.
+// The activation of bias_act version V: 2 CUDA's erfcf and expf (act_both),
+// 3 the CPU reference's code (act.h), 4 erfcxf with the exp shared.
 template <int V, int ACT> __device__ __forceinline__ void act_version(float x, float *g, float *d) {
-    if (V == 3)
+    if (V == 2)
+        act_both<ACT>(x, g, d);
+    else if (V == 3)
         act_both_ref<ACT>(x, g, d);
     else
         act_both_shared_exp<ACT>(x, g, d);
 }
 
-// v3, v4: v2 with the activation computed another way (act_version).
-template <typename T, int ACT, int V> __global__ void bias_act_v34(T *h, T *a, T *dact, const T *b, size_t n, int F) {
+// v2, v3, v4: each thread handles 16 bytes (4 floats or 8 bf16) of one row;
+// F must be a multiple of that, so a pack never crosses a row. They differ
+// only in how the activation is computed (act_version).
+template <typename T, int ACT, int V>
+__global__ void bias_act_packed(T *h, T *a, T *dact, const T *b, size_t n, int F) {
     using P = pack16<T>;
     size_t i = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) * P::n;
     if (i >= n) return;
@@ -148,11 +135,11 @@ static int launch_bias_act(int version, void *h, void *a, void *dact, const void
         }
         const unsigned blocks = (unsigned)((n / per + threads - 1) / threads);
         if (version == 2)
-            bias_act_v2<T, ACT><<<blocks, threads, 0, s>>>((T *)h, (T *)a, (T *)dact, (const T *)b, n, F);
+            bias_act_packed<T, ACT, 2><<<blocks, threads, 0, s>>>((T *)h, (T *)a, (T *)dact, (const T *)b, n, F);
         else if (version == 3)
-            bias_act_v34<T, ACT, 3><<<blocks, threads, 0, s>>>((T *)h, (T *)a, (T *)dact, (const T *)b, n, F);
+            bias_act_packed<T, ACT, 3><<<blocks, threads, 0, s>>>((T *)h, (T *)a, (T *)dact, (const T *)b, n, F);
         else
-            bias_act_v34<T, ACT, 4><<<blocks, threads, 0, s>>>((T *)h, (T *)a, (T *)dact, (const T *)b, n, F);
+            bias_act_packed<T, ACT, 4><<<blocks, threads, 0, s>>>((T *)h, (T *)a, (T *)dact, (const T *)b, n, F);
     }
     return check(cudaGetLastError(), "bias_act launch");
 }
