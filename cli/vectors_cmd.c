@@ -263,6 +263,11 @@ int cmd_run(int argc, char **argv) {
     }
     if (stage == NULL || in == NULL || out == NULL)
         tpmlp_die(TPMLP_EXIT_USAGE, "run: --stage, VECTORS and -o are required (tpmlp run --help)");
+    const int gpu_stage = strcmp(stage, "cuda") == 0 || strcmp(stage, "nccl") == 0;
+    if (lt && !gpu_stage)
+        tpmlp_die(TPMLP_EXIT_USAGE, "--lt: only for the cuda and nccl stages (got --stage %s)", stage);
+    if (strcmp(launch, "mpi") != 0 && strcmp(stage, "nccl") != 0)
+        tpmlp_die(TPMLP_EXIT_USAGE, "--launch: only for the nccl stage (got --stage %s)", stage);
     args_apply_threads(&s);
     char err[512] = "";
     int rc, root = 1;
