@@ -70,16 +70,21 @@ static void nccl_destroy(tpmlp_comm *c) {
 static const tpmlp_comm_ops nccl_ops = {"nccl",       nccl_allreduce, nccl_allgather, nccl_reduce_scatter,
                                         nccl_barrier, nccl_destroy};
 
-int comm_nccl_create(tpmlp_comm *c, const void *unique_id, int rank, int size, int device) {
+// A rank's state on its device, made current (the communicator, made next,
+// binds to the current device), with its stream; NULL after one line.
+static nccl_impl *impl_on_device(int rank, int device) {
     nccl_impl *im = (nccl_impl *)calloc(1, sizeof *im);
-    if (im == NULL) return -1;
-    cudaError_t e = cudaSetDevice(device); // before the communicator: it binds to the current device
+    cudaError_t e = im ? cudaSetDevice(device) : cudaErrorMemoryAllocation;
     if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&im->stream, cudaStreamNonBlocking);
-    if (e != cudaSuccess) {
-        fprintf(stderr, "tpmlp: rank %d: comm nccl: device %d: %s\n", rank, device, cudaGetErrorString(e));
-        free(im);
-        return -1;
-    }
+    if (e == cudaSuccess) return im;
+    fprintf(stderr, "tpmlp: rank %d: comm nccl: device %d: %s\n", rank, device, cudaGetErrorString(e));
+    free(im);
+    return NULL;
+}
+
+int comm_nccl_create(tpmlp_comm *c, const void *unique_id, int rank, int size, int device) {
+    nccl_impl *im = impl_on_device(rank, device);
+    if (im == NULL) return -1;
     ncclUniqueId id;
     memcpy(&id, unique_id, sizeof id);
     ncclResult_t r = ncclCommInitRank(&im->comm, size, id, rank);
@@ -102,17 +107,7 @@ int comm_nccl_create_local(tpmlp_comm *comms, int size, const int *devices) {
     }
     for (int k = 0; k < size; k++) comms[k] = (tpmlp_comm){&nccl_ops, k, size, NULL};
     int made = 0; /* ranks with their impl and stream */
-    for (; made < size; made++) {
-        nccl_impl *im = (nccl_impl *)calloc(1, sizeof *im);
-        cudaError_t e = im ? cudaSetDevice(devices[made]) : cudaErrorMemoryAllocation;
-        if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&im->stream, cudaStreamNonBlocking);
-        if (e != cudaSuccess) {
-            fprintf(stderr, "tpmlp: rank %d: comm nccl: device %d: %s\n", made, devices[made], cudaGetErrorString(e));
-            free(im);
-            break;
-        }
-        comms[made].impl = im;
-    }
+    while (made < size && (comms[made].impl = impl_on_device(made, devices[made])) != NULL) made++;
     // one thread creating every rank: inside a group, or the first
     // ncclCommInitRank would wait for the others forever
     if (made == size) {

@@ -144,13 +144,12 @@ enum variant { OURS, LT, GEMMS_ONLY };
 // at the kernel's last version); each falls back to a lower one where the row
 // length is not a whole number of 16-byte packs.
 static int kernel_choice = 0; /* 0: the fastest; else --kernels V */
-static int fits_pack(kernel_dtype dt, int n) { return n % (dt == KDT_F32 ? 4 : 8) == 0; }
 static int fwd_version(kernel_dtype dt, int n) {
-    return fits_pack(dt, n) ? (kernel_choice ? std::min(kernel_choice, BIAS_ACT_VERSIONS) : 4) : 1;
+    return kernel_fits_pack(dt, n) ? (kernel_choice ? std::min(kernel_choice, BIAS_ACT_VERSIONS) : 4) : 1;
 }
 static int bwd_version(kernel_dtype dt, int n) {
     const int v = kernel_choice ? std::min(kernel_choice, ACT_BWD_VERSIONS) : 3;
-    return fits_pack(dt, n) ? v : std::min(v, 2);
+    return kernel_fits_pack(dt, n) ? v : std::min(v, 2);
 }
 
 // One forward + backward on the compute stream (0). OURS: cuBLAS GEMMs and
@@ -258,14 +257,30 @@ struct dev_shard {
     int version;
 };
 
-static dev_shard shard_upload(const tpmlp_mlp32 &t, int F, int p, int r, kernel_dtype dt, void *x, void *b2, void *dy) {
+// What every shard on a device shares: X, dY and b2 in the storage type.
+struct shared_in {
+    void *x, *b2, *dy;
+};
+
+static shared_in shared_upload(const tpmlp_mlp32 &t, kernel_dtype dt) {
+    const size_t nd = (size_t)t.N * t.D;
+    return {kh_upload(t.x, nd, dt), kh_upload(t.b2, t.D, dt), kh_upload(t.dy, nd, dt)};
+}
+
+static void shared_free(shared_in &in) {
+    CUDA_OK(cudaFree(in.x));
+    CUDA_OK(cudaFree(in.b2));
+    CUDA_OK(cudaFree(in.dy));
+}
+
+static dev_shard shard_upload(const tpmlp_mlp32 &t, int p, int r, kernel_dtype dt, const shared_in &in) {
     dev_shard s;
-    tp_shard_alloc(&s.host, t.N, t.D, F, p, r, t.act);
+    tp_shard_alloc(&s.host, t.N, t.D, t.F, p, r, t.act);
     tp_shard_from_full(&s.host, t.x, t.w1, t.b1, t.w2, t.b2, t.dy);
     const int N = t.N, D = t.D, Fr = s.host.Fr;
     const size_t nd = (size_t)N * D, nr = (size_t)N * Fr, rd = (size_t)Fr * D;
     s.version = fwd_version(dt, Fr);
-    s.b.x = x, s.b.dy = dy, s.b.b2 = b2;
+    s.b.x = in.x, s.b.dy = in.dy, s.b.b2 = in.b2;
     s.b.w1 = kh_upload(s.host.w1, rd, dt), s.b.b1 = kh_upload(s.host.b1, Fr, dt), s.b.w2 = kh_upload(s.host.w2, rd, dt);
     s.b.h = kh_alloc(nr, dt), s.b.a = kh_alloc(nr, dt), s.b.dact = kh_alloc(nr, dt), s.b.dh = kh_alloc(nr, dt);
     s.b.y = kh_alloc(nd, dt), s.b.dx = kh_alloc(nd, dt), s.b.dw1 = kh_alloc(rd, dt), s.b.dw2 = kh_alloc(rd, dt);
@@ -325,23 +340,21 @@ static int nccl_rank(const job &j, int r, int device, tpmlp_comm *comm, dev_shar
     const kernel_dtype dt = j.m.dt;
     CUDA_OK(cudaSetDevice(device)); /* per thread: each rank drives its own GPU */
     gpu g = gpu_open(j.m);
-    void *x = kh_upload(t.x, nd, dt), *b2 = kh_upload(t.b2, t.D, dt), *dy = kh_upload(t.dy, nd, dt);
-    *sh = shard_upload(t, t.F, j.p, r, dt, x, b2, dy);
+    shared_in in = shared_upload(t, dt);
+    *sh = shard_upload(t, j.p, r, dt, in);
     step(g, sh->b, t.N, t.D, sh->host.Fr, t.act, sh->version, j.lt ? LT : OURS); // the partial Y and dX
     // the communicator's stream does not wait for the compute stream: the
     // buffers must be complete before the collective is called
     CUDA_OK(cudaDeviceSynchronize());
     if (comm->ops->allreduce(comm, sh->b.y, nd, COMM_F32) || comm->ops->allreduce(comm, sh->b.dx, nd, COMM_F32))
         return -1;
-    KERNEL_OK(kernel_bias_add(dt, sh->b.y, b2, t.N, t.D, 0)); // b2 once, after the sum
+    KERNEL_OK(kernel_bias_add(dt, sh->b.y, in.b2, t.N, t.D, 0)); // b2 once, after the sum
     CUDA_OK(cudaDeviceSynchronize());
     shard_download(*sh, dt, j.lt);
     kh_download(sh->host.y, sh->b.y, nd, dt), kh_download(sh->host.dx, sh->b.dx, nd, dt);
     kh_download(sh->host.db2, sh->b.db2, t.D, KDT_F32);
     shard_free_device(*sh);
-    CUDA_OK(cudaFree(x));
-    CUDA_OK(cudaFree(b2));
-    CUDA_OK(cudaFree(dy));
+    shared_free(in);
     gpu_close(g);
     return 0;
 }
@@ -409,12 +422,7 @@ static int run_nccl_mpi(const job &j) {
         MPI_Abort(MPI_COMM_WORLD, 1);
     }
     nc.ops->destroy(&nc);
-    if (size == 1)
-        place_shard(*j.t, sh.host), memcpy(j.t->y, sh.host.y, sizeof(float) * j.t->N * j.t->D),
-            memcpy(j.t->dx, sh.host.dx, sizeof(float) * j.t->N * j.t->D),
-            memcpy(j.t->db2, sh.host.db2, sizeof(float) * j.t->D);
-    else if (tp_gather_outputs(&sh.host, &host_comm, rank == 0 ? j.t : NULL) != 0)
-        return 1;
+    if (tp_gather_outputs(&sh.host, &host_comm, rank == 0 ? j.t : NULL) != 0) return 1; /* any size, 1 too */
     tp_shard_free(&sh.host);
     host_comm.ops->destroy(&host_comm);
     return rank == 0 ? 0 : -1; /* -1: not the rank that writes */
@@ -428,23 +436,21 @@ static int run_one_gpu(const job &j) {
     const size_t nd = (size_t)t.N * t.D;
     const kernel_dtype dt = j.m.dt;
     gpu g = gpu_open(j.m);
-    void *x = kh_upload(t.x, nd, dt), *b2 = kh_upload(t.b2, t.D, dt), *dy = kh_upload(t.dy, nd, dt);
+    shared_in in = shared_upload(t, dt);
     std::vector<dev_shard> sh;
-    for (int r = 0; r < j.p; r++) sh.push_back(shard_upload(t, t.F, j.p, r, dt, x, b2, dy));
+    for (int r = 0; r < j.p; r++) sh.push_back(shard_upload(t, j.p, r, dt, in));
     for (auto &s : sh) step(g, s.b, t.N, t.D, s.host.Fr, t.act, s.version, j.lt ? LT : OURS); // partial Y and dX
     for (size_t k = 1; k < sh.size(); k++) { // the local sum over shards, in rank order
         KERNEL_OK(kernel_add(dt, sh[0].b.y, sh[k].b.y, nd, 0));
         KERNEL_OK(kernel_add(dt, sh[0].b.dx, sh[k].b.dx, nd, 0));
     }
-    KERNEL_OK(kernel_bias_add(dt, sh[0].b.y, b2, t.N, t.D, 0)); // b2 once, after the sum
+    KERNEL_OK(kernel_bias_add(dt, sh[0].b.y, in.b2, t.N, t.D, 0)); // b2 once, after the sum
     CUDA_OK(cudaDeviceSynchronize());
     for (auto &s : sh) shard_download(s, dt, j.lt), place_shard(t, s.host);
     kh_download(t.y, sh[0].b.y, nd, dt), kh_download(t.dx, sh[0].b.dx, nd, dt);
     kh_download(t.db2, sh[0].b.db2, t.D, KDT_F32);
     for (auto &s : sh) shard_free_device(s), tp_shard_free(&s.host);
-    CUDA_OK(cudaFree(x));
-    CUDA_OK(cudaFree(b2));
-    CUDA_OK(cudaFree(dy));
+    shared_free(in);
     gpu_close(g);
     return 0;
 }
@@ -539,9 +545,7 @@ int main(int argc, char **argv) {
     }
     if (bench_dims[0]) {
         gpu g = gpu_open(m);
-        const size_t nd = (size_t)N * D;
-        void *x = kh_upload(t.x, nd, m.dt), *b2 = kh_upload(t.b2, D, m.dt), *dy = kh_upload(t.dy, nd, m.dt);
-        dev_shard one = shard_upload(t, F, 1, 0, m.dt, x, b2, dy);
+        dev_shard one = shard_upload(t, 1, 0, m.dt, shared_upload(t, m.dt));
         bench(g, one.b, N, D, F, t.act, one.version, lt, dtype);
         return 0;
     }

@@ -176,10 +176,9 @@ int main(int argc, char **argv) {
     printf("1..%d\n", nshapes * 2 * (BIAS_ACT_VERSIONS * TPMLP_NUM_ACTS + ACT_BWD_VERSIONS * 2));
     for (auto &sh : shapes)
         for (int dt = 0; dt < 2; dt++) {
-            const int pack = dt == KDT_F32 ? 4 : 8; /* bias_act v2, v3 and act_bwd v3 move whole 16-byte packs */
             for (int v = 1; v <= BIAS_ACT_VERSIONS; v++)
                 for (int act = 0; act < TPMLP_NUM_ACTS; act++) {
-                    if (v >= 2 && sh[1] % pack != 0) {
+                    if (v >= 2 && !kernel_fits_pack((kernel_dtype)dt, sh[1])) {
                         printf("ok %d - bias_act v%d F = %d # SKIP F not a multiple of the pack\n", ++ntest, v, sh[1]);
                         continue;
                     }
@@ -187,7 +186,7 @@ int main(int argc, char **argv) {
                 }
             for (int v = 1; v <= ACT_BWD_VERSIONS; v++)
                 for (int with = 1; with >= 0; with--) {
-                    if (v == 3 && sh[1] % pack != 0) {
+                    if (v == 3 && !kernel_fits_pack((kernel_dtype)dt, sh[1])) {
                         printf("ok %d - act_bwd v3 F = %d # SKIP F not a multiple of the pack\n", ++ntest, sh[1]);
                         continue;
                     }

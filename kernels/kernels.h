@@ -38,6 +38,10 @@ int kernel_add(kernel_dtype dt, void *y, const void *x, size_t n, cudaStream_t s
 /* y = y + b on every row: y (N·D, dt), b (D, dt). */
 int kernel_bias_add(kernel_dtype dt, void *y, const void *b, int N, int D, cudaStream_t stream);
 
+/* Rows of n values of dt are whole 16-byte packs (4 floats, 8 bf16): what
+ * bias_act v2-v4 and act_bwd v3 need. */
+static inline int kernel_fits_pack(kernel_dtype dt, int n) { return n % (dt == KDT_F32 ? 4 : 8) == 0; }
+
 #define BIAS_ACT_VERSIONS 4
 #define ACT_BWD_VERSIONS 3
 
