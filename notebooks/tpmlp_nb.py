@@ -11,6 +11,8 @@ sys.path.insert(0, os.path.join(ROOT, "examples"))
 from tpmlp_vectors import load  # noqa: E402  (the 40-line numpy reader)
 
 TPMLP = os.path.join(ROOT, "tpmlp")
+CUDA = os.path.join(ROOT, "tpmlp-cuda")
+GPU_LOGS = os.path.join(ROOT, "docs", "gpu-runs", "2026-11-26-h200-run5")  # the H200 run docs/ quotes
 WORK = tempfile.mkdtemp(prefix="tpmlp-nb-")
 MPIEXEC = shutil.which("mpiexec.openmpi") or shutil.which("mpiexec")
 
@@ -59,3 +61,9 @@ def tp_slice(F, p, r):
     q, rem = divmod(F, p)
     f0 = r * q + min(r, rem)
     return f0, q + (1 if r < rem else 0)
+
+
+def gpu_here():
+    """True where tpmlp-cuda is built and finds a GPU (without one it exits 77)."""
+    return os.access(CUDA, os.X_OK) and subprocess.run([CUDA, "--bench", "8", "8", "8"],
+                                                       capture_output=True).returncode != 77
