@@ -85,3 +85,29 @@ void args_apply_threads(const tpmlp_shape_args *s) {
     openblas_set_num_threads(s->threads);
     omp_set_num_threads(s->threads);
 }
+
+int args_rank_flag(tpmlp_rank_args *r, int argc, char **argv, int *i) {
+    const char *f = argv[*i], *v = *i + 1 < argc ? argv[*i + 1] : NULL;
+    if (strcmp(f, "--tp") == 0)
+        r->tp = args_positive_int(f, v);
+    else if (strcmp(f, "--rank") == 0) {
+        unsigned long long k = args_u64(f, v);
+        if (k > INT_MAX) tpmlp_die(TPMLP_EXIT_USAGE, "--rank: '%s' is not a rank (0 to P-1)", v);
+        r->rank = (int)k;
+    } else if (strcmp(f, "--split") == 0) {
+        if (v == NULL || tpmlp_split_parse(v, &r->split) != 0)
+            tpmlp_die(TPMLP_EXIT_USAGE, "--split: expected balanced or chunk, got '%s'", v ? v : "nothing");
+    } else
+        return 0;
+    (*i)++;
+    return 1;
+}
+
+void args_rank_finish(const tpmlp_rank_args *r) {
+    if (r->tp && r->rank < 0)
+        tpmlp_die(TPMLP_EXIT_USAGE, "--tp %d: give the rank too (--rank R, 0 to %d)", r->tp, r->tp - 1);
+    if (!r->tp && r->rank >= 0)
+        tpmlp_die(TPMLP_EXIT_USAGE, "--rank %d: give the number of ranks too (--tp P)", r->rank);
+    if (r->tp && r->rank >= r->tp)
+        tpmlp_die(TPMLP_EXIT_USAGE, "--rank %d: out of range for --tp %d (0 to %d)", r->rank, r->tp, r->tp - 1);
+}

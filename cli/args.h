@@ -4,6 +4,7 @@
 #define TPMLP_ARGS_H
 
 #include "mlp.h"
+#include "vectors.h"
 
 /* The shape flags every sub-command spells the same way. */
 typedef struct {
@@ -27,6 +28,15 @@ int args_shape_flag(tpmlp_shape_args *s, int argc, char **argv, int *i);
 /* Fills defaults (ffn = 4·hidden) and checks that N = batch·seq and the
  * tensor sizes fit; dies naming the flags otherwise. Returns N. */
 int args_shape_finish(tpmlp_shape_args *s);
+
+/* --tp P --rank R --split S, for gen and check (tp 0: not given). */
+typedef struct {
+    int tp, rank;
+    tpmlp_split split;
+} tpmlp_rank_args;
+int args_rank_flag(tpmlp_rank_args *r, int argc, char **argv, int *i);
+/* --tp and --rank come together; dies naming the flag otherwise. */
+void args_rank_finish(const tpmlp_rank_args *r);
 
 /* Applies --threads to OpenBLAS and OpenMP. */
 void args_apply_threads(const tpmlp_shape_args *s);

@@ -1,5 +1,7 @@
 /* tpmlp: the command-line entry point. Each sub-command lives in its own file
  * and has --help. */
+#include "config.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -21,7 +23,8 @@ static const struct {
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
 static void usage(FILE *out) {
-    fprintf(out, "usage: tpmlp COMMAND [OPTIONS]   (tpmlp COMMAND --help for its options)\n\ncommands:\n");
+    fprintf(out, "usage: tpmlp COMMAND [OPTIONS]   (tpmlp COMMAND --help for its options)\n"
+                 "       tpmlp --version\n\ncommands:\n");
     for (size_t i = 0; i < NCOMMANDS; i++) fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].what);
 }
 
@@ -29,6 +32,10 @@ int main(int argc, char **argv) {
     if (argc < 2) {
         fputs("tpmlp: missing command (tpmlp --help lists them)\n", stderr);
         return TPMLP_EXIT_USAGE;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("tpmlp %s\n", PACKAGE_VERSION);
+        return 0;
     }
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
         usage(stdout);

@@ -1,4 +1,6 @@
 /* tpmlp gen, info, check: the vector files and the comparison against them. */
+#include "config.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,19 +19,24 @@
 
 static const char gen_usage[] =
     "usage: tpmlp gen --batch B --seq T --hidden D [--ffn F] [--act gelu|gelu_tanh|relu] [--seed S] -o FILE\n"
+    "                 [--tp P --rank R [--split balanced|chunk]]\n"
     "Writes a test-vector file (safetensors): the float32 inputs and the float64 reference\n"
     "outputs, byte for byte the same on every machine. Names and shapes: docs/vectors.md.\n"
-    "  --ffn default 4 × hidden, --act default gelu, --seed default 0, --threads N (same bytes)\n";
+    "  --ffn default 4 × hidden, --act default gelu, --seed default 0, --threads N (same bytes)\n"
+    "  --tp P --rank R: rank R's inputs only (x, dy, linear_fc2.bias whole; its rows of\n"
+    "  linear_fc1.weight and .bias, its columns of linear_fc2.weight), F cut by --split:\n"
+    "  balanced (default: the first F mod P ranks one larger) or chunk (torch.chunk, DTensor)\n";
 
 int cmd_gen(int argc, char **argv) {
     tpmlp_shape_args s = {.act = TPMLP_GELU, .seed = 0};
     const char *out = NULL;
+    tpmlp_rank_args ra = {0, -1, TPMLP_SPLIT_BALANCED};
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0) {
             fputs(gen_usage, stdout);
             return 0;
         }
-        if (args_shape_flag(&s, argc, argv, &i)) continue;
+        if (args_shape_flag(&s, argc, argv, &i) || args_rank_flag(&ra, argc, argv, &i)) continue;
         if (strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "--output") == 0) {
             if (i + 1 >= argc) tpmlp_die(TPMLP_EXIT_USAGE, "%s: missing file name", argv[i]);
             out = argv[++i];
@@ -41,8 +48,14 @@ int cmd_gen(int argc, char **argv) {
         tpmlp_die(TPMLP_EXIT_USAGE, "gen: --batch, --seq, --hidden and -o are required (tpmlp gen --help)");
     args_shape_finish(&s);
     args_apply_threads(&s); /* the threads only share out the work: the bytes are the same */
+    args_rank_finish(&ra);
     tpmlp_vec_dims d = {s.batch, s.seq, s.hidden, s.ffn, s.act, s.seed};
     char err[512];
+    if (ra.tp) {
+        if (tpmlp_vec_generate_rank(out, &d, ra.tp, ra.rank, ra.split, err, sizeof err) != 0)
+            tpmlp_die(TPMLP_EXIT_USAGE, "gen: %s", err);
+        return 0;
+    }
     if (tpmlp_vec_generate(out, &d, err, sizeof err) != 0) tpmlp_die(1, "%s", err);
     return 0;
 }
@@ -80,17 +93,25 @@ int cmd_info(int argc, char **argv) {
 }
 
 static const char check_usage[] =
-    "usage: tpmlp check [--dtype fp32|tf32|bf16|fp16] [--dump FILE] VECTORS THEIRS\n"
+    "usage: tpmlp check [--dtype fp32|tf32|bf16|fp16] [--tp P --rank R [--split balanced|chunk]]\n"
+    "                   [--json | -q] [--dump FILE] VECTORS THEIRS\n"
     "Compares every output tensor in THEIRS (safetensors; F32, F64, BF16 or F16; the names of\n"
-    "docs/vectors.md) with the float64 reference in VECTORS, element by element, within a\n"
-    "bound from rounding-error analysis for arithmetic of --dtype's unit round-off (default fp32).\n"
-    "--dump FILE writes, per element, |theirs - reference| / bound (NAME) and the bound (NAME.bound).\n"
+    "docs/vectors.md) with the float64 reference in VECTORS, element by element, within the\n"
+    "bound of tpmlp's error model for arithmetic in --dtype (default fp32): docs/vectors.md.\n"
+    "  --tp P --rank R   THEIRS holds rank R's tensors: h, a, and the fc1/fc2 weight and bias\n"
+    "                    gradients cut to its block of F; y, dx, linear_fc2.bias.grad whole;\n"
+    "                    and y.partial, dx.partial, its sums before the all-reduce, if present\n"
+    "  --split S         how F is cut: balanced (default: the first F mod P ranks one larger)\n"
+    "                    or chunk (torch.chunk, DTensor: ceil(F/P) each, the last smaller)\n"
+    "  --json            one JSON object: per tensor the max |err|, budget used, worst index,\n"
+    "                    verdict; the verdict, dtype, u, lambda and the tpmlp version\n"
+    "  -q                print only the verdict line\n"
+    "  --dump FILE       per element |theirs - reference| / bound (NAME) and the bound (NAME.bound)\n"
     "Exit 0: every tensor present passes; 1: some tensor fails (or none is present); 2: bad input.\n";
 
-/* "[n, f]" for flat index k of an output tensor */
-static void index_str(char *buf, size_t len, tpmlp_vec_id id, const tpmlp_vec_dims *d, uint64_t k) {
-    uint64_t shape[ST_MAX_DIMS], idx[ST_MAX_DIMS];
-    int nd = tpmlp_vec_shape(id, d, shape);
+/* "[n, f]" for flat index k of a tensor of the given shape */
+static void index_str(char *buf, size_t len, const uint64_t *shape, int nd, uint64_t k) {
+    uint64_t idx[ST_MAX_DIMS];
     for (int i = nd - 1; i >= 0; i--) idx[i] = k % shape[i], k /= shape[i];
     size_t at = (size_t)snprintf(buf, len, "[");
     for (int i = 0; i < nd && at < len; i++)
@@ -98,67 +119,177 @@ static void index_str(char *buf, size_t len, tpmlp_vec_id id, const tpmlp_vec_di
     if (at < len) snprintf(buf + at, len - at, "]");
 }
 
-/* Checks THEIRS against VECTORS and prints the table; returns 0 (all pass)
- * or 1; bad input ends the program with 2. */
-static int report_check(const char *vec_path, const char *theirs_path, const char *dtype, const char *dump) {
-    const char *files[2] = {vec_path, theirs_path};
-    st_file vec, theirs;
-    open_or_die(&vec, files[0]);
-    open_or_die(&theirs, files[1]);
-    tpmlp_check_row rows[TPMLP_CHECK_OUTPUTS];
-    char err[512];
-    tpmlp_vec_dims d;
-    if (tpmlp_vec_read_dims(&vec, &d, err, sizeof err) != 0 ||
-        tpmlp_check_dump(rows, &vec, &theirs, tpmlp_dtype_u(dtype), dump, err, sizeof err) != 0)
-        tpmlp_die(TPMLP_EXIT_USAGE, "%s", err);
-    printf("check %s against %s: B=%d T=%d D=%d F=%d act=%s, --dtype %s (u = 2^%d), bound λ·√K·u·Σ|terms|, λ=%g\n",
-           files[1], files[0], d.B, d.T, d.D, d.F, tpmlp_act_name(d.act), dtype, (int)log2(tpmlp_dtype_u(dtype)),
-           TPMLP_LAMBDA);
-    printf("  %-24s %-5s %10s %10s  %-14s %s\n", "tensor", "dtype", "max |err|", "budget", "worst element", "");
-    int all = 1, present = 0;
-    for (int i = 0; i < TPMLP_CHECK_OUTPUTS; i++) {
-        if (!rows[i].present) continue;
-        present++;
-        char where[64];
-        index_str(where, sizeof where, rows[i].id, &d, rows[i].worst);
-        printf("  %-24s %-5s %10.3e %9.1f%%  %-14s %s\n", tpmlp_vec_specs[rows[i].id].name,
-               st_dtype_name(rows[i].dtype), rows[i].max_abs_err, 100 * rows[i].used, where,
-               rows[i].pass ? "PASS" : "FAIL");
-        if (!rows[i].pass)
-            printf("      worst: got %.9g, reference %.9g, bound %.3g%s\n", rows[i].worst_got, rows[i].worst_ref,
-                   rows[i].worst_bound, isfinite(rows[i].worst_got) ? "" : " (NaN or Inf never passes)");
-        all &= rows[i].pass;
+/* A share of the budget, at most 9 characters wide: "12.3%", "2.1e+06%", "NaN/Inf". */
+static void budget_str(char *buf, size_t len, double used) {
+    if (!isfinite(used))
+        snprintf(buf, len, "NaN/Inf");
+    else if (100 * used < 1e5)
+        snprintf(buf, len, "%.1f%%", 100 * used);
+    else
+        snprintf(buf, len, "%.1e%%", 100 * used);
+}
+
+static void json_str(const char *s) { /* names and paths: escape what JSON requires */
+    putchar('"');
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            printf("\\%c", *s);
+        else if ((unsigned char)*s < 0x20)
+            printf("\\u%04x", *s);
+        else
+            putchar(*s);
+    }
+    putchar('"');
+}
+
+static void json_num(double v) { /* JSON has no NaN or Inf */
+    if (isfinite(v))
+        printf("%.9g", v);
+    else
+        printf("null");
+}
+
+static void print_json(const tpmlp_check_result *res, const st_file *theirs, const char *vec_path,
+                       const tpmlp_check_opts *o) {
+    printf("{\"tpmlp_version\": \"%s\", \"verdict\": \"%s\", \"dtype\": \"%s\", \"u\": %.9g, \"lambda\": %g, ",
+           PACKAGE_VERSION, res->pass ? "PASS" : "FAIL", o->fmt->name, o->fmt->u, TPMLP_LAMBDA);
+    printf("\"vectors\": "), json_str(vec_path), printf(", \"theirs\": "), json_str(theirs->path);
+    if (o->tp)
+        printf(", \"tp\": %d, \"rank\": %d, \"split\": \"%s\", \"slice\": [%d, %d]", o->tp, o->rank,
+               tpmlp_split_name(o->split), res->f0, res->f1);
+    else
+        printf(", \"tp\": null, \"rank\": null");
+    printf(", \"checked\": %d, \"tensors\": [", res->present);
+    int first = 1;
+    for (int i = 0; i < C_COUNT; i++) {
+        const tpmlp_check_row *r = &res->rows[i];
+        if (!r->present) continue;
+        printf("%s\n  {\"name\": \"%s\", \"dtype\": \"%s\", \"shape\": [", first ? "" : ",", tpmlp_check_specs[i].name,
+               st_dtype_name(r->dtype));
+        for (int k = 0; k < r->ndim; k++) printf("%s%llu", k ? ", " : "", (unsigned long long)r->shape[k]);
+        printf("], \"n\": %llu, \"max_abs_err\": ", (unsigned long long)r->n), json_num(r->max_abs_err);
+        printf(", \"budget_used\": "), json_num(r->used);
+        printf(", \"worst_index\": [");
+        uint64_t k = r->worst, idx[ST_MAX_DIMS];
+        for (int d = r->ndim - 1; d >= 0; d--) idx[d] = k % r->shape[d], k /= r->shape[d];
+        for (int d = 0; d < r->ndim; d++) printf("%s%llu", d ? ", " : "", (unsigned long long)idx[d]);
+        printf("], \"got\": "), json_num(r->worst_got), printf(", \"reference\": "), json_num(r->worst_ref);
+        printf(", \"bound\": "), json_num(r->worst_bound);
+        if (isfinite(r->beta_noise))
+            printf(", \"form_beta\": "), json_num(r->beta), printf(", \"form_noise\": "), json_num(r->beta_noise);
+        printf(", \"verdict\": \"%s\"", r->pass ? "PASS" : "FAIL");
+        if (r->note[0]) printf(", \"note\": "), json_str(r->note);
+        printf("}");
+        first = 0;
+    }
+    printf("],\n \"not_provided\": [");
+    first = 1;
+    for (int i = 0; i < C_COUNT; i++)
+        if (!res->rows[i].present && (tpmlp_check_specs[i].vec >= 0 || o->tp))
+            printf("%s\"%s\"", first ? "" : ", ", tpmlp_check_specs[i].name), first = 0;
+    printf("], \"ignored\": [");
+    first = 1;
+    for (int i = 0; i < theirs->ntensors; i++) {
+        int known = 0;
+        for (int k = 0; k < C_COUNT; k++)
+            known |= strcmp(theirs->tensors[i].name, tpmlp_check_specs[k].name) == 0 &&
+                     (tpmlp_check_specs[k].vec >= 0 || o->tp);
+        if (!known) printf("%s", first ? "" : ", "), json_str(theirs->tensors[i].name), first = 0;
+    }
+    printf("]}\n");
+}
+
+static void print_table(const tpmlp_check_result *res, const st_file *theirs, const char *vec_path,
+                        const tpmlp_check_opts *o) {
+    const tpmlp_vec_dims *d = &res->dims;
+    printf("check %s against %s: B=%d T=%d D=%d F=%d act=%s, --dtype %s (u = 2^%d), λ=%g\n", theirs->path, vec_path,
+           d->B, d->T, d->D, d->F, tpmlp_act_name(d->act), o->fmt->name, (int)log2(o->fmt->u), TPMLP_LAMBDA);
+    if (o->tp)
+        printf("rank %d of %d (%s split): columns [%d, %d) of F, %d of %d\n", o->rank, o->tp,
+               tpmlp_split_name(o->split), res->f0, res->f1, res->f1 - res->f0, d->F);
+    printf("  %-24s %-5s %10s %9s  %-14s %s\n", "tensor", "dtype", "max |err|", "budget", "worst element", "");
+    for (int i = 0; i < C_COUNT; i++) {
+        const tpmlp_check_row *r = &res->rows[i];
+        if (!r->present) continue;
+        char where[64], budget[24];
+        index_str(where, sizeof where, r->shape, r->ndim, r->worst);
+        budget_str(budget, sizeof budget, r->used);
+        printf("  %-24s %-5s %10.3e %9s  %-14s %s\n", tpmlp_check_specs[i].name, st_dtype_name(r->dtype),
+               r->max_abs_err, budget, where, r->pass ? "PASS" : "FAIL");
+        if (r->used > 1.0)
+            printf("      worst: got %.9g, reference %.9g, bound %.3g%s\n", r->worst_got, r->worst_ref, r->worst_bound,
+                   isfinite(r->worst_got) ? "" : " (NaN or Inf never passes)");
+        if (r->note[0]) printf("      %s\n", r->note);
     }
     int missing = 0;
-    for (int i = 0; i < TPMLP_CHECK_OUTPUTS; i++)
-        if (!rows[i].present) printf("%s%s", missing++ ? ", " : "  not provided: ", tpmlp_vec_specs[rows[i].id].name);
+    for (int i = 0; i < C_COUNT; i++)
+        if (!res->rows[i].present && (tpmlp_check_specs[i].vec >= 0 || o->tp))
+            printf("%s%s", missing++ ? ", " : "  not provided: ", tpmlp_check_specs[i].name);
     if (missing) printf("\n");
-    for (int i = 0; i < theirs.ntensors; i++) {
-        int known = 0;
-        for (int k = 0; k < V_COUNT; k++) known |= strcmp(theirs.tensors[i].name, tpmlp_vec_specs[k].name) == 0;
-        if (!known) printf("  ignored (not a vector name): %s\n", theirs.tensors[i].name);
+    for (int i = 0; i < theirs->ntensors; i++) {
+        int known = 0, partial = 0;
+        for (int k = 0; k < C_COUNT; k++)
+            if (strcmp(theirs->tensors[i].name, tpmlp_check_specs[k].name) == 0)
+                known |= tpmlp_check_specs[k].vec >= 0 || o->tp, partial |= tpmlp_check_specs[k].vec < 0;
+        if (!known)
+            printf("  ignored (%s): %s\n", partial ? "checked only with --tp --rank" : "not a vector name",
+                   theirs->tensors[i].name);
     }
-    if (present == 0)
-        printf("FAIL: %s holds none of the output tensors\n", files[1]);
+}
+
+static void print_verdict(const tpmlp_check_result *res, const char *theirs_path, const tpmlp_check_opts *o) {
+    if (res->present == 0)
+        printf("FAIL: %s holds none of the output tensors\n", theirs_path);
+    else if (o->tp)
+        printf("%s: rank %d of %d, %d tensors checked\n", res->pass ? "PASS" : "FAIL", o->rank, o->tp, res->present);
     else
-        printf("%s: %d of %d tensors checked\n", all ? "PASS" : "FAIL", present, TPMLP_CHECK_OUTPUTS);
+        printf("%s: %d of %d tensors checked\n", res->pass ? "PASS" : "FAIL", res->present, V_COUNT - V_FIRST_OUTPUT);
+}
+
+/* Checks THEIRS against VECTORS and prints the table (or JSON, or the verdict
+ * alone); returns 0 (all pass) or 1; bad input ends the program with 2. */
+static int report_check(const char *vec_path, const char *theirs_path, const tpmlp_check_opts *o, const char *dump,
+                        int mode) {
+    st_file vec, theirs;
+    open_or_die(&vec, vec_path);
+    open_or_die(&theirs, theirs_path);
+    tpmlp_check_result res;
+    char err[512];
+    if (tpmlp_check(&res, &vec, &theirs, o, dump, err, sizeof err) != 0) tpmlp_die(TPMLP_EXIT_USAGE, "%s", err);
+    if (mode == 'j')
+        print_json(&res, &theirs, vec_path, o);
+    else {
+        if (mode != 'q') print_table(&res, &theirs, vec_path, o);
+        print_verdict(&res, theirs_path, o);
+    }
     st_close(&vec), st_close(&theirs);
-    return present > 0 && all ? 0 : 1;
+    return res.present > 0 && res.pass ? 0 : 1;
+}
+
+static const tpmlp_format *dtype_or_die(const char *v) {
+    if (v == NULL) tpmlp_die(TPMLP_EXIT_USAGE, "--dtype: missing value (allowed: fp32, tf32, bf16, fp16)");
+    const tpmlp_format *f = tpmlp_format_find(v);
+    if (f == NULL) tpmlp_die(TPMLP_EXIT_USAGE, "--dtype: '%s' is not one of fp32, tf32, bf16, fp16", v);
+    return f;
 }
 
 int cmd_check(int argc, char **argv) {
-    const char *dtype = "fp32", *files[2] = {NULL, NULL}, *dump = NULL;
-    int nfiles = 0;
+    const char *files[2] = {NULL, NULL}, *dump = NULL;
+    tpmlp_check_opts o = {tpmlp_format_find("fp32"), 0, 0, TPMLP_SPLIT_BALANCED};
+    tpmlp_rank_args ra = {0, -1, TPMLP_SPLIT_BALANCED};
+    int nfiles = 0, mode = 't';
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0) {
             fputs(check_usage, stdout);
             return 0;
         }
+        if (args_rank_flag(&ra, argc, argv, &i)) continue;
         if (strcmp(argv[i], "--dtype") == 0) {
-            if (i + 1 >= argc) tpmlp_die(TPMLP_EXIT_USAGE, "--dtype: missing value (allowed: fp32, tf32, bf16, fp16)");
-            dtype = argv[++i];
-            if (tpmlp_dtype_u(dtype) < 0)
-                tpmlp_die(TPMLP_EXIT_USAGE, "--dtype: '%s' is not one of fp32, tf32, bf16, fp16", dtype);
+            o.fmt = dtype_or_die(i + 1 < argc ? argv[++i] : NULL);
+            continue;
+        }
+        if (strcmp(argv[i], "--json") == 0 || strcmp(argv[i], "-q") == 0) {
+            mode = argv[i][1] == 'q' ? 'q' : 'j';
             continue;
         }
         if (strcmp(argv[i], "--dump") == 0) {
@@ -173,7 +304,11 @@ int cmd_check(int argc, char **argv) {
         files[nfiles++] = argv[i];
     }
     if (nfiles != 2) tpmlp_die(TPMLP_EXIT_USAGE, "check: expected two files, VECTORS and THEIRS (tpmlp check --help)");
-    return report_check(files[0], files[1], dtype, dump);
+    args_rank_finish(&ra);
+    o.tp = ra.tp, o.rank = ra.rank, o.split = ra.split;
+    if (strcmp(files[0], files[1]) == 0)
+        tpmlp_die(TPMLP_EXIT_USAGE, "check: VECTORS and THEIRS are the same file '%s'", files[0]);
+    return report_check(files[0], files[1], &o, dump, mode);
 }
 
 static const char run_usage[] =
@@ -230,7 +365,7 @@ static int run_cuda_program(const char *in, const char *out, const char *dtype, 
 
 int cmd_run(int argc, char **argv) {
     const char *stage = NULL, *in = NULL, *out = NULL, *dtype = "fp32", *launch = "mpi";
-    int p = 1, lt = 0;
+    int p = 1, lt = 0, dtype_given = 0;
     tpmlp_shape_args s = {0};
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -241,7 +376,7 @@ int cmd_run(int argc, char **argv) {
             s.threads = args_positive_int("--threads", v), i++;
         } else if (strcmp(argv[i], "--dtype") == 0) {
             if (v == NULL) tpmlp_die(TPMLP_EXIT_USAGE, "--dtype: missing value (allowed: fp32, tf32, bf16)");
-            dtype = v, i++;
+            dtype = v, dtype_given = 1, i++;
         } else if (strcmp(argv[i], "--tp") == 0) {
             p = args_positive_int("--tp", v), i++;
         } else if (strcmp(argv[i], "--lt") == 0) {
@@ -268,6 +403,17 @@ int cmd_run(int argc, char **argv) {
         tpmlp_die(TPMLP_EXIT_USAGE, "--lt: only for the cuda and nccl stages (got --stage %s)", stage);
     if (strcmp(launch, "mpi") != 0 && strcmp(stage, "nccl") != 0)
         tpmlp_die(TPMLP_EXIT_USAGE, "--launch: only for the nccl stage (got --stage %s)", stage);
+    if (!gpu_stage && dtype_given)
+        tpmlp_die(TPMLP_EXIT_USAGE, "--dtype %s: the %s stage computes in fp32 only (--dtype is for cuda and nccl)",
+                  dtype, stage);
+    if (strcmp(stage, "reference") == 0 || strcmp(stage, "shard") == 0 || strcmp(stage, "cuda") == 0) {
+        const char *ws = getenv("OMPI_COMM_WORLD_SIZE") ? getenv("OMPI_COMM_WORLD_SIZE") : getenv("PMI_SIZE");
+        if (ws && atoi(ws) > 1)
+            tpmlp_die(TPMLP_EXIT_USAGE,
+                      "--stage %s runs in one process, but this is one of %s started by mpiexec (run it without "
+                      "mpiexec, or use --stage mpi)",
+                      stage, ws);
+    }
     args_apply_threads(&s);
     char err[512] = "";
     int rc, root = 1;
@@ -283,7 +429,8 @@ int cmd_run(int argc, char **argv) {
         if (rc == 77) return 1; /* no GPU: it said so */
         if (rc != 0) return rc;
         if (nccl && getenv("OMPI_COMM_WORLD_RANK") && atoi(getenv("OMPI_COMM_WORLD_RANK")) != 0) return 0;
-        return report_check(in, out, dtype, NULL);
+        const tpmlp_check_opts o = {dtype_or_die(dtype), 0, 0, TPMLP_SPLIT_BALANCED};
+        return report_check(in, out, &o, NULL, 't');
     } else if (strcmp(stage, "shard") == 0) {
         rc = tp_run_shard(in, out, p, err, sizeof err);
     } else if (strcmp(stage, "mpi") == 0 || strcmp(stage, "ring") == 0 || strcmp(stage, "sequence") == 0) {
@@ -302,5 +449,6 @@ int cmd_run(int argc, char **argv) {
     }
     if (!root) return 0;
     printf("stage %s, p = %d: outputs written to %s\n", stage, p, out);
-    return report_check(in, out, "fp32", NULL);
+    const tpmlp_check_opts o = {tpmlp_format_find("fp32"), 0, 0, TPMLP_SPLIT_BALANCED};
+    return report_check(in, out, &o, NULL, 't');
 }

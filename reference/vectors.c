@@ -166,6 +166,31 @@ static void param_grads(double *dw, double *db, const double *g, const double *i
     }
 }
 
+/* The rows of the forward and backward over the columns [f0, f1) of F, each
+ * sum in increasing index order from 0.0: the whole reference is f0 = 0,
+ * f1 = F; a tensor-parallel rank's partial sums are its own block. */
+static void y_row(double *yn, const double *an, const float *w2, int D, int F, int f0, int f1) {
+    for (int d = 0; d < D; d++) { /* y = a·W2ᵀ */
+        double s = 0.0;
+        for (int f = f0; f < f1; f++) s = s + an[f] * (double)w2[(size_t)d * F + f];
+        yn[d] = s;
+    }
+}
+static void dh_row(double *dhn, const float *dyn, const float *w2, const double *hn, int D, int F, int f0, int f1,
+                   tpmlp_act act) {
+    for (int f = f0; f < f1; f++) dhn[f] = 0.0; /* dA = dy·W2 (sum over d in order), then dH = dA ⊙ act'(h) */
+    for (int d = 0; d < D; d++) {
+        double g = dyn[d];
+        for (int f = f0; f < f1; f++) dhn[f] = dhn[f] + g * (double)w2[(size_t)d * F + f];
+    }
+    for (int f = f0; f < f1; f++) dhn[f] = dhn[f] * tpmlp_det_act_grad(act, hn[f]);
+}
+static void dx_row(double *dxn, const double *dhn, const float *w1, int D, int f0, int f1) {
+    for (int d = 0; d < D; d++) dxn[d] = 0.0; /* dX = dH·W1 (sum over f in order) */
+    for (int f = f0; f < f1; f++)
+        for (int d = 0; d < D; d++) dxn[d] = dxn[d] + dhn[f] * (double)w1[(size_t)f * D + d];
+}
+
 void tpmlp_vec_reference(double *h, double *a, double *y, double *dx, double *dw1, double *db1, double *dw2,
                          double *db2, const float *x, const float *w1, const float *b1, const float *w2,
                          const float *b2, const float *dy, int N, int D, int F, tpmlp_act act) {
@@ -182,22 +207,10 @@ void tpmlp_vec_reference(double *h, double *a, double *y, double *dx, double *dw
             h[(size_t)n * F + f] = s + (double)b1[f];
             a[(size_t)n * F + f] = tpmlp_det_act(act, h[(size_t)n * F + f]);
         }
-        for (int d = 0; d < D; d++) { /* y = a·W2ᵀ + b2 */
-            double s = 0.0;
-            for (int f = 0; f < F; f++) s = s + a[(size_t)n * F + f] * (double)w2[(size_t)d * F + f];
-            y[(size_t)n * D + d] = s + (double)b2[d];
-        }
-        double *dhn = dh + (size_t)n * F; /* dA = dy·W2 (sum over d in order), then dH = dA ⊙ act'(h) */
-        for (int f = 0; f < F; f++) dhn[f] = 0.0;
-        for (int d = 0; d < D; d++) {
-            double g = dy[(size_t)n * D + d];
-            for (int f = 0; f < F; f++) dhn[f] = dhn[f] + g * (double)w2[(size_t)d * F + f];
-        }
-        for (int f = 0; f < F; f++) dhn[f] = dhn[f] * tpmlp_det_act_grad(act, h[(size_t)n * F + f]);
-        double *dxn = dx + (size_t)n * D; /* dX = dH·W1 (sum over f in order) */
-        for (int d = 0; d < D; d++) dxn[d] = 0.0;
-        for (int f = 0; f < F; f++)
-            for (int d = 0; d < D; d++) dxn[d] = dxn[d] + dhn[f] * (double)w1[(size_t)f * D + d];
+        y_row(y + (size_t)n * D, a + (size_t)n * F, w2, D, F, 0, F);
+        for (int d = 0; d < D; d++) y[(size_t)n * D + d] = y[(size_t)n * D + d] + (double)b2[d];
+        dh_row(dh + (size_t)n * F, dy + (size_t)n * D, w2, h + (size_t)n * F, D, F, 0, F, act);
+        dx_row(dx + (size_t)n * D, dh + (size_t)n * F, w1, D, 0, F);
     }
     /* parameter gradients: dW1 = dHᵀ·X, db1 = Σ dH; dW2 = dYᵀ·A, db2 = Σ dY */
     double *x64 = tpmlp_alloc((size_t)N * D, sizeof *x64, "reference x"),
@@ -209,7 +222,111 @@ void tpmlp_vec_reference(double *h, double *a, double *y, double *dx, double *dw
     free(dh);
 }
 
+void tpmlp_vec_partial_sums(double *yp, double *dxp, const float *dy, const float *w1, const float *w2, const double *h,
+                            const double *a, int N, int D, int F, int f0, int f1, tpmlp_act act) {
+#pragma omp parallel
+    {
+        double *dhn = tpmlp_alloc((size_t)F, sizeof *dhn, "partial dh row");
+#pragma omp for schedule(static)
+        for (int n = 0; n < N; n++) {
+            y_row(yp + (size_t)n * D, a + (size_t)n * F, w2, D, F, f0, f1);
+            dh_row(dhn, dy + (size_t)n * D, w2, h + (size_t)n * F, D, F, f0, f1, act);
+            dx_row(dxp + (size_t)n * D, dhn, w1, D, f0, f1);
+        }
+        free(dhn);
+    }
+}
+
+/* ------------------------------------------------------ tensor parallel */
+
+int tpmlp_split_parse(const char *name, tpmlp_split *out) {
+    if (strcmp(name, "balanced") == 0) return *out = TPMLP_SPLIT_BALANCED, 0;
+    if (strcmp(name, "chunk") == 0) return *out = TPMLP_SPLIT_CHUNK, 0;
+    return -1;
+}
+
+const char *tpmlp_split_name(tpmlp_split s) { return s == TPMLP_SPLIT_CHUNK ? "chunk" : "balanced"; }
+
+int tpmlp_split_slice(tpmlp_split s, int F, int p, int r, int *f0, int *fr) {
+    if (s == TPMLP_SPLIT_CHUNK) { /* torch.chunk: ⌈F/p⌉ each, the last smaller (or none) */
+        const int c = F / p + (F % p != 0);
+        const long long b = (long long)r * c;
+        *f0 = b < F ? (int)b : F;
+        *fr = b < F ? (F - b < c ? (int)(F - b) : c) : 0;
+    } else {
+        const int q = F / p, rem = F % p;
+        *f0 = r * q + (r < rem ? r : rem);
+        *fr = q + (r < rem ? 1 : 0);
+    }
+    return *fr > 0 ? 0 : -1;
+}
+
 /* ---------------------------------------------------------------- files */
+
+/* The metadata every file tpmlp writes carries: its format and the sizes,
+ * activation and seed it belongs to (so that check can refuse a mix-up);
+ * room for the rank's keys after them. */
+typedef struct {
+    const char *keys[16], *vals[16];
+    char buf[16][24];
+} meta;
+
+static int meta_of(meta *m, const char *format, const tpmlp_vec_dims *d) {
+    int n = 0;
+    const char *k[] = {"B", "T", "D", "F"};
+    const int v[] = {d->B, d->T, d->D, d->F};
+    m->keys[n] = "format", m->vals[n++] = format;
+    m->keys[n] = "format_version", m->vals[n++] = TPMLP_FORMAT_VERSION;
+    for (int i = 0; i < 4; i++, n++)
+        snprintf(m->buf[n], sizeof m->buf[n], "%d", v[i]), m->keys[n] = k[i], m->vals[n] = m->buf[n];
+    m->keys[n] = "activation", m->vals[n++] = tpmlp_act_name(d->act);
+    snprintf(m->buf[n], sizeof m->buf[n], "%llu", d->seed), m->keys[n] = "seed", m->vals[n] = m->buf[n], n++;
+    m->keys[n] = "generator_version", m->vals[n++] = TPMLP_GENERATOR_VERSION;
+    return n;
+}
+
+static int meta_int_at(meta *m, int n, const char *key, int v) {
+    snprintf(m->buf[n], sizeof m->buf[n], "%d", v), m->keys[n] = key, m->vals[n] = m->buf[n];
+    return n + 1;
+}
+
+int tpmlp_vec_generate_rank(const char *path, const tpmlp_vec_dims *d, int p, int r, tpmlp_split s, char *err,
+                            size_t errlen) {
+    int f0, fr;
+    if (p < 1 || p > d->F || r < 0 || r >= p)
+        return snprintf(err, errlen, "--tp %d --rank %d: expected 1 ≤ P ≤ F = %d and 0 ≤ R < P", p, r, d->F), -1;
+    if (tpmlp_split_slice(s, d->F, p, r, &f0, &fr) != 0)
+        return snprintf(err, errlen, "--rank %d: the %s split of F = %d over %d ranks leaves it no columns", r,
+                        tpmlp_split_name(s), d->F, p),
+               -1;
+    const uint64_t N = (uint64_t)d->B * d->T, D = (uint64_t)d->D, c0 = (uint64_t)f0, c1 = c0 + (uint64_t)fr;
+    float *buf[6];
+    st_out out[6];
+    const tpmlp_vec_id ids[6] = {V_X, V_W1, V_B1, V_W2, V_B2, V_DY};
+    for (int i = 0; i < 6; i++) {
+        out[i] = (st_out){.name = tpmlp_vec_specs[ids[i]].name, .dtype = ST_F32};
+        out[i].ndim = tpmlp_vec_shape(ids[i], d, out[i].shape);
+        for (int k = 0; k < out[i].ndim; k++) /* the rank's block of F */
+            if (tpmlp_vec_specs[ids[i]].dims[k] == 'F') out[i].shape[k] = (uint64_t)fr;
+        uint64_t n = 1;
+        for (int k = 0; k < out[i].ndim; k++) n *= out[i].shape[k];
+        out[i].data = buf[i] = tpmlp_alloc(n, sizeof(float), tpmlp_vec_specs[ids[i]].name);
+    }
+    tpmlp_vec_fill(buf[0], V_X, d, 0, N, 0, D);
+    tpmlp_vec_fill(buf[1], V_W1, d, c0, c1, 0, D);
+    tpmlp_vec_fill(buf[2], V_B1, d, 0, 1, c0, c1);
+    tpmlp_vec_fill(buf[3], V_W2, d, 0, D, c0, c1);
+    tpmlp_vec_fill(buf[4], V_B2, d, 0, 1, 0, D);
+    tpmlp_vec_fill(buf[5], V_DY, d, 0, N, 0, D);
+    meta m;
+    int nm = meta_of(&m, "tpmlp-mlp-rank-inputs", d);
+    nm = meta_int_at(&m, nm, "tp", p), nm = meta_int_at(&m, nm, "rank", r);
+    m.keys[nm] = "split", m.vals[nm++] = tpmlp_split_name(s);
+    nm = meta_int_at(&m, nm, "f0", f0), nm = meta_int_at(&m, nm, "f1", f0 + fr);
+    int rc = st_write(path, out, 6, m.keys, m.vals, nm, err, errlen);
+    for (int i = 0; i < 6; i++) free(buf[i]);
+    return rc;
+}
 
 int tpmlp_vec_generate(const char *path, const tpmlp_vec_dims *d, char *err, size_t errlen) {
     const int N = d->B * d->T;
@@ -226,14 +343,9 @@ int tpmlp_vec_generate(const char *path, const tpmlp_vec_dims *d, char *err, siz
     tpmlp_vec_fill_inputs(buf[V_X], buf[V_W1], buf[V_B1], buf[V_W2], buf[V_B2], buf[V_DY], d);
     tpmlp_vec_reference(buf[V_H], buf[V_A], buf[V_Y], buf[V_DX], buf[V_DW1], buf[V_DB1], buf[V_DW2], buf[V_DB2],
                         buf[V_X], buf[V_W1], buf[V_B1], buf[V_W2], buf[V_B2], buf[V_DY], N, d->D, d->F, d->act);
-    char sb[24], st[24], sd[24], sf[24], sseed[24];
-    snprintf(sb, sizeof sb, "%d", d->B), snprintf(st, sizeof st, "%d", d->T);
-    snprintf(sd, sizeof sd, "%d", d->D), snprintf(sf, sizeof sf, "%d", d->F);
-    snprintf(sseed, sizeof sseed, "%llu", d->seed);
-    const char *keys[] = {"format", "format_version", "B", "T", "D", "F", "activation", "seed", "generator_version"};
-    const char *vals[] = {TPMLP_FORMAT_NAME,      TPMLP_FORMAT_VERSION, sb, st, sd, sf, tpmlp_act_name(d->act), sseed,
-                          TPMLP_GENERATOR_VERSION};
-    int rc = st_write(path, out, V_COUNT, keys, vals, (int)(sizeof keys / sizeof *keys), err, errlen);
+    meta m;
+    int nm = meta_of(&m, TPMLP_FORMAT_NAME, d);
+    int rc = st_write(path, out, V_COUNT, m.keys, m.vals, nm, err, errlen);
     for (int i = 0; i < V_COUNT; i++) free(buf[i]);
     return rc;
 }
@@ -322,9 +434,9 @@ int tpmlp_vec_write_outputs(const char *path, const tpmlp_mlp32 *t, const tpmlp_
         *o = (st_out){.name = tpmlp_vec_specs[i].name, .dtype = ST_F32, .data = p[i]};
         o->ndim = tpmlp_vec_shape((tpmlp_vec_id)i, d, o->shape);
     }
-    const char *keys[] = {"format", "activation"};
-    const char *vals[] = {"tpmlp-mlp-outputs", tpmlp_act_name(d->act)};
-    return st_write(path, out, V_COUNT - V_FIRST_OUTPUT, keys, vals, 2, err, errlen);
+    meta m;
+    int nm = meta_of(&m, "tpmlp-mlp-outputs", d);
+    return st_write(path, out, V_COUNT - V_FIRST_OUTPUT, m.keys, m.vals, nm, err, errlen);
 }
 
 int tpmlp_run_reference_file(const st_file *vec, const char *path, char *err, size_t errlen) {

@@ -84,6 +84,26 @@ void tpmlp_vec_reference(double *h, double *a, double *y, double *dx, double *dw
 double tpmlp_det_act(tpmlp_act act, double x);
 double tpmlp_det_act_grad(tpmlp_act act, double x);
 
+/* How F is cut over p ranks: balanced (Megatron's: the first F mod p ranks
+ * one larger) or chunk (torch.chunk's and DTensor's: ⌈F/p⌉ each, the last
+ * smaller). */
+typedef enum { TPMLP_SPLIT_BALANCED, TPMLP_SPLIT_CHUNK } tpmlp_split;
+int tpmlp_split_parse(const char *name, tpmlp_split *out); /* 0, or -1 if unknown */
+const char *tpmlp_split_name(tpmlp_split s);
+/* Rank r's columns [*f0, *f0 + *fr); returns -1 (and *fr = 0) if it gets none. */
+int tpmlp_split_slice(tpmlp_split s, int F, int p, int r, int *f0, int *fr);
+
+/* The partial sums of the columns [f0, f1) of F, in the reference's fixed
+ * order: yp (N,D) = A[:, f0:f1]·W2[:, f0:f1]ᵀ and dxp (N,D) = dH[:, f0:f1]·W1[f0:f1, :],
+ * from the float32 inputs and the reference h and a (float64). */
+void tpmlp_vec_partial_sums(double *yp, double *dxp, const float *dy, const float *w1, const float *w2, const double *h,
+                            const double *a, int N, int D, int F, int f0, int f1, tpmlp_act act);
+
+/* Writes rank r's inputs alone: x, dy, linear_fc2.bias whole, its rows of
+ * linear_fc1.weight and .bias, its columns of linear_fc2.weight. */
+int tpmlp_vec_generate_rank(const char *path, const tpmlp_vec_dims *d, int p, int r, tpmlp_split s, char *err,
+                            size_t errlen);
+
 /* Generates the whole file. Returns 0, or -1 with a message in err. */
 int tpmlp_vec_generate(const char *path, const tpmlp_vec_dims *d, char *err, size_t errlen);
 

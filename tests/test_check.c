@@ -1,10 +1,14 @@
-/* tpmlp check's bound must catch real bugs and pass correct work:
- *   FAIL: the fc2 bias added twice; b2 added on every rank before the
- *   all-reduce; gelu swapped for gelu_tanh; one shard missing from the
- *   all-reduce; a weight read in the transposed layout; a shard slice off by
- *   one column; dX doubled; one element of y off by 1 %; a NaN;
- *   PASS: float32 with other summation orders (naive, blocked, reversed) and
- *   bf16-computed outputs with --dtype bf16 (which FAIL at fp32). */
+/* tpmlp check must be sound in both directions, at every dtype:
+ *   PASS, with at most half of the budget used (and at bf16 at least 5 %, so
+ *   the bound is not absurdly loose): an emulated implementation computing as
+ *   the model says (operands rounded to the format, fp32 sums in three
+ *   orders, results rounded), for every activation;
+ *   FAIL: all-zero tensors; b2 added on every rank; dX not all-reduced; a
+ *   zeroed shard; a shard slice off by one column; tanh-GELU where erf was
+ *   asked (and the reverse); dX multiplied by p; one median-sized element of
+ *   y, dx or a weight gradient off by 1 % at fp32, 5 % at tf32 and fp16,
+ *   20 % at bf16 (relu: an element no kink crossing feeds, see
+ *   plain_median_at, and 300 % for dx and dW1 at bf16, see one_off); a NaN. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -13,234 +17,369 @@
 #include "bound.h"
 #include "check.h"
 #include "testutil.h"
+#include "util.h"
 #include "vectors.h"
 
 static char dir[] = "/tmp/tpmlp-check-XXXXXX";
-static char vec_path[256], out_path[256];
-static tpmlp_vec_dims dims = {.B = 2, .T = 12, .D = 32, .F = 96, .act = TPMLP_GELU, .seed = 0};
+/* per activation: a small case for most tests [0], and one with 3·10⁵
+ * elements of a [1], enough for the form test to tell erf from tanh at bf16 */
+static char vec_path[2][TPMLP_NUM_ACTS][256], out_path[256];
+static tpmlp_vec_dims dims[2][TPMLP_NUM_ACTS];
 
-static void make_vectors(void) {
-    char err[512];
-    dims.seed = test_seed();
-    if (tpmlp_vec_generate(vec_path, &dims, err, sizeof err) != 0) fail_msg("%s", err);
+enum dt { FP32, TF32, BF16, FP16, NDT };
+static const char *dt_names[NDT] = {"fp32", "tf32", "bf16", "fp16"};
+
+/* ---- the emulated implementation ---- */
+
+static float tf32_round(float v) { /* round to 10 mantissa bits, nearest even */
+    uint32_t b;
+    memcpy(&b, &v, sizeof b);
+    if ((b & 0x7f800000u) != 0x7f800000u) b = (b + 0xfffu + ((b >> 13) & 1u)) & ~0x1fffu;
+    memcpy(&v, &b, sizeof v);
+    return v;
 }
-
-/* Runs check on t's outputs; returns how many of the eight tensors fail. */
-static int failures(const tpmlp_mlp32 *t, double u, const char *expect_failing) {
-    char err[512];
-    if (tpmlp_vec_write_outputs(out_path, t, &dims, err, sizeof err) != 0) fail_msg("%s", err);
-    st_file vec, theirs;
-    if (st_open(&vec, vec_path, err, sizeof err) || st_open(&theirs, out_path, err, sizeof err)) fail_msg("%s", err);
-    tpmlp_check_row rows[TPMLP_CHECK_OUTPUTS];
-    if (tpmlp_check(rows, &vec, &theirs, u, err, sizeof err) != 0) fail_msg("%s", err);
-    int nfail = 0;
-    for (int i = 0; i < TPMLP_CHECK_OUTPUTS; i++) {
-        nfail += !rows[i].pass;
-        printf("#   %-24s %8.1f%% %s\n", tpmlp_vec_specs[rows[i].id].name, 100 * rows[i].used,
-               rows[i].pass ? "" : "FAIL");
-        if (expect_failing && strcmp(tpmlp_vec_specs[rows[i].id].name, expect_failing) == 0 && rows[i].pass)
-            fail_msg("%s was expected to fail (used %.1f%% of its bound; seed %llu)", expect_failing,
-                     100 * rows[i].used, dims.seed);
+static float r(float v, enum dt t) {
+    switch (t) {
+    case BF16: return (float)st_bf16_to_f64(st_f32_to_bf16(v));
+    case FP16: return (float)st_f16_to_f64(st_f32_to_f16(v));
+    case TF32: return tf32_round(v);
+    default: return v;
     }
-    st_close(&vec), st_close(&theirs);
-    return nfail;
+}
+static void round_all(float *p, size_t n, enum dt t) {
+    for (size_t i = 0; i < n; i++) p[i] = r(p[i], t);
 }
 
-static void load_and_run(tpmlp_mlp32 *t) {
-    char err[512];
-    st_file vec;
-    tpmlp_vec_dims d;
-    if (st_open(&vec, vec_path, err, sizeof err) || tpmlp_vec_load_inputs(&vec, t, &d, err, sizeof err))
-        fail_msg("%s", err);
-    st_close(&vec);
-    tpmlp_mlp32_run(t);
-}
-
-static void correct_passes(void **s) {
-    (void)s;
-    tpmlp_mlp32 t;
-    load_and_run(&t);
-    assert_int_equal(failures(&t, 0x1p-24, NULL), 0);
-    tpmlp_mlp32_free(&t);
-}
-
-/* ---- bugs ---- */
-enum bug {
-    BIAS_TWICE,
-    BIAS_PER_RANK,
-    GELU_TANH,
-    MISSING_SHARD,
-    TRANSPOSED,
-    OFF_BY_ONE,
-    DX_DOUBLED,
-    Y_ONE_PERCENT,
-    NAN_DX
-};
-
-/* y = Σ_f a[n,f]·W2[d, col(f)] + b2, with a chosen column map (for the slicing bugs). */
-static void fc2_with_columns(tpmlp_mlp32 *t, int shard_end, int shift) {
-    const int N = t->N, D = t->D, F = t->F;
-    for (int n = 0; n < N; n++)
-        for (int d = 0; d < D; d++) {
-            float acc = 0;
-            for (int f = 0; f < (shard_end ? shard_end : F); f++) {
-                int col = f >= F / 2 ? f - shift : f; /* shift: rank 1 reads W2 one column early */
-                acc += t->a[(size_t)n * F + f] * t->w2[(size_t)d * F + col];
-            }
-            t->y[(size_t)n * D + d] = acc + t->b2[d];
-        }
-}
-
-static void bug_fails(void **state) {
-    enum bug b = (enum bug)STATE_INT(state);
-    tpmlp_mlp32 t;
-    load_and_run(&t);
-    const char *expect = "y";
-    switch (b) {
-    case BIAS_TWICE: bias_add_f32(t.y, t.b2, t.N, t.D); break;
-    case BIAS_PER_RANK: /* p = 4: every rank adds b2 before the all-reduce */
-        for (int r = 1; r < 4; r++) bias_add_f32(t.y, t.b2, t.N, t.D);
-        break;
-    case GELU_TANH:
-        t.act = TPMLP_GELU_TANH;
-        tpmlp_mlp32_run(&t);
-        expect = "a";
-        break;
-    case MISSING_SHARD: fc2_with_columns(&t, t.F / 2, 0); break; /* p = 2, rank 1's partial never arrives */
-    case TRANSPOSED: /* W1 (F,D) read as if it were stored (D,F): h[n,f] = Σ_d x[n,d]·w1flat[d·F + f] */
-        for (int n = 0; n < t.N; n++)
-            for (int f = 0; f < t.F; f++) {
-                float acc = 0;
-                for (int d = 0; d < t.D; d++) acc += t.x[(size_t)n * t.D + d] * t.w1[(size_t)d * t.F + f];
-                t.h[(size_t)n * t.F + f] = acc + t.b1[f];
-            }
-        expect = "h";
-        break;
-    case OFF_BY_ONE: fc2_with_columns(&t, 0, 1); break;
-    case DX_DOUBLED:
-        for (int k = 0; k < t.N * t.D; k++) t.dx[k] *= 2;
-        expect = "dx";
-        break;
-    case Y_ONE_PERCENT: { /* an element of median size, not the largest: typical, not easy */
-        int k = 0, nd = t.N * t.D;
-        for (int i = 0; i < nd; i++) {
-            int below = 0;
-            for (int j = 0; j < nd; j++) below += fabsf(t.y[j]) < fabsf(t.y[i]);
-            if (below == nd / 2) k = i;
-        }
-        t.y[k] *= 1.01f;
-        break;
-    }
-    case NAN_DX:
-        t.dx[5] = NAN;
-        expect = "dx";
-        break;
-    }
-    assert_true(failures(&t, 0x1p-24, expect) > 0);
-    tpmlp_mlp32_free(&t);
-}
-
-/* ---- correct work in other orders ---- */
 enum order { NAIVE, BLOCKED, REVERSED };
 
-/* C (M,N) = Σ_k A(m,k)·B(k,n), A and B given by strides, float32, in the given order. */
-static void matmul(float *C, const float *A, long am, long ak, const float *B, long bk, long bn, int M, int N, int K,
-                   enum order o) {
+/* C (M,N) = Σ_k A(m,k)·B(k,n), A and B given by strides, float32 sums in order o,
+ * over k ∈ [k0, k1). */
+static void matmul(float *C, const float *A, long am, long ak, const float *B, long bk, long bn, int M, int N, int k0,
+                   int k1, enum order o) {
     for (int m = 0; m < M; m++)
         for (int n = 0; n < N; n++) {
             float acc = 0;
             if (o == NAIVE)
-                for (int k = 0; k < K; k++) acc += A[m * am + k * ak] * B[k * bk + n * bn];
+                for (int k = k0; k < k1; k++) acc += A[m * am + k * ak] * B[k * bk + n * bn];
             else if (o == REVERSED)
-                for (int k = K - 1; k >= 0; k--) acc += A[m * am + k * ak] * B[k * bk + n * bn];
+                for (int k = k1 - 1; k >= k0; k--) acc += A[m * am + k * ak] * B[k * bk + n * bn];
             else
-                for (int k0 = 0; k0 < K; k0 += 8) { /* blocks of 8, each summed on its own, then added */
+                for (int b0 = k0; b0 < k1; b0 += 8) { /* blocks of 8, each summed on its own, then added */
                     float part = 0;
-                    for (int k = k0; k < K && k < k0 + 8; k++) part += A[m * am + k * ak] * B[k * bk + n * bn];
+                    for (int k = b0; k < k1 && k < b0 + 8; k++) part += A[m * am + k * ak] * B[k * bk + n * bn];
                     acc += part;
                 }
             C[(size_t)m * N + n] = acc;
         }
 }
 
-/* The MLP in float32 with every GEMM in order o; if bf16, every tensor is
- * stored in bfloat16 (inputs, h, a, dA, dH, outputs) while sums run in fp32. */
-static float r16(float v, int bf16) { return bf16 ? (float)st_bf16_to_f64(st_f32_to_bf16(v)) : v; }
-static void round_all(float *p, size_t n, int bf16) {
-    for (size_t i = 0; i < n; i++) p[i] = r16(p[i], bf16);
-}
-
-static void mlp_in_order(tpmlp_mlp32 *t, enum order o, int bf16) {
-    const int N = t->N, D = t->D, F = t->F;
+/* The MLP as the model's arithmetic t computes it: operands rounded to the
+ * format, fp32 sums, every stored result rounded. The activation is evaluated
+ * in fp32 on the stored h. act may differ from t->act (a planted bug). */
+static void mlp_emulated(tpmlp_mlp32 *m, enum order o, enum dt t, tpmlp_act act) {
+    const int N = m->N, D = m->D, F = m->F;
     const size_t nd = (size_t)N * D, nf = (size_t)N * F, fd = (size_t)F * D;
-    round_all(t->x, nd, bf16), round_all(t->w1, fd, bf16), round_all(t->b1, F, bf16);
-    round_all(t->w2, fd, bf16), round_all(t->b2, D, bf16), round_all(t->dy, nd, bf16);
-    matmul(t->h, t->x, D, 1, t->w1, 1, D, N, F, D, o); /* H = X·W1ᵀ */
+    round_all(m->x, nd, t), round_all(m->w1, fd, t), round_all(m->b1, F, t);
+    round_all(m->w2, fd, t), round_all(m->b2, D, t), round_all(m->dy, nd, t);
+    matmul(m->h, m->x, D, 1, m->w1, 1, D, N, F, 0, D, o); /* H = X·W1ᵀ */
     for (size_t k = 0; k < nf; k++) {
-        t->h[k] = r16(t->h[k] + t->b1[k % F], bf16);
-        t->a[k] = r16(tpmlp_act_f32(t->act, t->h[k]), bf16);
+        m->h[k] = r(r(m->h[k], t) + m->b1[k % F], t);
+        m->a[k] = r(tpmlp_act_f32(act, m->h[k]), t);
     }
-    matmul(t->y, t->a, F, 1, t->w2, 1, F, N, D, F, o); /* Y = A·W2ᵀ + b2 */
-    for (size_t k = 0; k < nd; k++) t->y[k] = r16(t->y[k] + t->b2[k % D], bf16);
-    matmul(t->dw2, t->dy, 1, D, t->a, F, 1, D, F, N, o); /* dW2 = dYᵀ·A */
-    matmul(t->dh, t->dy, D, 1, t->w2, F, 1, N, F, D, o); /* dA = dY·W2 */
-    for (size_t k = 0; k < nf; k++) t->dh[k] = r16(r16(t->dh[k], bf16) * tpmlp_act_grad_f32(t->act, t->h[k]), bf16);
-    matmul(t->dw1, t->dh, 1, F, t->x, D, 1, F, D, N, o); /* dW1 = dHᵀ·X */
-    matmul(t->dx, t->dh, F, 1, t->w1, D, 1, N, D, F, o); /* dX = dH·W1 */
+    matmul(m->y, m->a, F, 1, m->w2, 1, F, N, D, 0, F, o); /* Y = A·W2ᵀ + b2 */
+    for (size_t k = 0; k < nd; k++) m->y[k] = r(r(m->y[k], t) + m->b2[k % D], t);
+    matmul(m->dw2, m->dy, 1, D, m->a, F, 1, D, F, 0, N, o); /* dW2 = dYᵀ·A */
+    matmul(m->dh, m->dy, D, 1, m->w2, F, 1, N, F, 0, D, o); /* dA = dY·W2 */
+    for (size_t k = 0; k < nf; k++) m->dh[k] = r(r(m->dh[k], t) * tpmlp_act_grad_f32(act, m->h[k]), t);
+    matmul(m->dw1, m->dh, 1, F, m->x, D, 1, F, D, 0, N, o); /* dW1 = dHᵀ·X */
+    matmul(m->dx, m->dh, F, 1, m->w1, D, 1, N, D, 0, F, o); /* dX = dH·W1 */
     for (int f = 0; f < F; f++) {
         float s = 0;
-        for (int n = 0; n < N; n++) s += t->dh[(size_t)(o == REVERSED ? N - 1 - n : n) * F + f];
-        t->db1[f] = s;
+        for (int n = 0; n < N; n++) s += m->dh[(size_t)(o == REVERSED ? N - 1 - n : n) * F + f];
+        m->db1[f] = s;
     }
     for (int d = 0; d < D; d++) {
         float s = 0;
-        for (int n = 0; n < N; n++) s += t->dy[(size_t)(o == REVERSED ? N - 1 - n : n) * D + d];
-        t->db2[d] = s;
+        for (int n = 0; n < N; n++) s += m->dy[(size_t)(o == REVERSED ? N - 1 - n : n) * D + d];
+        m->db2[d] = s;
     }
-    round_all(t->dx, nd, bf16), round_all(t->dw1, fd, bf16), round_all(t->db1, F, bf16);
-    round_all(t->dw2, fd, bf16), round_all(t->db2, D, bf16);
+    round_all(m->dx, nd, t), round_all(m->dw1, fd, t), round_all(m->db1, F, t);
+    round_all(m->dw2, fd, t), round_all(m->db2, D, t);
 }
 
-static void other_order_passes(void **state) {
-    tpmlp_mlp32 t;
-    load_and_run(&t);
-    mlp_in_order(&t, (enum order)STATE_INT(state), 0);
-    assert_int_equal(failures(&t, 0x1p-24, NULL), 0);
-    tpmlp_mlp32_free(&t);
+static void load(tpmlp_mlp32 *m, tpmlp_act act, int big) {
+    char err[512];
+    st_file vec;
+    tpmlp_vec_dims d;
+    if (st_open(&vec, vec_path[big][act], err, sizeof err) || tpmlp_vec_load_inputs(&vec, m, &d, err, sizeof err))
+        fail_msg("%s", err);
+    st_close(&vec);
 }
 
-static void bf16_passes_with_bf16_dtype_only(void **state) {
-    (void)state;
-    tpmlp_mlp32 t;
-    load_and_run(&t);
-    mlp_in_order(&t, BLOCKED, 1);
-    assert_int_equal(failures(&t, tpmlp_dtype_u("bf16"), NULL), 0);
-    assert_true(failures(&t, tpmlp_dtype_u("fp32"), NULL) > 0);
-    tpmlp_mlp32_free(&t);
+/* Runs check at dtype t on m's outputs; fills res. */
+static void run_check(tpmlp_check_result *res, const tpmlp_mlp32 *m, tpmlp_act act, int big, enum dt t, int dump) {
+    char err[512];
+    if (tpmlp_vec_write_outputs(out_path, m, &dims[big][act], err, sizeof err) != 0) fail_msg("%s", err);
+    st_file vec, theirs;
+    if (st_open(&vec, vec_path[big][act], err, sizeof err) || st_open(&theirs, out_path, err, sizeof err))
+        fail_msg("%s", err);
+    const tpmlp_check_opts o = {tpmlp_format_find(dt_names[t]), 0, 0, TPMLP_SPLIT_BALANCED};
+    char dump_path[300];
+    snprintf(dump_path, sizeof dump_path, "%s.dump", out_path);
+    if (tpmlp_check(res, &vec, &theirs, &o, dump ? dump_path : NULL, err, sizeof err) != 0) fail_msg("%s", err);
+    if (dump && rename(dump_path, out_path) != 0) fail_msg("cannot rename %s", dump_path);
+    for (int i = 0; i < C_COUNT; i++)
+        if (res->rows[i].present)
+            printf("#   %-5s %-24s %8.1f%% %s%s\n", dt_names[t], tpmlp_check_specs[i].name, 100 * res->rows[i].used,
+                   res->rows[i].pass ? "" : "FAIL ", res->rows[i].note);
+    st_close(&vec), st_close(&theirs);
+}
+
+/* ---- correct work passes, at every dtype and in every order ---- */
+
+static void correct_passes(void **state) {
+    const int v = STATE_INT(state);
+    const enum dt t = (enum dt)(v % NDT);
+    const tpmlp_act act = (tpmlp_act)(v / NDT);
+    double worst = 0;
+    for (enum order o = NAIVE; o <= REVERSED; o++) {
+        tpmlp_mlp32 m;
+        load(&m, act, 0);
+        mlp_emulated(&m, o, t, act);
+        tpmlp_check_result res;
+        run_check(&res, &m, act, 0, t, 0);
+        for (int i = 0; i < C_COUNT; i++)
+            if (res.rows[i].present) {
+                if (!res.rows[i].pass || res.rows[i].used > 0.5)
+                    fail_msg("%s %s order %d: %s uses %.1f%% of its bound (at most 50%% allowed; seed %llu)",
+                             dt_names[t], tpmlp_act_name(act), o, tpmlp_check_specs[i].name, 100 * res.rows[i].used,
+                             dims[0][act].seed);
+                if (res.rows[i].used > worst) worst = res.rows[i].used;
+            }
+        tpmlp_mlp32_free(&m);
+    }
+    if (t == BF16 && worst < 0.05)
+        fail_msg("bf16 %s: the worst tensor uses only %.2f%% of its bound: the bound is too loose (seed %llu)",
+                 tpmlp_act_name(act), 100 * worst, dims[0][act].seed);
+}
+
+/* ---- bugs fail, at every dtype ---- */
+
+enum bug {
+    ZEROS,
+    B2_EVERY_RANK,
+    DX_NOT_REDUCED,
+    ZEROED_SHARD,
+    OFF_BY_ONE,
+    OTHER_GELU,
+    DX_TIMES_P,
+    ONE_Y,
+    ONE_DX,
+    ONE_DW1,
+    ONE_DW2,
+    NAN_DX,
+    NBUGS
+};
+
+/* Y = Σ_f A[n,f]·W2[d, col(f)] + b2 over the columns of ranks 0..keep-1 of 2,
+ * rank 1 reading W2 shifted by `shift` columns (the slicing bugs). */
+static void fc2_ranks(tpmlp_mlp32 *m, enum dt t, int keep_all, int shift) {
+    const int N = m->N, D = m->D, F = m->F, half = (F + 1) / 2;
+    for (int n = 0; n < N; n++)
+        for (int d = 0; d < D; d++) {
+            float acc = 0;
+            for (int f = 0; f < (keep_all ? F : half); f++) {
+                int col = f >= half ? f - shift : f;
+                acc += m->a[(size_t)n * F + f] * m->w2[(size_t)d * F + col];
+            }
+            m->y[(size_t)n * D + d] = r(r(acc, t) + m->b2[d], t);
+        }
+}
+
+/* dX = Σ_f dH·W1 over rank 0's columns of 2 (the all-reduce never ran). */
+static void dx_rank0(tpmlp_mlp32 *m, enum dt t) {
+    const int N = m->N, D = m->D, F = m->F, half = (F + 1) / 2;
+    matmul(m->dx, m->dh, F, 1, m->w1, D, 1, N, D, 0, half, BLOCKED);
+    round_all(m->dx, (size_t)N * D, t);
+}
+
+/* the element of median magnitude (the values are rounded: many are equal) */
+static int by_size(const void *x, const void *y) {
+    float a = *(const float *)x, b = *(const float *)y;
+    return (a > b) - (a < b);
+}
+static size_t median_at(const float *v, size_t n) {
+    float *s = tpmlp_alloc(n, sizeof *s, "sorted");
+    for (size_t i = 0; i < n; i++) s[i] = fabsf(v[i]);
+    qsort(s, n, sizeof *s, by_size);
+    const float med = s[n / 2];
+    free(s);
+    for (size_t i = 0; i < n; i++)
+        if (fabsf(v[i]) == med) return i;
+    return 0;
+}
+
+/* The single-element error each dtype must see: 1 % at fp32, 5 % at tf32
+ * and fp16, 20 % at bf16; but 300 % for relu's dx and dW1 at bf16, where the
+ * kink crossings make correct implementations themselves that far off
+ * (PyTorch's bf16 dW1 is off by up to 0.86× a median element at this shape:
+ * docs/vectors.md). */
+static double one_off(enum dt t, tpmlp_act act, enum bug b) {
+    static const double by_dt[NDT] = {0.01, 0.05, 0.20, 0.05};
+    return t == BF16 && act == TPMLP_RELU && (b == ONE_DX || b == ONE_DW1) ? 3.0 : by_dt[t];
+}
+
+/* The element of median magnitude among those whose bound is at most twice
+ * the median bound. relu needs the filter: an element of dx, dW1 or db1 fed
+ * by an h within rounding noise of 0 carries a possible kink crossing, a
+ * full-size error, and its bound says so (docs/vectors.md). */
+static size_t plain_median_at(const float *v, size_t n, const char *name) {
+    char err[512];
+    st_file dump;
+    if (st_open(&dump, out_path, err, sizeof err) != 0) fail_msg("%s", err);
+    char bname[64];
+    snprintf(bname, sizeof bname, "%s.bound", name);
+    const st_tensor *bt = st_find(&dump, bname);
+    if (bt == NULL || bt->numel != n) fail_msg("the dump has no %s", bname);
+    double *bd = tpmlp_alloc(n, sizeof *bd, "bounds");
+    float *b = tpmlp_alloc(n, sizeof *b, "bounds"), *kept = tpmlp_alloc(n, sizeof *kept, "kept");
+    st_to_f64(&dump, bt, bd);
+    st_close(&dump);
+    for (size_t i = 0; i < n; i++) b[i] = (float)bd[i];
+    const float bmed = b[median_at(b, n)];
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) kept[i] = b[i] <= 2 * bmed ? v[i] : NAN;
+    for (size_t i = 0; i < n; i++) m += !isnan(kept[i]);
+    /* median of the kept magnitudes */
+    float *s = tpmlp_alloc(m, sizeof *s, "kept sorted");
+    for (size_t i = 0, j = 0; i < n; i++)
+        if (!isnan(kept[i])) s[j++] = fabsf(kept[i]);
+    qsort(s, m, sizeof *s, by_size);
+    const float med = s[m / 2];
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isnan(kept[i]) && fabsf(kept[i]) == med) {
+            at = i;
+            break;
+        }
+    free(bd), free(b), free(kept), free(s);
+    return at;
+}
+
+static void bug_fails(void **state) {
+    const int v = STATE_INT(state);
+    const enum dt t = (enum dt)(v % NDT);
+    const enum bug b = (enum bug)(v / NDT % NBUGS);
+    const tpmlp_act act = (tpmlp_act)(v / NDT / NBUGS);
+    const int big = b == OTHER_GELU;
+    tpmlp_mlp32 m;
+    load(&m, act, big);
+    mlp_emulated(&m, BLOCKED, t, act);
+    const size_t nd = (size_t)m.N * m.D, fd = (size_t)m.F * m.D, nf = (size_t)m.N * m.F;
+    const int F = m.F, half = (F + 1) / 2;
+    tpmlp_check_id expect = C_Y;
+    switch (b) {
+    case ZEROS:
+        memset(m.h, 0, nf * 4), memset(m.a, 0, nf * 4), memset(m.y, 0, nd * 4), memset(m.dx, 0, nd * 4);
+        memset(m.dw1, 0, fd * 4), memset(m.db1, 0, (size_t)F * 4), memset(m.dw2, 0, fd * 4);
+        memset(m.db2, 0, (size_t)m.D * 4);
+        break;
+    case B2_EVERY_RANK: /* p = 4 */
+        for (size_t k = 0; k < nd; k++) m.y[k] = r(m.y[k] + 3 * m.b2[k % m.D], t);
+        break;
+    case DX_NOT_REDUCED: dx_rank0(&m, t), expect = C_DX; break;
+    case ZEROED_SHARD: /* p = 2: rank 1's tensors zero, its partials missing from y and dx */
+        for (int n = 0; n < m.N; n++)
+            for (int f = half; f < F; f++) m.h[(size_t)n * F + f] = m.a[(size_t)n * F + f] = 0;
+        fc2_ranks(&m, t, 0, 0), dx_rank0(&m, t);
+        break;
+    case OFF_BY_ONE: fc2_ranks(&m, t, 1, 1); break;
+    case OTHER_GELU:
+        tpmlp_mlp32_free(&m), load(&m, act, big);
+        mlp_emulated(&m, BLOCKED, t, act == TPMLP_GELU ? TPMLP_GELU_TANH : TPMLP_GELU);
+        expect = C_A;
+        break;
+    case DX_TIMES_P:
+        for (size_t k = 0; k < nd; k++) m.dx[k] *= 4;
+        expect = C_DX;
+        break;
+    case ONE_Y:
+    case ONE_DX:
+    case ONE_DW1:
+    case ONE_DW2: {
+        float *p = b == ONE_Y ? m.y : b == ONE_DX ? m.dx : b == ONE_DW1 ? m.dw1 : m.dw2;
+        size_t n = b == ONE_Y || b == ONE_DX ? nd : fd;
+        expect = b == ONE_Y ? C_Y : b == ONE_DX ? C_DX : b == ONE_DW1 ? C_DW1 : C_DW2;
+        tpmlp_check_result clean;
+        run_check(&clean, &m, act, big, t, 1); /* the bounds, in the dump */
+        p[plain_median_at(p, n, tpmlp_check_specs[expect].name)] *= (float)(1 + one_off(t, act, b));
+        break;
+    }
+    case NAN_DX: m.dx[5] = NAN, expect = C_DX; break;
+    default: break;
+    }
+    tpmlp_check_result res;
+    run_check(&res, &m, act, big, t, 0);
+    if (b == ZEROS) {
+        for (int i = 0; i < C_COUNT; i++)
+            if (res.rows[i].present && res.rows[i].pass)
+                fail_msg("%s %s: an all-zero %s passes (seed %llu)", dt_names[t], tpmlp_act_name(act),
+                         tpmlp_check_specs[i].name, dims[0][act].seed);
+    } else if (res.rows[expect].pass)
+        fail_msg("%s %s: the bug was expected to fail %s (used %.1f%% of its bound; seed %llu)", dt_names[t],
+                 tpmlp_act_name(act), tpmlp_check_specs[expect].name, 100 * res.rows[expect].used, dims[0][act].seed);
+    tpmlp_mlp32_free(&m);
 }
 
 int main(void) {
     if (mkdtemp(dir) == NULL) return 1;
-    snprintf(vec_path, sizeof vec_path, "%s/v.safetensors", dir);
+    char err[512];
+    for (int big = 0; big < 2; big++)
+        for (int a = 0; a < TPMLP_NUM_ACTS; a++) {
+            if (big && a == TPMLP_RELU) continue;
+            dims[big][a] = big ? (tpmlp_vec_dims){.B = 4, .T = 128, .D = 32, .F = 640}
+                               : (tpmlp_vec_dims){.B = 2, .T = 64, .D = 64, .F = 256};
+            dims[big][a].act = (tpmlp_act)a, dims[big][a].seed = test_seed() + (unsigned long long)a;
+            snprintf(vec_path[big][a], sizeof vec_path[big][a], "%s/v%d%d.safetensors", dir, big, a);
+            if (tpmlp_vec_generate(vec_path[big][a], &dims[big][a], err, sizeof err) != 0)
+                return fprintf(stderr, "%s\n", err), 1;
+        }
     snprintf(out_path, sizeof out_path, "%s/o.safetensors", dir);
-    make_vectors();
-    const struct CMUnitTest tests[] = {
-        NAMED_TEST(correct_passes, "float32 reference", 0),
-        NAMED_TEST(bug_fails, "fc2 bias added twice", BIAS_TWICE),
-        NAMED_TEST(bug_fails, "b2 added on each of 4 ranks", BIAS_PER_RANK),
-        NAMED_TEST(bug_fails, "gelu swapped for gelu_tanh", GELU_TANH),
-        NAMED_TEST(bug_fails, "one shard missing from the all-reduce", MISSING_SHARD),
-        NAMED_TEST(bug_fails, "transposed-layout weight", TRANSPOSED),
-        NAMED_TEST(bug_fails, "slice off by one column", OFF_BY_ONE),
-        NAMED_TEST(bug_fails, "dX doubled", DX_DOUBLED),
-        NAMED_TEST(bug_fails, "one element of y off by 1%", Y_ONE_PERCENT),
-        NAMED_TEST(bug_fails, "a NaN", NAN_DX),
-        NAMED_TEST(other_order_passes, "naive loop", NAIVE),
-        NAMED_TEST(other_order_passes, "blocked", BLOCKED),
-        NAMED_TEST(other_order_passes, "reversed", REVERSED),
-        NAMED_TEST(bf16_passes_with_bf16_dtype_only, "", 0),
-    };
-    int rc = cmocka_run_group_tests_name("tpmlp check: bugs fail, correct work passes", tests, NULL, NULL);
-    unlink(vec_path), unlink(out_path), rmdir(dir);
+    static const char *bug_names[NBUGS] = {"all zero",
+                                           "b2 added on each of 4 ranks",
+                                           "dX not all-reduced",
+                                           "a zeroed shard",
+                                           "a shard off by one column",
+                                           "the other GELU form",
+                                           "dX times p",
+                                           "one median element of y off",
+                                           "one median element of dx off",
+                                           "one median element of dW1 off",
+                                           "one median element of dW2 off",
+                                           "a NaN in dx"};
+    enum { MAXT = TPMLP_NUM_ACTS * NDT * (NBUGS + 1) };
+    static struct CMUnitTest tests[MAXT];
+    static char names[MAXT][96];
+    int n = 0;
+    for (int a = 0; a < TPMLP_NUM_ACTS; a++)
+        for (int t = 0; t < NDT; t++) {
+            snprintf(names[n], sizeof names[n], "correct work passes: %s %s", dt_names[t], tpmlp_act_name(a));
+            tests[n] = (struct CMUnitTest){names[n], correct_passes, NULL, NULL, (void *)(intptr_t)(a * NDT + t)};
+            n++;
+        }
+    for (int a = 0; a < TPMLP_NUM_ACTS; a++)
+        for (int b = 0; b < NBUGS; b++)
+            for (int t = 0; t < NDT; t++) {
+                if (b == OTHER_GELU && a == TPMLP_RELU) continue;
+                snprintf(names[n], sizeof names[n], "fails: %s, %s %s", bug_names[b], dt_names[t], tpmlp_act_name(a));
+                tests[n] =
+                    (struct CMUnitTest){names[n], bug_fails, NULL, NULL, (void *)(intptr_t)((a * NBUGS + b) * NDT + t)};
+                n++;
+            }
+    int rc = _cmocka_run_group_tests("tpmlp check: correct work passes, bugs fail, at every dtype", tests, (size_t)n,
+                                     NULL, NULL);
+    for (int big = 0; big < 2; big++)
+        for (int a = 0; a < TPMLP_NUM_ACTS; a++) unlink(vec_path[big][a]);
+    unlink(out_path), rmdir(dir);
     return rc;
 }

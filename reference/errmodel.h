@@ -1,0 +1,97 @@
+/* The one error model: per-element bounds on how far a correct
+ * implementation of the MLP block, computing in a given arithmetic, can be
+ * from the exact (float64) result on the same float32 inputs. `tpmlp check`,
+ * the demo and the tests all use it. Derivation: docs/vectors.md.
+ *
+ * Arithmetic (tpmlp_format):
+ *   fp32        products and sums in fp32, results stored in fp32;
+ *   tf32, bf16, fp16: as tensor-core GEMMs compute: every GEMM operand
+ *               rounded to the format, products and sums in fp32, every
+ *               result rounded to the format (for tf32 that last rounding
+ *               is a conservative assumption: most tf32 GEMMs store fp32).
+ *   Activations are evaluated in fp32 (any of the erf, erfc, Φ, tanh or
+ *   polynomial forms) and stored in the format.
+ *
+ * Every error is first order in the roundings, and each rounding is an
+ * independent, mean-zero, bounded variable (|δ| ≤ u·|value|). A linear
+ * combination Σ c_i δ_i is then sub-Gaussian with scale σ = (Σ c_i² u_i²)^{1/2}
+ * (Hoeffding; for the running sums of a dot product, Azuma), so it exceeds
+ * λ·σ with probability at most 2·exp(-λ²/2). Each element's bound is
+ *     hard + λ·σ + (its own last rounding),
+ * where "hard" holds what is not a mean-zero rounding: the second-order term
+ * of the activation and relu kink crossings. */
+#ifndef TPMLP_ERRMODEL_H
+#define TPMLP_ERRMODEL_H
+
+#include "mlp.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* λ: each element fails a correct implementation with probability at most
+ * 2·exp(-λ²/2) = 2.5·10⁻¹⁴, so at most 2.5·10⁻⁶ over the 10⁸ elements of the
+ * largest files. */
+#define TPMLP_LAMBDA 8.0
+/* The activation's evaluation error, in fp32 ulps of the terms of its
+ * formula (PyTorch's vectorised erf is about 2.5 ulp off; libm's below 1). */
+#define TPMLP_ACT_ULPS 8.0
+
+typedef struct {
+    const char *name; /* fp32, tf32, bf16, fp16 */
+    double u;         /* unit round-off of stored results */
+    double u_in;      /* unit round-off of GEMM operands: 0 for fp32 (nothing rounded) */
+    double tiny;      /* half the spacing of the format's subnormals: the absolute floor of a rounding */
+} tpmlp_format;
+
+/* The format of a --dtype name; NULL if unknown. */
+const tpmlp_format *tpmlp_format_find(const char *name);
+
+/* The inputs of the bound: the float32 inputs and the float64 reference
+ * h and a (everything else is derived). */
+typedef struct {
+    int N, D, F;
+    tpmlp_act act;
+    const float *x, *w1, *b1, *w2, *b2, *dy;      /* (N,D) (F,D) (F) (D,F) (D) (N,D) */
+    const double *h, *a;                          /* (N,F) (N,F) */
+    const double *y, *dx, *dw1, *db1, *dw2, *db2; /* the reference outputs: their own last rounding */
+} tpmlp_err_inputs;
+
+/* For a tensor-parallel check: p ranks, and the F-columns [f0, f1) of the
+ * rank whose partial sums are bounded. ysum/dxsum (N,D): Σ_r |Y_r| and
+ * Σ_r |dX_r| over all ranks, and yr/dxr (N,D) the rank's own partials
+ * (reference values), for the all-reduce's roundings. */
+typedef struct {
+    int p, f0, f1;
+    const double *ysum, *dxsum, *yr, *dxr;
+} tpmlp_err_tp;
+
+/* Per-element bounds, full shapes (as the vector file's tensors); y_part,
+ * dx_part (N,D) only with a tp argument. */
+typedef struct {
+    double *h, *a, *y, *dx, *dw1, *db1, *dw2, *db2, *y_part, *dx_part;
+    /* the form test of a (gelu vs gelu_tanh): scales of a's error, per element */
+    double *a_scale;
+} tpmlp_err_bounds;
+
+/* Computes every bound. exact: 1 computes the random-walk sums Σ c²·σ²
+ * exactly (float32 GEMMs of squares), 0 bounds them by Cauchy–Schwarz
+ * (no GEMM: what keeps `check` fast at fp32, where these terms are small).
+ * Allocates the arrays; free with tpmlp_err_free. */
+void tpmlp_err_bounds_compute(tpmlp_err_bounds *b, const tpmlp_err_inputs *in, const tpmlp_format *fmt,
+                              const tpmlp_err_tp *tp, int exact);
+void tpmlp_err_free(tpmlp_err_bounds *b);
+
+/* The form test: how much of the difference between the asked GELU form and
+ * the other one (erf vs tanh) the error e = theirs - reference in `a`
+ * carries. e (n) over elements idx of a (NULL: all), h the reference.
+ * Returns beta (≈ 0 for a correct implementation, ≈ 1 for the other form)
+ * and *noise, the λ-level bound on |beta| for a correct one. relu: 0. */
+double tpmlp_err_form_beta(tpmlp_act act, const double *h, const double *e, const double *scale, size_t n,
+                           double *noise);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
