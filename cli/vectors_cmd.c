@@ -313,6 +313,8 @@ int cmd_check(int argc, char **argv) {
 
 static const char run_usage[] =
     "usage: tpmlp run --stage STAGE [--tp P] [--dtype fp32|tf32|bf16] VECTORS -o OUT [--threads N]\n"
+    "                 [--rank-outputs DIR]   (shard, mpi, ring: each rank also writes DIR/rank-R.safetensors,\n"
+    "                 its own tensors for tpmlp check --tp P --rank R)\n"
     "                 [--lt] [--launch mpi|local]   (cuda and nccl stages)\n"
     "Runs a stage on a vector file's inputs, writes its outputs under the vector names (F32) and\n"
     "prints their check against VECTORS (exit 1 if any fails). Stages:\n"
@@ -364,7 +366,7 @@ static int run_cuda_program(const char *in, const char *out, const char *dtype, 
 }
 
 int cmd_run(int argc, char **argv) {
-    const char *stage = NULL, *in = NULL, *out = NULL, *dtype = "fp32", *launch = "mpi";
+    const char *stage = NULL, *in = NULL, *out = NULL, *dtype = "fp32", *launch = "mpi", *rank_dir = NULL;
     int p = 1, lt = 0, dtype_given = 0;
     tpmlp_shape_args s = {0};
     for (int i = 1; i < argc; i++) {
@@ -379,6 +381,9 @@ int cmd_run(int argc, char **argv) {
             dtype = v, dtype_given = 1, i++;
         } else if (strcmp(argv[i], "--tp") == 0) {
             p = args_positive_int("--tp", v), i++;
+        } else if (strcmp(argv[i], "--rank-outputs") == 0) {
+            if (v == NULL) tpmlp_die(TPMLP_EXIT_USAGE, "--rank-outputs: missing folder name");
+            rank_dir = v, i++;
         } else if (strcmp(argv[i], "--lt") == 0) {
             lt = 1;
         } else if (strcmp(argv[i], "--launch") == 0) {
@@ -403,6 +408,10 @@ int cmd_run(int argc, char **argv) {
         tpmlp_die(TPMLP_EXIT_USAGE, "--lt: only for the cuda and nccl stages (got --stage %s)", stage);
     if (strcmp(launch, "mpi") != 0 && strcmp(stage, "nccl") != 0)
         tpmlp_die(TPMLP_EXIT_USAGE, "--launch: only for the nccl stage (got --stage %s)", stage);
+    if (rank_dir && strcmp(stage, "shard") != 0 && strcmp(stage, "mpi") != 0 && strcmp(stage, "ring") != 0)
+        tpmlp_die(TPMLP_EXIT_USAGE, "--rank-outputs: for the shard, mpi and ring stages (got --stage %s)", stage);
+    if (rank_dir && access(rank_dir, W_OK) != 0)
+        tpmlp_die(TPMLP_EXIT_USAGE, "--rank-outputs: '%s' is not a folder this program can write to", rank_dir);
     if (!gpu_stage && dtype_given)
         tpmlp_die(TPMLP_EXIT_USAGE, "--dtype %s: the %s stage computes in fp32 only (--dtype is for cuda and nccl)",
                   dtype, stage);
@@ -432,10 +441,10 @@ int cmd_run(int argc, char **argv) {
         const tpmlp_check_opts o = {dtype_or_die(dtype), 0, 0, TPMLP_SPLIT_BALANCED};
         return report_check(in, out, &o, NULL, 't');
     } else if (strcmp(stage, "shard") == 0) {
-        rc = tp_run_shard(in, out, p, err, sizeof err);
+        rc = tp_run_shard(in, out, p, rank_dir, err, sizeof err);
     } else if (strcmp(stage, "mpi") == 0 || strcmp(stage, "ring") == 0 || strcmp(stage, "sequence") == 0) {
 #ifdef TPMLP_HAVE_MPI
-        rc = tp_run_mpi(stage, in, out, p, &root, err, sizeof err);
+        rc = tp_run_mpi(stage, in, out, p, rank_dir, &root, err, sizeof err);
 #else
         tpmlp_die(TPMLP_EXIT_USAGE, "--stage %s: this tpmlp was built without MPI (install libopenmpi-dev)", stage);
 #endif

@@ -11,8 +11,12 @@ extern "C" {
 
 /* Return codes: 0 done, 1 failed while running, 2 bad input (err has one line). */
 
+/* rank_dir (or NULL): each rank also writes DIR/rank-R.safetensors, its own
+ * tensors as `tpmlp check --tp P --rank R` reads them (shard-shaped h, a and
+ * weight gradients; y, dx, db2; y.partial and dx.partial). */
+
 /* shard: p ranks as threads of this process, local communicator. */
-int tp_run_shard(const char *vectors, const char *out, int p, char *err, size_t errlen);
+int tp_run_shard(const char *vectors, const char *out, int p, const char *rank_dir, char *err, size_t errlen);
 
 #ifdef TPMLP_HAVE_MPI
 /* dist_init: MPI_Init, rank and size, BLAS/OpenMP threads from the local rank
@@ -22,7 +26,8 @@ int tp_dist_init(int *rank, int *size);
 /* mpi, ring or sequence (on the mpi backend): this process is one rank of MPI_COMM_WORLD, whose size must be
  * p; rank 0 writes out. Follows dist_init: MPI_Init, threads from the local
  * rank, run, barrier, MPI_Finalize. *root is set on rank 0. */
-int tp_run_mpi(const char *stage, const char *vectors, const char *out, int p, int *root, char *err, size_t errlen);
+int tp_run_mpi(const char *stage, const char *vectors, const char *out, int p, const char *rank_dir, int *root,
+               char *err, size_t errlen);
 #endif
 
 #ifdef __cplusplus

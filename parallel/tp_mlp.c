@@ -6,9 +6,7 @@
 #include "util.h"
 
 void tp_slice(int F, int p, int r, int *f0, int *Fr) {
-    int q = F / p, rem = F % p;
-    *f0 = r * q + (r < rem ? r : rem);
-    *Fr = q + (r < rem ? 1 : 0);
+    tpmlp_split_slice(TPMLP_SPLIT_BALANCED, F, p, r, f0, Fr); /* the one definition, shared with gen and check */
 }
 
 void tp_shard_alloc(tp_shard *s, int N, int D, int F, int p, int rank, tpmlp_act act) {
@@ -28,10 +26,15 @@ void tp_shard_alloc(tp_shard *s, int N, int D, int F, int p, int rank, tpmlp_act
 }
 
 void tp_shard_free(tp_shard *s) {
-    float *all[] = {s->x,    s->w1, s->b1, s->w2, s->b2,  s->dy,  s->h,   s->a,
-                    s->dact, s->dh, s->y,  s->dx, s->dw1, s->db1, s->dw2, s->db2};
+    float *all[] = {s->x,  s->w1, s->b1, s->w2,  s->b2,  s->dy,  s->h,         s->a,          s->dact,
+                    s->dh, s->y,  s->dx, s->dw1, s->db1, s->dw2, s->y_partial, s->dx_partial, s->db2};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) free(all[i]);
     memset(s, 0, sizeof *s);
+}
+
+void tp_shard_keep_partials(tp_shard *s) {
+    s->y_partial = tpmlp_alloc((size_t)s->N * s->D, sizeof(float), "Y_r");
+    s->dx_partial = tpmlp_alloc((size_t)s->N * s->D, sizeof(float), "dX_r");
 }
 
 void tp_shard_from_full(tp_shard *s, const float *x, const float *w1, const float *b1, const float *w2, const float *b2,
@@ -58,11 +61,12 @@ void tp_shard_generate(tp_shard *s, const tpmlp_vec_dims *d) {
 
 int tp_forward(tp_shard *s, tpmlp_comm *c) {
     /* f: X arrives replicated, nothing to do */
-    linear_nobias_forward_f32(s->h, s->x, s->w1, s->N, s->D, s->Fr);               /* H_r = X·W1_rᵀ        */
-    bias_act_forward_f32(s->h, s->a, s->dact, s->b1, s->N, s->Fr, s->act);         /* += b1_r; A_r = act(H_r) */
-    linear_nobias_forward_f32(s->y, s->a, s->w2, s->N, s->Fr, s->D);               /* Y_r = A_r·W2_rᵀ      */
-    if (c->ops->allreduce(c, s->y, (size_t)s->N * s->D, COMM_F32) != 0) return -1; /* g */
-    bias_add_f32(s->y, s->b2, s->N, s->D);                                         /* b2 once, after the sum */
+    linear_nobias_forward_f32(s->h, s->x, s->w1, s->N, s->D, s->Fr);                   /* H_r = X·W1_rᵀ        */
+    bias_act_forward_f32(s->h, s->a, s->dact, s->b1, s->N, s->Fr, s->act);             /* += b1_r; A_r = act(H_r) */
+    linear_nobias_forward_f32(s->y, s->a, s->w2, s->N, s->Fr, s->D);                   /* Y_r = A_r·W2_rᵀ      */
+    if (s->y_partial) memcpy(s->y_partial, s->y, sizeof(float) * (size_t)s->N * s->D); /* kept: a rank's check */
+    if (c->ops->allreduce(c, s->y, (size_t)s->N * s->D, COMM_F32) != 0) return -1;     /* g */
+    bias_add_f32(s->y, s->b2, s->N, s->D);                                             /* b2 once, after the sum */
     return 0;
 }
 
@@ -71,7 +75,8 @@ int tp_backward(tp_shard *s, tpmlp_comm *c) {
      * gives dW2_r, dH_r, db1_r, dW1_r, db2 and a partial dX. */
     mlp_backward_f32(s->dx, s->dw1, s->db1, s->dw2, s->db2, s->dh, s->dy, s->x, s->a, s->dact, s->w1, s->w2, s->N, s->D,
                      s->Fr);
-    return c->ops->allreduce(c, s->dx, (size_t)s->N * s->D, COMM_F32); /* f's conjugate */
+    if (s->dx_partial) memcpy(s->dx_partial, s->dx, sizeof(float) * (size_t)s->N * s->D); /* kept */
+    return c->ops->allreduce(c, s->dx, (size_t)s->N * s->D, COMM_F32);                    /* f's conjugate */
 }
 
 /* Blocks of all ranks into full on rank 0: rank q's part is R rows of

@@ -29,6 +29,7 @@ typedef struct {
     float *x, *w1, *b1, *w2, *b2, *dy;     /* (N,D) (Fr,D) (Fr) (D,Fr) (D) (N,D) */
     float *h, *a, *dact, *dh;              /* (N,Fr) each */
     float *y, *dx, *dw1, *db1, *dw2, *db2; /* (N,D) (N,D) (Fr,D) (Fr) (D,Fr) (D) */
+    float *y_partial, *dx_partial;         /* (N,D) each, or NULL: Y_r and dX_r kept before the all-reduces */
 } tp_shard;
 
 /* Rank r's block of F over p ranks. */
@@ -36,6 +37,8 @@ void tp_slice(int F, int p, int r, int *f0, int *Fr);
 
 void tp_shard_alloc(tp_shard *s, int N, int D, int F, int p, int rank, tpmlp_act act);
 void tp_shard_free(tp_shard *s);
+/* Keep Y_r and dX_r (for a per-rank check): allocates s->y_partial, s->dx_partial. */
+void tp_shard_keep_partials(tp_shard *s);
 /* The shard's inputs as slices of the full tensors (x, dy (N,D), w1 (F,D), b1 (F), w2 (D,F), b2 (D)). */
 void tp_shard_from_full(tp_shard *s, const float *x, const float *w1, const float *b1, const float *w2, const float *b2,
                         const float *dy);

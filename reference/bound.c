@@ -14,8 +14,8 @@
     X(w2, D, F)                                                                                                        \
     X(b2, D, 1)                                                                                                        \
     X(dy, N, D)                                                                                                        \
-    X(h, N, F) X(a, N, F) X(dact, N, F) X(y, N, D) X(dh, N, F) X(dx, N, D) X(dw1, F, D) X(db1, F, 1) X(dw2, D, F)      \
-        X(db2, D, 1)
+    X(h, N, F)                                                                                                         \
+    X(a, N, F) X(dact, N, F) X(y, N, D) X(dh, N, F) X(dx, N, D) X(dw1, F, D) X(db1, F, 1) X(dw2, D, F) X(db2, D, 1)
 
 #define ALLOC_ALL(t)                                                                                                   \
     do {                                                                                                               \

@@ -30,6 +30,24 @@ static int expected_shape(tpmlp_check_id i, const tpmlp_vec_dims *d, int fr, uin
     return nd;
 }
 
+int tpmlp_check_write_rank(const char *path, const tpmlp_vec_dims *d, int p, int r, tpmlp_split s,
+                           const float *const t[C_COUNT], char *err, size_t errlen) {
+    int f0, fr;
+    if (tpmlp_split_slice(s, d->F, p, r, &f0, &fr) != 0)
+        return snprintf(err, errlen, "rank %d of %d has no columns of F = %d", r, p, d->F), -1;
+    st_out out[C_COUNT];
+    int n = 0;
+    for (int i = 0; i < C_COUNT; i++)
+        if (t[i]) {
+            out[n] = (st_out){.name = tpmlp_check_specs[i].name, .dtype = ST_F32, .data = t[i]};
+            out[n].ndim = expected_shape((tpmlp_check_id)i, d, fr, out[n].shape), n++;
+        }
+    tpmlp_meta m;
+    tpmlp_vec_meta(&m, "tpmlp-mlp-rank-outputs", d);
+    tpmlp_vec_meta_rank(&m, p, r, s, f0, f0 + fr);
+    return st_write(path, out, n, m.keys, m.vals, m.n, err, errlen);
+}
+
 static void shape_str(char *buf, size_t len, const uint64_t *shape, int nd) {
     size_t at = (size_t)snprintf(buf, len, "(");
     for (int k = 0; k < nd && at < len; k++)
@@ -70,43 +88,61 @@ static int same_case(const st_file *theirs, const st_file *vec, const tpmlp_chec
     return 0;
 }
 
-/* The reference and the bound of tensor i at THEIRS's elements: whole, or the rank's block. */
-static void view_of(double *ref_out, double *bnd_out, const double *ref, const double *bnd, tpmlp_check_id i,
-                    const tpmlp_vec_dims *d, int f0, int fr) {
+/* The values of a full-shaped array src of tensor i at a rank's elements: its block of F. */
+static double *block_of(const double *src, tpmlp_check_id i, const tpmlp_vec_dims *d, int f0, int fr, uint64_t n) {
     uint64_t shape[ST_MAX_DIMS], full[ST_MAX_DIMS];
     int nd = expected_shape(i, d, fr, shape);
     expected_shape(i, d, 0, full);
     const int ax = tpmlp_check_specs[i].shard;
     uint64_t outer = 1, inner = 1;
-    if (ax < 0 || fr == 0) { /* the whole tensor */
-        for (int k = 0; k < nd; k++) outer *= shape[k];
-        memcpy(ref_out, ref, outer * sizeof *ref), memcpy(bnd_out, bnd, outer * sizeof *bnd);
-        return;
-    }
     for (int k = 0; k < ax; k++) outer *= shape[k];
     for (int k = ax + 1; k < nd; k++) inner *= shape[k];
+    double *out = tpmlp_alloc(n, sizeof *out, "the rank's block");
     for (uint64_t o = 0; o < outer; o++) { /* rows of the block: [o, f0..f0+fr, inner] */
-        size_t src = (size_t)(o * full[ax] + (uint64_t)f0) * inner, dst = (size_t)(o * (uint64_t)fr) * inner;
-        memcpy(ref_out + dst, ref + src, (size_t)fr * inner * sizeof *ref);
-        memcpy(bnd_out + dst, bnd + src, (size_t)fr * inner * sizeof *bnd);
+        size_t from = (size_t)(o * full[ax] + (uint64_t)f0) * inner, to = (size_t)(o * (uint64_t)fr) * inner;
+        memcpy(out + to, src + from, (size_t)fr * inner * sizeof *src);
     }
+    return out;
 }
 
-/* |got - ref| / bound over the elements; NaN or Inf never passes. */
-static void compare(tpmlp_check_row *r, const double *got, const double *ref, const double *bound) {
-    double used = 0, maxerr = 0;
+/* The form test's inputs for `a`: the reference h at THEIRS's elements. */
+typedef struct {
+    tpmlp_act act;
+    const double *h;
+    double num, den;
+} form_in;
+
+/* |theirs - ref| / bound over the elements of THEIRS's tensor t, read in
+ * parallel chunks; NaN or Inf never passes. Also the form test's sums (fi),
+ * and per element the ratio and the bound for --dump (ratio, bnd). */
+static void compare(tpmlp_check_row *r, const st_file *theirs, const st_tensor *t, const double *ref,
+                    const double *bound, form_in *fi, float *ratio, float *bnd) {
+    const uint64_t chunk = 1 << 14, nchunks = (t->numel + chunk - 1) / chunk;
+    double used = 0, maxerr = 0, num = 0, den = 0;
     uint64_t worst = 0;
-#pragma omp parallel
+#pragma omp parallel reduction(+ : num, den)
     {
+        double *got = tpmlp_alloc(chunk, sizeof *got, "theirs"), *e = tpmlp_alloc(chunk, sizeof *e, "error");
         double my_used = 0, my_err = 0;
         uint64_t my_worst = 0;
 #pragma omp for schedule(static)
-        for (uint64_t k = 0; k < r->n; k++) {
-            double e = isfinite(got[k]) ? fabs(got[k] - ref[k]) : INFINITY;
-            double q = isinf(e) ? INFINITY : e == 0 ? 0 : e / bound[k];
-            if (q > my_used) my_used = q, my_worst = k;
-            if (e > my_err) my_err = e;
+        for (uint64_t c = 0; c < nchunks; c++) {
+            const uint64_t k0 = c * chunk, m = t->numel - k0 < chunk ? t->numel - k0 : chunk;
+            st_tensor part = *t;
+            part.numel = m, part.begin = t->begin + (size_t)k0 * st_dtype_size(t->dtype);
+            st_to_f64(theirs, &part, got);
+            for (uint64_t i = 0; i < m; i++) {
+                const uint64_t k = k0 + i;
+                e[i] = got[i] - ref[k];
+                const double ae = isfinite(got[i]) ? fabs(e[i]) : INFINITY;
+                const double q = isinf(ae) ? INFINITY : ae == 0 ? 0 : ae / bound[k];
+                if (q > my_used) my_used = q, my_worst = k;
+                if (ae > my_err) my_err = ae;
+                if (ratio) ratio[k] = (float)q, bnd[k] = (float)bound[k];
+            }
+            if (fi) tpmlp_err_form_sums(fi->act, fi->h + k0, e, bound + k0, m, &num, &den);
         }
+        free(got), free(e);
 #pragma omp critical
         { /* the largest share wins; among equal shares, the first element */
             if (my_used > used || (my_used == used && my_used > 0 && my_worst < worst))
@@ -115,8 +151,12 @@ static void compare(tpmlp_check_row *r, const double *got, const double *ref, co
         }
     }
     r->used = used, r->max_abs_err = maxerr, r->worst = worst;
-    r->worst_got = got[worst], r->worst_ref = ref[worst], r->worst_bound = bound[worst];
+    r->worst_ref = ref[worst], r->worst_bound = bound[worst];
+    st_tensor one = *t;
+    one.numel = 1, one.begin = t->begin + (size_t)worst * st_dtype_size(t->dtype);
+    st_to_f64(theirs, &one, &r->worst_got);
     r->pass = used <= 1.0;
+    if (fi) fi->num = num, fi->den = den;
 }
 
 /* The partial references of every rank: the rank's own, and Σ_r |·| for the all-reduce's roundings. */
@@ -140,12 +180,8 @@ static void partials(tpmlp_err_tp *tp, double **keep, const tpmlp_err_inputs *in
 }
 
 /* The form test on a: fails if a holds the other GELU form, where the data can tell. */
-static void form_test(tpmlp_check_row *r, tpmlp_act act, const double *got, const double *ref, const double *h,
-                      const double *scale) {
-    double *e = tpmlp_alloc(r->n, sizeof *e, "a's error");
-    for (uint64_t k = 0; k < r->n; k++) e[k] = got[k] - ref[k];
-    r->beta = tpmlp_err_form_beta(act, h, e, scale, r->n, &r->beta_noise);
-    free(e);
+static void form_verdict(tpmlp_check_row *r, tpmlp_act act, const form_in *fi) {
+    r->beta = tpmlp_err_form_beta(fi->num, fi->den, &r->beta_noise);
     if (r->beta_noise < 0.5 && r->beta > 0.5 && r->pass) {
         r->pass = 0;
         snprintf(r->note, sizeof r->note,
@@ -250,24 +286,23 @@ int tpmlp_check(tpmlp_check_result *res, const st_file *vec, const st_file *thei
         if (!r->present) continue;
         const double *ref, *bnd;
         sources((tpmlp_check_id)i, &b, ref_by_vec, tp.yr, tp.dxr, &ref, &bnd);
-        double *got = tpmlp_alloc(r->n, sizeof *got, "theirs"), *rv = tpmlp_alloc(r->n, sizeof *rv, "reference"),
-               *bv = tpmlp_alloc(r->n, sizeof *bv, "bound");
-        st_to_f64(theirs, st_find(theirs, tpmlp_check_specs[i].name), got);
-        view_of(rv, bv, ref, bnd, (tpmlp_check_id)i, dm, res->f0, fr);
-        compare(r, got, rv, bv);
-        if (i == C_A && dm->act != TPMLP_RELU) {
-            double *hv = tpmlp_alloc(r->n, sizeof *hv, "h"), *sv = tpmlp_alloc(r->n, sizeof *sv, "scale");
-            view_of(hv, sv, view[V_H], b.a_scale, C_A, dm, res->f0, fr);
-            form_test(r, dm->act, got, rv, hv, sv);
-            free(hv), free(sv);
+        const int sharded = fr > 0 && tpmlp_check_specs[i].shard >= 0;
+        double *rcopy = NULL, *bcopy = NULL, *hcopy = NULL;
+        const double *rv = ref, *bv = bnd, *hv = view[V_H];
+        if (sharded) { /* the rank's block of the reference, the bounds and h */
+            rv = rcopy = block_of(ref, (tpmlp_check_id)i, dm, res->f0, fr, r->n);
+            bv = bcopy = block_of(bnd, (tpmlp_check_id)i, dm, res->f0, fr, r->n);
+            if (i == C_A) hv = hcopy = block_of(view[V_H], C_A, dm, res->f0, fr, r->n);
         }
-        if (dump) {
+        form_in fi = {dm->act, hv, 0, 0};
+        const int form = i == C_A && dm->act != TPMLP_RELU;
+        if (dump)
             ratio[i] = tpmlp_alloc(r->n, sizeof(float), "dump"), bnd_dump[i] = tpmlp_alloc(r->n, sizeof(float), "dump");
-            for (uint64_t k = 0; k < r->n; k++)
-                ratio[i][k] = (float)(fabs(got[k] - rv[k]) / bv[k]), bnd_dump[i][k] = (float)bv[k];
-        }
+        compare(r, theirs, st_find(theirs, tpmlp_check_specs[i].name), rv, bv, form ? &fi : NULL, ratio[i],
+                bnd_dump[i]);
+        if (form) form_verdict(r, dm->act, &fi);
+        free(rcopy), free(bcopy), free(hcopy);
         res->pass &= r->pass;
-        free(got), free(rv), free(bv);
     }
     int rc = dump ? write_dump(dump, res, ratio, bnd_dump, err, errlen) : 0;
     for (int i = 0; i < C_COUNT; i++) free(ratio[i]), free(bnd_dump[i]);

@@ -52,6 +52,12 @@ typedef struct {
     int present, pass; /* how many tensors were checked; all of them pass */
 } tpmlp_check_result;
 
+/* Writes one rank's tensors as `check --tp p --rank r` reads them: t[i] is
+ * tensor i (tpmlp_check_specs order) in its rank shape, or NULL to leave it
+ * out. Returns 0, or -1 with a message in err. */
+int tpmlp_check_write_rank(const char *path, const tpmlp_vec_dims *d, int p, int r, tpmlp_split s,
+                           const float *const t[C_COUNT], char *err, size_t errlen);
+
 /* Compares. Returns 0 (res filled), or -1 with a one-line message in err for
  * bad input: shapes that do not match, THEIRS being a vector file, THEIRS's
  * metadata naming other sizes, activation, seed or rank. dump (or NULL): a

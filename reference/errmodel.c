@@ -39,6 +39,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -79,11 +80,19 @@ static double *norms(const float *M, int n, int K, size_t si, size_t sk, const c
             for (int k = 0; k < K; k++) s += sq(M[i * si + k]);
             out[i] = sqrt(s);
         }
-    } else { /* k strided: sweep rows of k in order, i contiguous */
-        for (int i = 0; i < n; i++) out[i] = 0;
-        for (int k = 0; k < K; k++)
-            for (int i = 0; i < n; i++) out[i] += sq(M[i * si + k * sk]);
-        for (int i = 0; i < n; i++) out[i] = sqrt(out[i]);
+    } else { /* k strided: each thread sweeps the rows of k in order over its block of i */
+#pragma omp parallel
+        {
+#pragma omp for schedule(static)
+            for (int i = 0; i < n; i++) out[i] = 0;
+            const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+            const int i0 = (int)((long long)n * t / nt), i1 = (int)((long long)n * (t + 1) / nt);
+            for (int k = 0; k < K; k++)
+                for (int i = i0; i < i1; i++) out[i] += sq(M[i * si + k * sk]);
+#pragma omp barrier
+#pragma omp for schedule(static)
+            for (int i = 0; i < n; i++) out[i] = sqrt(out[i]);
+        }
     }
     return out;
 }
@@ -119,14 +128,31 @@ static float *mapf(const float *v, size_t n, int square, const char *what) {
     return o;
 }
 
+/* act'(h) into g and, if a is not NULL, act(h) into a, from float64 h, by the
+ * vectorised float32 kernel in blocks. */
+static void acts_f32(float *g, float *a, const double *h, size_t n, tpmlp_act act) {
+    enum { BLK = 4096 };
+    static const float zero[BLK];
+#pragma omp parallel
+    {
+        float *hb = tpmlp_alloc(BLK, sizeof *hb, "h block"), *ab = tpmlp_alloc(BLK, sizeof *ab, "act block");
+#pragma omp for schedule(static)
+        for (size_t k0 = 0; k0 < n; k0 += BLK) {
+            const int m = (int)(n - k0 < BLK ? n - k0 : BLK);
+            for (int i = 0; i < m; i++) hb[i] = (float)h[k0 + i];
+            bias_act_forward_f32(hb, a ? a + k0 : ab, g + k0, zero, 1, m, act);
+        }
+        free(hb), free(ab);
+    }
+}
+
 /* What the forward pass leaves for the rest: per (n,f). */
 typedef struct {
-    double *shp2; /* σH'² */
-    double *bh;   /* the bound of H (hard part included) */
-    double *g;    /* act'(H) */
-    double *sg2;  /* σg² (gelu) */
-    float *sy;    /* σA'² + ui²A²: what A brings into Y and dW2 */
-    float *absa;  /* |A| */
+    float *shp2; /* σH'² */
+    float *g;    /* act'(H) */
+    float *sg2;  /* σg² (gelu) */
+    float *sy;   /* σA'² + ui²A²: what A brings into Y and dW2 */
+    float *absa; /* |A| */
 } fwd_state;
 
 static void forward(tpmlp_err_bounds *b, fwd_state *st, const tpmlp_err_inputs *in, const tpmlp_format *fm, int exact) {
@@ -141,9 +167,9 @@ static void forward(tpmlp_err_bounds *b, fwd_state *st, const tpmlp_err_inputs *
         free(x2), free(w2);
     }
     double *nx = norms(in->x, N, D, D, 1, "‖x_n‖"), *nw = norms(in->w1, F, D, D, 1, "‖W1_f‖");
-    st->shp2 = alloc_d(nf, "σH'²"), st->bh = alloc_d(nf, "BH"), st->g = alloc_d(nf, "act'");
-    st->sg2 = alloc_d(nf, "σg²"), st->sy = alloc_f(nf, "σA'²"), st->absa = alloc_f(nf, "|A|");
-    b->a_scale = alloc_d(nf, "a scale");
+    st->shp2 = alloc_f(nf, "σH'²"), st->g = alloc_f(nf, "act'");
+    st->sg2 = alloc_f(nf, "σg²"), st->sy = alloc_f(nf, "σA'²"), st->absa = alloc_f(nf, "|A|");
+    acts_f32(st->g, NULL, in->h, nf, in->act); /* act'(H): a bound needs its size, not its last bits */
 #pragma omp parallel for schedule(static)
     for (size_t k = 0; k < nf; k++) {
         const int n = (int)(k / F), f = (int)(k % F);
@@ -151,7 +177,7 @@ static void forward(tpmlp_err_bounds *b, fwd_state *st, const tpmlp_err_inputs *
         double sh2 = sq(UA * sqrt(D + 1.0) * (nx[n] * nw[f] + fabs(b1))) + sq(srho(fm, h - b1));
         if (t2) sh2 += sq(ui) * (2.0 * t2[k] + b1 * b1);
         const double bh = lam * sqrt(sh2) + rho(fm, h), shp2 = sh2 + sq(srho(fm, h));
-        const double g = tpmlp_act_grad_f64(in->act, h);
+        const double g = st->g[k];
         double ba, sa2, sg2 = 0;
         if (in->act == TPMLP_RELU) {
             const double slope = (h > 0 || fabs(h) <= bh) ? 1.0 : 0.0;
@@ -172,8 +198,8 @@ static void forward(tpmlp_err_bounds *b, fwd_state *st, const tpmlp_err_inputs *
             sa2 = g * g * shp2 + ea * ea + sq(srho(fm, a)) + sq(0.5 * M2 * shp2);
             sg2 = M2 * M2 * shp2 + eg * eg + sq(srho(fm, g));
         }
-        b->h[k] = bh, b->a[k] = ba, b->a_scale[k] = ba / lam;
-        st->shp2[k] = shp2, st->bh[k] = bh, st->g[k] = g, st->sg2[k] = sg2;
+        b->h[k] = bh, b->a[k] = ba;
+        st->shp2[k] = (float)shp2, st->sg2[k] = (float)sg2;
         st->sy[k] = (float)(sa2 + sq(ui * a)), st->absa[k] = (float)fabs(a);
     }
     free(t2), free(nx), free(nw);
@@ -262,7 +288,8 @@ static void backward_dh(bwd_state *bs, const fwd_state *st, const tpmlp_err_inpu
         free(dy2), free(w22);
     }
     double *ndy = norms(in->dy, N, D, D, 1, "‖dy_n‖"), *nw = norms(in->w2, F, D, 1, F, "‖W2_:f‖");
-    bs->s = alloc_f(nf, "σdH'²"), bs->s2 = alloc_f(nf, "σdH'² + ui²dH²"), bs->absdh = alloc_f(nf, "|dH|");
+    bs->s = alloc_f(nf, "σdH'²"), bs->absdh = alloc_f(nf, "|dH|");
+    bs->s2 = ui > 0 ? alloc_f(nf, "σdH'² + ui²dH²") : bs->s; /* the same at fp32 */
     bs->hard = in->act == TPMLP_RELU ? alloc_d(nf, "crossings") : NULL;
 #pragma omp parallel for schedule(static)
     for (size_t k = 0; k < nf; k++) {
@@ -282,7 +309,8 @@ static void backward_dh(bwd_state *bs, const fwd_state *st, const tpmlp_err_inpu
             dh = da * g;
             s = g * g * sdap2 + da * da * st->sg2[k] + sq(srho(fm, dh));
         }
-        bs->s[k] = (float)s, bs->s2[k] = (float)(s + sq(ui * dh)), bs->absdh[k] = (float)fabs(dh);
+        bs->s[k] = (float)s, bs->absdh[k] = (float)fabs(dh);
+        if (bs->s2 != bs->s) bs->s2[k] = (float)(s + sq(ui * dh));
     }
     free(dA), free(t2), free(ndy), free(nw);
 }
@@ -301,6 +329,7 @@ void tpmlp_err_bounds_compute(tpmlp_err_bounds *b, const tpmlp_err_inputs *in, c
 
     /* y = A·W2ᵀ + b2, and the rank's partial */
     sum_over_f(b->y, st.sy, st.absa, NULL, in->w2, 1, N, D, F, 0, F, exact);
+#pragma omp parallel for schedule(static)
     for (size_t k = 0; k < nd; k++) {
         const double b2 = in->b2[k % D];
         const double s2 = sq(ui * b2) + sq(UA * sqrt(F + 1.0) * fabs(b2)) + sq(srho(fm, in->y[k] - b2));
@@ -315,6 +344,7 @@ void tpmlp_err_bounds_compute(tpmlp_err_bounds *b, const tpmlp_err_inputs *in, c
     /* dW2 = dYᵀ·A, db2 = Σ dY */
     float *dy2 = mapf(in->dy, nd, 1, "dy²"), *ady = mapf(in->dy, nd, 0, "|dy|");
     sum_over_n(b->dw2, dy2, st.sy, ady, st.absa, NULL, N, D, F, exact);
+#pragma omp parallel for schedule(static)
     for (size_t k = 0; k < fd; k++) b->dw2[k] += rho(fm, in->dw2[k]);
     for (int d = 0; d < D; d++) {
         double s2 = 0, s1 = 0;
@@ -326,20 +356,27 @@ void tpmlp_err_bounds_compute(tpmlp_err_bounds *b, const tpmlp_err_inputs *in, c
     /* dH, then db1 = Σ dH, dW1 = dHᵀ·X, dX = dH·W1 */
     bwd_state bs;
     backward_dh(&bs, &st, in, fm, exact);
-    free(st.shp2), free(st.bh), free(st.g), free(st.sg2);
-    for (int f = 0; f < F; f++) {
-        double s2 = 0, s1 = 0, hard = 0;
-        for (int n = 0; n < N; n++) {
-            const size_t k = (size_t)n * F + f;
-            s2 += bs.s[k], s1 += bs.absdh[k], hard += bs.hard ? bs.hard[k] : 0;
-        }
-        b->db1[f] = hard + lam * sqrt(s2 + sq(UA * sqrt((double)N) * s1)) + rho(fm, in->db1[f]);
+    free(st.shp2), free(st.g), free(st.sg2);
+#pragma omp parallel for schedule(static)
+    for (int f0 = 0; f0 < F; f0 += 256) { /* column blocks, rows in order: the reads stay contiguous */
+        const int f1 = f0 + 256 < F ? f0 + 256 : F;
+        double s2[256] = {0}, s1[256] = {0}, hard[256] = {0};
+        for (int n = 0; n < N; n++)
+            for (int f = f0; f < f1; f++) {
+                const size_t k = (size_t)n * F + f;
+                s2[f - f0] += bs.s[k], s1[f - f0] += bs.absdh[k], hard[f - f0] += bs.hard ? bs.hard[k] : 0;
+            }
+        for (int f = f0; f < f1; f++)
+            b->db1[f] =
+                hard[f - f0] + lam * sqrt(s2[f - f0] + sq(UA * sqrt((double)N) * s1[f - f0])) + rho(fm, in->db1[f]);
     }
     float *x2 = mapf(in->x, nd, 1, "x²"), *ax = mapf(in->x, nd, 0, "|x|");
     sum_over_n(b->dw1, bs.s2, x2, bs.absdh, ax, bs.hard, N, F, D, exact);
+#pragma omp parallel for schedule(static)
     for (size_t k = 0; k < fd; k++) b->dw1[k] += rho(fm, in->dw1[k]);
     free(x2), free(ax);
     sum_over_f(b->dx, bs.s2, bs.absdh, bs.hard, in->w1, 0, N, D, F, 0, F, exact);
+#pragma omp parallel for schedule(static)
     for (size_t k = 0; k < nd; k++) b->dx[k] += rho(fm, in->dx[k]);
     if (tp) {
         b->dx_part = alloc_d(nd, "bound dx.partial");
@@ -347,28 +384,40 @@ void tpmlp_err_bounds_compute(tpmlp_err_bounds *b, const tpmlp_err_inputs *in, c
         for (size_t k = 0; k < nd; k++) b->dx_part[k] += rho(fm, tp->dxr[k]);
         add_allreduce(b->dx, tp, tp->dxsum, nd, fm);
     }
-    free(bs.s), free(bs.s2), free(bs.absdh), free(bs.hard);
+    if (bs.s2 != bs.s) free(bs.s2);
+    free(bs.s), free(bs.absdh), free(bs.hard);
 }
 
-double tpmlp_err_form_beta(tpmlp_act act, const double *h, const double *e, const double *scale, size_t n,
-                           double *noise) {
-    *noise = INFINITY;
-    if (act == TPMLP_RELU) return 0;
+void tpmlp_err_form_sums(tpmlp_act act, const double *h, const double *e, const double *ba, size_t n, double *num,
+                         double *den) {
+    if (act == TPMLP_RELU) return;
     const tpmlp_act other = act == TPMLP_GELU ? TPMLP_GELU_TANH : TPMLP_GELU;
-    double num = 0, den = 0; /* β = Σ wΔ·e / Σ wΔ², w = 1/scale²: the least-squares share of Δ in e */
-#pragma omp parallel for schedule(static) reduction(+ : num, den)
-    for (size_t k = 0; k < n; k++) {
-        if (!(scale[k] > 0) || !isfinite(e[k])) continue;
-        const double dlt = tpmlp_act_f64(other, h[k]) - tpmlp_act_f64(act, h[k]), w = dlt / (scale[k] * scale[k]);
-        num += w * e[k], den += w * dlt;
+    enum { BLK = 1024 };
+    static const float zero[BLK];
+    float hb[BLK], a1[BLK], a2[BLK], g[BLK];
+    for (size_t k0 = 0; k0 < n; k0 += BLK) {
+        /* Δ = other(h) - act(h), from the float32 kernels: Δ is about 10⁻⁴ where it
+         * matters, their errors about 10⁻⁷ of |a| */
+        const int m = (int)(n - k0 < BLK ? n - k0 : BLK);
+        for (int i = 0; i < m; i++) hb[i] = (float)h[k0 + i];
+        bias_act_forward_f32(hb, a1, g, zero, 1, m, act);
+        for (int i = 0; i < m; i++) hb[i] = (float)h[k0 + i];
+        bias_act_forward_f32(hb, a2, g, zero, 1, m, other);
+        for (int i = 0; i < m; i++) { /* β = Σ wΔ·e / Σ wΔ², w = 1/scale²: the least-squares share of Δ in e */
+            const double scale = ba[k0 + i] / TPMLP_LAMBDA, dlt = (double)a2[i] - (double)a1[i];
+            if (!(scale > 0) || !isfinite(e[k0 + i])) continue;
+            *num += dlt * e[k0 + i] / (scale * scale), *den += dlt * dlt / (scale * scale);
+        }
     }
-    if (!(den > 0)) return 0;
-    *noise = TPMLP_LAMBDA / sqrt(den); /* Σ w e has scale (Σ w² scale²)^{1/2} = √den */
-    return num / den;
+}
+
+double tpmlp_err_form_beta(double num, double den, double *noise) {
+    *noise = den > 0 ? TPMLP_LAMBDA / sqrt(den) : INFINITY; /* Σ wΔ·e has scale (Σ w²Δ² scale²)^{1/2} = √den */
+    return den > 0 ? num / den : 0;
 }
 
 void tpmlp_err_free(tpmlp_err_bounds *b) {
-    double *all[] = {b->h, b->a, b->y, b->dx, b->dw1, b->db1, b->dw2, b->db2, b->y_part, b->dx_part, b->a_scale};
+    double *all[] = {b->h, b->a, b->y, b->dx, b->dw1, b->db1, b->dw2, b->db2, b->y_part, b->dx_part};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) free(all[i]);
     memset(b, 0, sizeof *b);
 }

@@ -70,8 +70,6 @@ typedef struct {
  * dx_part (N,D) only with a tp argument. */
 typedef struct {
     double *h, *a, *y, *dx, *dw1, *db1, *dw2, *db2, *y_part, *dx_part;
-    /* the form test of a (gelu vs gelu_tanh): scales of a's error, per element */
-    double *a_scale;
 } tpmlp_err_bounds;
 
 /* Computes every bound. exact: 1 computes the random-walk sums Σ c²·σ²
@@ -82,13 +80,16 @@ void tpmlp_err_bounds_compute(tpmlp_err_bounds *b, const tpmlp_err_inputs *in, c
                               const tpmlp_err_tp *tp, int exact);
 void tpmlp_err_free(tpmlp_err_bounds *b);
 
-/* The form test: how much of the difference between the asked GELU form and
- * the other one (erf vs tanh) the error e = theirs - reference in `a`
- * carries. e (n) over elements idx of a (NULL: all), h the reference.
- * Returns beta (≈ 0 for a correct implementation, ≈ 1 for the other form)
- * and *noise, the λ-level bound on |beta| for a correct one. relu: 0. */
-double tpmlp_err_form_beta(tpmlp_act act, const double *h, const double *e, const double *scale, size_t n,
-                           double *noise);
+/* The form test: how much of the difference Δ between the asked GELU form
+ * and the other one (erf vs tanh) the error e = theirs - reference in `a`
+ * carries. tpmlp_err_form_sums adds, for n elements with reference h and
+ * bounds ba (each element's error taken at scale ba/λ), their terms to *num
+ * and *den (relu: nothing); tpmlp_err_form_beta turns the totals into beta
+ * (≈ 0 for a correct implementation, ≈ 1 for the other form) and *noise,
+ * the λ-level bound on |beta| for a correct one (INFINITY if den is 0). */
+void tpmlp_err_form_sums(tpmlp_act act, const double *h, const double *e, const double *ba, size_t n, double *num,
+                         double *den);
+double tpmlp_err_form_beta(double num, double den, double *noise);
 
 #ifdef __cplusplus
 }

@@ -194,7 +194,11 @@ int st_open(st_file *f, const char *path, char *err, size_t errlen) {
         fail(err, errlen, "%s: %zu bytes, too short for the 8-byte header length", path, (size_t)sb.st_size);
     else {
         f->size = (size_t)sb.st_size;
+#ifdef MAP_POPULATE /* every byte is read: fault the pages in at once */
+        void *m = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+#else
         void *m = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
+#endif
         if (m == MAP_FAILED)
             fail(err, errlen, "%s: cannot map %zu bytes: %s", path, f->size, strerror(errno));
         else

@@ -263,31 +263,24 @@ int tpmlp_split_slice(tpmlp_split s, int F, int p, int r, int *f0, int *fr) {
 
 /* ---------------------------------------------------------------- files */
 
-/* The metadata every file tpmlp writes carries: its format and the sizes,
- * activation and seed it belongs to (so that check can refuse a mix-up);
- * room for the rank's keys after them. */
-typedef struct {
-    const char *keys[16], *vals[16];
-    char buf[16][24];
-} meta;
-
-static int meta_of(meta *m, const char *format, const tpmlp_vec_dims *d) {
-    int n = 0;
-    const char *k[] = {"B", "T", "D", "F"};
-    const int v[] = {d->B, d->T, d->D, d->F};
-    m->keys[n] = "format", m->vals[n++] = format;
-    m->keys[n] = "format_version", m->vals[n++] = TPMLP_FORMAT_VERSION;
-    for (int i = 0; i < 4; i++, n++)
-        snprintf(m->buf[n], sizeof m->buf[n], "%d", v[i]), m->keys[n] = k[i], m->vals[n] = m->buf[n];
-    m->keys[n] = "activation", m->vals[n++] = tpmlp_act_name(d->act);
-    snprintf(m->buf[n], sizeof m->buf[n], "%llu", d->seed), m->keys[n] = "seed", m->vals[n] = m->buf[n], n++;
-    m->keys[n] = "generator_version", m->vals[n++] = TPMLP_GENERATOR_VERSION;
-    return n;
+static void meta_add(tpmlp_meta *m, const char *key, const char *val) { m->keys[m->n] = key, m->vals[m->n++] = val; }
+static void meta_num(tpmlp_meta *m, const char *key, long long v) {
+    snprintf(m->buf[m->n], sizeof m->buf[m->n], "%lld", v);
+    meta_add(m, key, m->buf[m->n]);
 }
 
-static int meta_int_at(meta *m, int n, const char *key, int v) {
-    snprintf(m->buf[n], sizeof m->buf[n], "%d", v), m->keys[n] = key, m->vals[n] = m->buf[n];
-    return n + 1;
+void tpmlp_vec_meta(tpmlp_meta *m, const char *format, const tpmlp_vec_dims *d) {
+    m->n = 0;
+    meta_add(m, "format", format), meta_add(m, "format_version", TPMLP_FORMAT_VERSION);
+    meta_num(m, "B", d->B), meta_num(m, "T", d->T), meta_num(m, "D", d->D), meta_num(m, "F", d->F);
+    meta_add(m, "activation", tpmlp_act_name(d->act));
+    snprintf(m->buf[m->n], sizeof m->buf[m->n], "%llu", d->seed), meta_add(m, "seed", m->buf[m->n]);
+    meta_add(m, "generator_version", TPMLP_GENERATOR_VERSION);
+}
+
+void tpmlp_vec_meta_rank(tpmlp_meta *m, int p, int r, tpmlp_split s, int f0, int f1) {
+    meta_num(m, "tp", p), meta_num(m, "rank", r), meta_add(m, "split", tpmlp_split_name(s));
+    meta_num(m, "f0", f0), meta_num(m, "f1", f1);
 }
 
 int tpmlp_vec_generate_rank(const char *path, const tpmlp_vec_dims *d, int p, int r, tpmlp_split s, char *err,
@@ -318,12 +311,10 @@ int tpmlp_vec_generate_rank(const char *path, const tpmlp_vec_dims *d, int p, in
     tpmlp_vec_fill(buf[3], V_W2, d, 0, D, c0, c1);
     tpmlp_vec_fill(buf[4], V_B2, d, 0, 1, 0, D);
     tpmlp_vec_fill(buf[5], V_DY, d, 0, N, 0, D);
-    meta m;
-    int nm = meta_of(&m, "tpmlp-mlp-rank-inputs", d);
-    nm = meta_int_at(&m, nm, "tp", p), nm = meta_int_at(&m, nm, "rank", r);
-    m.keys[nm] = "split", m.vals[nm++] = tpmlp_split_name(s);
-    nm = meta_int_at(&m, nm, "f0", f0), nm = meta_int_at(&m, nm, "f1", f0 + fr);
-    int rc = st_write(path, out, 6, m.keys, m.vals, nm, err, errlen);
+    tpmlp_meta m;
+    tpmlp_vec_meta(&m, "tpmlp-mlp-rank-inputs", d);
+    tpmlp_vec_meta_rank(&m, p, r, s, f0, f0 + fr);
+    int rc = st_write(path, out, 6, m.keys, m.vals, m.n, err, errlen);
     for (int i = 0; i < 6; i++) free(buf[i]);
     return rc;
 }
@@ -343,9 +334,9 @@ int tpmlp_vec_generate(const char *path, const tpmlp_vec_dims *d, char *err, siz
     tpmlp_vec_fill_inputs(buf[V_X], buf[V_W1], buf[V_B1], buf[V_W2], buf[V_B2], buf[V_DY], d);
     tpmlp_vec_reference(buf[V_H], buf[V_A], buf[V_Y], buf[V_DX], buf[V_DW1], buf[V_DB1], buf[V_DW2], buf[V_DB2],
                         buf[V_X], buf[V_W1], buf[V_B1], buf[V_W2], buf[V_B2], buf[V_DY], N, d->D, d->F, d->act);
-    meta m;
-    int nm = meta_of(&m, TPMLP_FORMAT_NAME, d);
-    int rc = st_write(path, out, V_COUNT, m.keys, m.vals, nm, err, errlen);
+    tpmlp_meta m;
+    tpmlp_vec_meta(&m, TPMLP_FORMAT_NAME, d);
+    int rc = st_write(path, out, V_COUNT, m.keys, m.vals, m.n, err, errlen);
     for (int i = 0; i < V_COUNT; i++) free(buf[i]);
     return rc;
 }
@@ -434,9 +425,9 @@ int tpmlp_vec_write_outputs(const char *path, const tpmlp_mlp32 *t, const tpmlp_
         *o = (st_out){.name = tpmlp_vec_specs[i].name, .dtype = ST_F32, .data = p[i]};
         o->ndim = tpmlp_vec_shape((tpmlp_vec_id)i, d, o->shape);
     }
-    meta m;
-    int nm = meta_of(&m, "tpmlp-mlp-outputs", d);
-    return st_write(path, out, V_COUNT - V_FIRST_OUTPUT, m.keys, m.vals, nm, err, errlen);
+    tpmlp_meta m;
+    tpmlp_vec_meta(&m, "tpmlp-mlp-outputs", d);
+    return st_write(path, out, V_COUNT - V_FIRST_OUTPUT, m.keys, m.vals, m.n, err, errlen);
 }
 
 int tpmlp_run_reference_file(const st_file *vec, const char *path, char *err, size_t errlen) {

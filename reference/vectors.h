@@ -104,6 +104,17 @@ void tpmlp_vec_partial_sums(double *yp, double *dxp, const float *dy, const floa
 int tpmlp_vec_generate_rank(const char *path, const tpmlp_vec_dims *d, int p, int r, tpmlp_split s, char *err,
                             size_t errlen);
 
+/* The metadata of every file tpmlp writes: its format and the sizes,
+ * activation and seed it belongs to (so that check can refuse a mix-up), and
+ * for one rank's file the split: tp, rank, split, f0, f1. */
+typedef struct {
+    const char *keys[16], *vals[16];
+    char buf[16][24];
+    int n;
+} tpmlp_meta;
+void tpmlp_vec_meta(tpmlp_meta *m, const char *format, const tpmlp_vec_dims *d);
+void tpmlp_vec_meta_rank(tpmlp_meta *m, int p, int r, tpmlp_split s, int f0, int f1);
+
 /* Generates the whole file. Returns 0, or -1 with a message in err. */
 int tpmlp_vec_generate(const char *path, const tpmlp_vec_dims *d, char *err, size_t errlen);
 

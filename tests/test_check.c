@@ -8,7 +8,10 @@
  *   asked (and the reverse); dX multiplied by p; one median-sized element of
  *   y, dx or a weight gradient off by 1 % at fp32, 5 % at tf32 and fp16,
  *   20 % at bf16 (relu: an element no kink crossing feeds, see
- *   plain_median_at, and 300 % for dx and dW1 at bf16, see one_off); a NaN. */
+ *   plain_median_at, and 300 % for dx and dW1 at bf16, see one_off); a NaN.
+ * Per rank (--tp 3 --rank R, both splits): a correct rank's shard-shaped
+ * tensors and partial sums pass; b2 in y.partial, another rank's block, and
+ * an all-reduced dx.partial fail. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -331,6 +334,76 @@ static void bug_fails(void **state) {
     tpmlp_mlp32_free(&m);
 }
 
+/* ---- per-rank checks: a rank's tensors, shard-shaped, with its partial sums ---- */
+
+enum rank_case { RANK_OK, RANK_B2_IN_PARTIAL, RANK_OTHER_BLOCK, RANK_DX_PARTIAL_REDUCED, NRANK };
+
+/* Rank r of p's tensors cut from the full float32 outputs m; y.partial and
+ * dx.partial summed in fp32 over the rank's columns. case_ plants a bug. */
+static void rank_file(const tpmlp_mlp32 *m, const tpmlp_vec_dims *d, int p, int r, tpmlp_split sp,
+                      enum rank_case case_) {
+    int f0, fr;
+    if (tpmlp_split_slice(sp, m->F, p, r, &f0, &fr) != 0) fail_msg("rank %d of %d has no columns", r, p);
+    if (case_ == RANK_OTHER_BLOCK) /* the next rank's block, labelled as this one's (same width needed) */
+        f0 = f0 + fr + fr <= m->F ? f0 + fr : f0 - fr;
+    const int N = m->N, D = m->D, F = m->F;
+    float *h = tpmlp_alloc((size_t)N * fr, 4, "h_r"), *a = tpmlp_alloc((size_t)N * fr, 4, "a_r");
+    float *dw1 = tpmlp_alloc((size_t)fr * D, 4, "dw1_r"), *db1 = tpmlp_alloc((size_t)fr, 4, "db1_r");
+    float *dw2 = tpmlp_alloc((size_t)D * fr, 4, "dw2_r");
+    float *yp = tpmlp_alloc((size_t)N * D, 4, "Y_r"), *dxp = tpmlp_alloc((size_t)N * D, 4, "dX_r");
+    for (int n = 0; n < N; n++)
+        for (int f = 0; f < fr; f++)
+            h[(size_t)n * fr + f] = m->h[(size_t)n * F + f0 + f], a[(size_t)n * fr + f] = m->a[(size_t)n * F + f0 + f];
+    memcpy(dw1, m->dw1 + (size_t)f0 * D, sizeof(float) * (size_t)fr * D);
+    memcpy(db1, m->db1 + f0, sizeof(float) * (size_t)fr);
+    for (int dd = 0; dd < D; dd++)
+        for (int f = 0; f < fr; f++) dw2[(size_t)dd * fr + f] = m->dw2[(size_t)dd * F + f0 + f];
+    matmul(yp, m->a, F, 1, m->w2, 1, F, N, D, f0, f0 + fr, BLOCKED);   /* Y_r = A_r·W2_rᵀ */
+    matmul(dxp, m->dh, F, 1, m->w1, D, 1, N, D, f0, f0 + fr, BLOCKED); /* dX_r = dH_r·W1_r */
+    if (case_ == RANK_B2_IN_PARTIAL)
+        for (size_t k = 0; k < (size_t)N * D; k++) yp[k] += m->b2[k % D];
+    if (case_ == RANK_DX_PARTIAL_REDUCED) memcpy(dxp, m->dx, sizeof(float) * (size_t)N * D);
+    const float *const t[C_COUNT] = {[C_H] = h,     [C_A] = a,     [C_Y] = m->y,     [C_DX] = m->dx, [C_DW1] = dw1,
+                                     [C_DB1] = db1, [C_DW2] = dw2, [C_DB2] = m->db2, [C_YPART] = yp, [C_DXPART] = dxp};
+    char err[512];
+    if (tpmlp_check_write_rank(out_path, d, p, r, sp, t, err, sizeof err) != 0) fail_msg("%s", err);
+    free(h), free(a), free(dw1), free(db1), free(dw2), free(yp), free(dxp);
+}
+
+static void per_rank(void **state) {
+    const int v = STATE_INT(state);
+    const enum rank_case c = (enum rank_case)(v % NRANK);
+    const tpmlp_split sp = (tpmlp_split)(v / NRANK);
+    const tpmlp_act act = TPMLP_GELU;
+    const int p = 3;
+    char err[512];
+    for (int r = 0; r < p; r++) {
+        tpmlp_mlp32 m;
+        load(&m, act, 0);
+        mlp_emulated(&m, BLOCKED, FP32, act);
+        rank_file(&m, &dims[0][act], p, r, sp, c);
+        st_file vec, theirs;
+        if (st_open(&vec, vec_path[0][act], err, sizeof err) || st_open(&theirs, out_path, err, sizeof err))
+            fail_msg("%s", err);
+        const tpmlp_check_opts o = {tpmlp_format_find("fp32"), p, r, sp};
+        tpmlp_check_result res;
+        if (tpmlp_check(&res, &vec, &theirs, &o, NULL, err, sizeof err) != 0) fail_msg("%s", err);
+        st_close(&vec), st_close(&theirs);
+        if (res.present != C_COUNT) fail_msg("rank %d: %d of %d tensors checked", r, res.present, C_COUNT);
+        const tpmlp_check_id want = c == RANK_B2_IN_PARTIAL ? C_YPART : c == RANK_OTHER_BLOCK ? C_H : C_DXPART;
+        if (c == RANK_OK && !res.pass)
+            for (int i = 0; i < C_COUNT; i++)
+                if (!res.rows[i].pass)
+                    fail_msg("rank %d of %d (%s): correct %s fails (%.1f%% of its bound; seed %llu)", r, p,
+                             tpmlp_split_name(sp), tpmlp_check_specs[i].name, 100 * res.rows[i].used,
+                             dims[0][act].seed);
+        if (c != RANK_OK && res.rows[want].pass)
+            fail_msg("rank %d of %d (%s): the bug passes %s (seed %llu)", r, p, tpmlp_split_name(sp),
+                     tpmlp_check_specs[want].name, dims[0][act].seed);
+        tpmlp_mlp32_free(&m);
+    }
+}
+
 int main(void) {
     if (mkdtemp(dir) == NULL) return 1;
     char err[512];
@@ -357,7 +430,7 @@ int main(void) {
                                            "one median element of dW1 off",
                                            "one median element of dW2 off",
                                            "a NaN in dx"};
-    enum { MAXT = TPMLP_NUM_ACTS * NDT * (NBUGS + 1) };
+    enum { MAXT = TPMLP_NUM_ACTS * NDT * (NBUGS + 1) + 2 * NRANK };
     static struct CMUnitTest tests[MAXT];
     static char names[MAXT][96];
     int n = 0;
@@ -376,6 +449,15 @@ int main(void) {
                     (struct CMUnitTest){names[n], bug_fails, NULL, NULL, (void *)(intptr_t)((a * NBUGS + b) * NDT + t)};
                 n++;
             }
+    static const char *rank_names[NRANK] = {"a correct rank passes", "b2 added to y.partial fails",
+                                            "another rank's block fails", "an all-reduced dx.partial fails"};
+    for (int sp = 0; sp < 2; sp++)
+        for (int c = 0; c < NRANK; c++) {
+            snprintf(names[n], sizeof names[n], "per rank, p = 3, %s split: %s", tpmlp_split_name((tpmlp_split)sp),
+                     rank_names[c]);
+            tests[n] = (struct CMUnitTest){names[n], per_rank, NULL, NULL, (void *)(intptr_t)(sp * NRANK + c)};
+            n++;
+        }
     int rc = _cmocka_run_group_tests("tpmlp check: correct work passes, bugs fail, at every dtype", tests, (size_t)n,
                                      NULL, NULL);
     for (int big = 0; big < 2; big++)
