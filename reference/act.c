@@ -173,36 +173,3 @@ void colsum_f32(float *db, const float *dy, int N, int D) {
         }
     }
 }
-
-/* ---------------------------------------------------------------- float64 */
-
-void bias_act_forward_f64(double *h, double *a, double *dact, const double *b, int N, int F, tpmlp_act act) {
-    for (int i = 0; i < N; i++)
-        for (int j = 0; j < F; j++) {
-            size_t k = (size_t)i * F + j;
-            h[k] += b[j];
-            a[k] = tpmlp_act_f64(act, h[k]);
-            if (dact) dact[k] = tpmlp_act_grad_f64(act, h[k]);
-        }
-}
-
-void act_backward_bias_f64(double *dh, double *db, const double *dact, int N, int F) {
-    memset(db, 0, (size_t)F * sizeof *db);
-    for (int i = 0; i < N; i++)
-        for (int j = 0; j < F; j++) {
-            size_t k = (size_t)i * F + j;
-            dh[k] *= dact[k];
-            db[j] += dh[k];
-        }
-}
-
-void bias_add_f64(double *y, const double *b, int N, int D) {
-    for (int i = 0; i < N; i++)
-        for (int j = 0; j < D; j++) y[(size_t)i * D + j] += b[j];
-}
-
-void colsum_f64(double *db, const double *dy, int N, int D) {
-    memset(db, 0, (size_t)D * sizeof *db);
-    for (int i = 0; i < N; i++)
-        for (int j = 0; j < D; j++) db[j] += dy[(size_t)i * D + j];
-}

@@ -98,9 +98,8 @@ double tpmlp_budget_used(const float *got, const double *ref, const double *boun
 }
 
 void tpmlp_mlp64_run(tpmlp_mlp64 *t) {
-    mlp_forward_f64(t->h, t->a, t->dact, t->y, t->x, t->w1, t->b1, t->w2, t->b2, t->N, t->D, t->F, t->act);
-    mlp_backward_f64(t->dx, t->dw1, t->db1, t->dw2, t->db2, t->dh, t->dy, t->x, t->a, t->dact, t->w1, t->w2, t->N, t->D,
-                     t->F);
+    tpmlp_vec_reference(t->h, t->a, t->y, t->dx, t->dw1, t->db1, t->dw2, t->db2, t->x, t->w1, t->b1, t->w2, t->b2,
+                        t->dy, t->N, t->D, t->F, t->act);
 }
 
 static float *to_f32(const double *v, size_t n, const char *what) {

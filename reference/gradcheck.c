@@ -5,13 +5,14 @@
 #include <string.h>
 
 #include "util.h"
+#include "vectors.h"
 
 const char *const tpmlp_gradcheck_names[GC_COUNT] = {"dx", "linear_fc1.weight.grad", "linear_fc1.bias.grad",
                                                      "linear_fc2.weight.grad", "linear_fc2.bias.grad"};
 
 /* L = Σ Y⊙dY for t's current inputs; h, a, y are scratch. */
 static double loss(const tpmlp_mlp64 *t, double *h, double *a, double *y) {
-    mlp_forward_f64(h, a, NULL, y, t->x, t->w1, t->b1, t->w2, t->b2, t->N, t->D, t->F, t->act);
+    tpmlp_vec_forward(h, a, y, t->x, t->w1, t->b1, t->w2, t->b2, t->N, t->D, t->F, t->act);
     double s = 0;
     for (size_t k = 0; k < (size_t)t->N * t->D; k++) s += y[k] * t->dy[k];
     return s;

@@ -32,28 +32,3 @@ void mlp_backward_f32(float *dx, float *dw1, float *db1, float *dw2, float *db2,
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, F, D, N, 1.0f, dh, F, x, D, 0.0f, dw1, D);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, D, F, 1.0f, dh, F, w1, D, 0.0f, dx, D);
 }
-
-/* ---------------------------------------------------------------- float64 */
-
-void linear_nobias_forward_f64(double *out, const double *inp, const double *weight, int N, int IN, int OUT) {
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OUT, IN, 1.0, inp, IN, weight, IN, 0.0, out, OUT);
-}
-
-void mlp_forward_f64(double *h, double *a, double *dact, double *y, const double *x, const double *w1, const double *b1,
-                     const double *w2, const double *b2, int N, int D, int F, tpmlp_act act) {
-    linear_nobias_forward_f64(h, x, w1, N, D, F);
-    bias_act_forward_f64(h, a, dact, b1, N, F, act);
-    linear_nobias_forward_f64(y, a, w2, N, F, D);
-    bias_add_f64(y, b2, N, D);
-}
-
-void mlp_backward_f64(double *dx, double *dw1, double *db1, double *dw2, double *db2, double *dh, const double *dy,
-                      const double *x, const double *a, const double *dact, const double *w1, const double *w2, int N,
-                      int D, int F) {
-    colsum_f64(db2, dy, N, D);
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, D, F, N, 1.0, dy, D, a, F, 0.0, dw2, F);
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, F, D, 1.0, dy, D, w2, F, 0.0, dh, F);
-    act_backward_bias_f64(dh, db1, dact, N, F);
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, F, D, N, 1.0, dh, F, x, D, 0.0, dw1, D);
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, D, F, 1.0, dh, F, w1, D, 0.0, dx, D);
-}

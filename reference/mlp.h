@@ -4,11 +4,9 @@
  * (out_features, in_features). N = rows (batch × sequence), D = hidden size,
  * F = FFN size. Argument order follows llm.c: outputs, then inputs, then sizes.
  *
- * Two precisions:
- *   _f32  float32, OpenBLAS sgemm + vectorised, OpenMP-threaded elementwise
- *         passes (our own erf/exp, see act.h): the fast path.
- *   _f64  float64, OpenBLAS dgemm + libm: the oracle the f32 path is tested
- *         against.
+ * float32: OpenBLAS sgemm + vectorised, OpenMP-threaded elementwise passes
+ * (our own erf/exp, see act.h). The float64 oracle it is tested against is
+ * the vector files' fixed-order reference (vectors.h: tpmlp_vec_reference).
  * The building blocks are public so that the tensor-parallel stages call them
  * on their shards instead of writing them again. */
 #ifndef TPMLP_MLP_H
@@ -62,18 +60,6 @@ void mlp_backward_f32(float *dx, float *dw1, float *db1, float *dw2, float *db2,
                       const float *a, const float *dact,                         /* (N,F) (N,F) */
                       const float *w1, const float *w2,                          /* (F,D) (D,F) */
                       int N, int D, int F);
-
-/* ---- building blocks and the block, float64 (the oracle) ---- */
-void linear_nobias_forward_f64(double *out, const double *inp, const double *weight, int N, int IN, int OUT);
-void bias_act_forward_f64(double *h, double *a, double *dact, const double *b, int N, int F, tpmlp_act act);
-void act_backward_bias_f64(double *dh, double *db, const double *dact, int N, int F);
-void bias_add_f64(double *y, const double *b, int N, int D);
-void colsum_f64(double *db, const double *dy, int N, int D);
-void mlp_forward_f64(double *h, double *a, double *dact, double *y, const double *x, const double *w1, const double *b1,
-                     const double *w2, const double *b2, int N, int D, int F, tpmlp_act act);
-void mlp_backward_f64(double *dx, double *dw1, double *db1, double *dw2, double *db2, double *dh, const double *dy,
-                      const double *x, const double *a, const double *dact, const double *w1, const double *w2, int N,
-                      int D, int F);
 
 #ifdef __cplusplus
 }

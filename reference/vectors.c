@@ -166,64 +166,70 @@ static void param_grads(double *dw, double *db, const double *g, const double *i
     }
 }
 
-/* The rows of the forward and backward over the columns [f0, f1) of F, each
- * sum in increasing index order from 0.0: the whole reference is f0 = 0,
- * f1 = F; a tensor-parallel rank's partial sums are its own block. */
-static void y_row(double *yn, const double *an, const float *w2, int D, int F, int f0, int f1) {
+/* The rows of the forward and backward, each sum in increasing index order
+ * from 0.0. y, dH and dX run over the columns [f0, f1) of F: the whole
+ * reference is f0 = 0, f1 = F; a tensor-parallel rank's partial sums are its
+ * own block. */
+static void ha_row(double *hn, double *an, const double *xn, const double *w1, const double *b1, int D, int F,
+                   tpmlp_act act) {
+    for (int f = 0; f < F; f++) { /* h = x·W1ᵀ + b1, a = act(h) */
+        double s = 0.0;
+        for (int d = 0; d < D; d++) s = s + xn[d] * w1[(size_t)f * D + d];
+        hn[f] = s + b1[f];
+        an[f] = tpmlp_det_act(act, hn[f]);
+    }
+}
+static void y_row(double *yn, const double *an, const double *w2, int D, int F, int f0, int f1) {
     for (int d = 0; d < D; d++) { /* y = a·W2ᵀ */
         double s = 0.0;
-        for (int f = f0; f < f1; f++) s = s + an[f] * (double)w2[(size_t)d * F + f];
+        for (int f = f0; f < f1; f++) s = s + an[f] * w2[(size_t)d * F + f];
         yn[d] = s;
     }
 }
-static void dh_row(double *dhn, const float *dyn, const float *w2, const double *hn, int D, int F, int f0, int f1,
+static void dh_row(double *dhn, const double *dyn, const double *w2, const double *hn, int D, int F, int f0, int f1,
                    tpmlp_act act) {
     for (int f = f0; f < f1; f++) dhn[f] = 0.0; /* dA = dy·W2 (sum over d in order), then dH = dA ⊙ act'(h) */
     for (int d = 0; d < D; d++) {
         double g = dyn[d];
-        for (int f = f0; f < f1; f++) dhn[f] = dhn[f] + g * (double)w2[(size_t)d * F + f];
+        for (int f = f0; f < f1; f++) dhn[f] = dhn[f] + g * w2[(size_t)d * F + f];
     }
     for (int f = f0; f < f1; f++) dhn[f] = dhn[f] * tpmlp_det_act_grad(act, hn[f]);
 }
-static void dx_row(double *dxn, const double *dhn, const float *w1, int D, int f0, int f1) {
+static void dx_row(double *dxn, const double *dhn, const double *w1, int D, int f0, int f1) {
     for (int d = 0; d < D; d++) dxn[d] = 0.0; /* dX = dH·W1 (sum over f in order) */
     for (int f = f0; f < f1; f++)
-        for (int d = 0; d < D; d++) dxn[d] = dxn[d] + dhn[f] * (double)w1[(size_t)f * D + d];
+        for (int d = 0; d < D; d++) dxn[d] = dxn[d] + dhn[f] * w1[(size_t)f * D + d];
+}
+
+void tpmlp_vec_forward(double *h, double *a, double *y, const double *x, const double *w1, const double *b1,
+                       const double *w2, const double *b2, int N, int D, int F, tpmlp_act act) {
+    /* rows are independent: the threads only decide who computes an element, never how */
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        ha_row(h + (size_t)n * F, a + (size_t)n * F, x + (size_t)n * D, w1, b1, D, F, act);
+        y_row(y + (size_t)n * D, a + (size_t)n * F, w2, D, F, 0, F);
+        for (int d = 0; d < D; d++) y[(size_t)n * D + d] = y[(size_t)n * D + d] + b2[d];
+    }
 }
 
 void tpmlp_vec_reference(double *h, double *a, double *y, double *dx, double *dw1, double *db1, double *dw2,
-                         double *db2, const float *x, const float *w1, const float *b1, const float *w2,
-                         const float *b2, const float *dy, int N, int D, int F, tpmlp_act act) {
-    const size_t nf = (size_t)N * F;
-    double *dh = tpmlp_alloc(nf, sizeof *dh, "reference dh");
-    /* Every output element is one sum over the reduction index in increasing
-     * order from 0.0; rows (or columns) are independent, so the threads only
-     * decide who computes an element, never how. */
+                         double *db2, const double *x, const double *w1, const double *b1, const double *w2,
+                         const double *b2, const double *dy, int N, int D, int F, tpmlp_act act) {
+    double *dh = tpmlp_alloc((size_t)N * F, sizeof *dh, "reference dh");
+    tpmlp_vec_forward(h, a, y, x, w1, b1, w2, b2, N, D, F, act);
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
-        for (int f = 0; f < F; f++) { /* h = x·W1ᵀ + b1, a = act(h) */
-            double s = 0.0;
-            for (int d = 0; d < D; d++) s = s + (double)x[(size_t)n * D + d] * (double)w1[(size_t)f * D + d];
-            h[(size_t)n * F + f] = s + (double)b1[f];
-            a[(size_t)n * F + f] = tpmlp_det_act(act, h[(size_t)n * F + f]);
-        }
-        y_row(y + (size_t)n * D, a + (size_t)n * F, w2, D, F, 0, F);
-        for (int d = 0; d < D; d++) y[(size_t)n * D + d] = y[(size_t)n * D + d] + (double)b2[d];
         dh_row(dh + (size_t)n * F, dy + (size_t)n * D, w2, h + (size_t)n * F, D, F, 0, F, act);
         dx_row(dx + (size_t)n * D, dh + (size_t)n * F, w1, D, 0, F);
     }
     /* parameter gradients: dW1 = dHᵀ·X, db1 = Σ dH; dW2 = dYᵀ·A, db2 = Σ dY */
-    double *x64 = tpmlp_alloc((size_t)N * D, sizeof *x64, "reference x"),
-           *dy64 = tpmlp_alloc((size_t)N * D, sizeof *dy64, "reference dy");
-    for (size_t k = 0; k < (size_t)N * D; k++) x64[k] = x[k], dy64[k] = dy[k]; /* exact */
-    param_grads(dw1, db1, dh, x64, N, F, D);
-    param_grads(dw2, db2, dy64, a, N, D, F);
-    free(x64), free(dy64);
+    param_grads(dw1, db1, dh, x, N, F, D);
+    param_grads(dw2, db2, dy, a, N, D, F);
     free(dh);
 }
 
-void tpmlp_vec_partial_sums(double *yp, double *dxp, const float *dy, const float *w1, const float *w2, const double *h,
-                            const double *a, int N, int D, int F, int f0, int f1, tpmlp_act act) {
+void tpmlp_vec_partial_sums(double *yp, double *dxp, const double *dy, const double *w1, const double *w2,
+                            const double *h, const double *a, int N, int D, int F, int f0, int f1, tpmlp_act act) {
 #pragma omp parallel
     {
         double *dhn = tpmlp_alloc((size_t)F, sizeof *dhn, "partial dh row");
@@ -235,6 +241,12 @@ void tpmlp_vec_partial_sums(double *yp, double *dxp, const float *dy, const floa
         }
         free(dhn);
     }
+}
+
+double *tpmlp_vec_widen(const float *v, size_t n, const char *what) {
+    double *d = tpmlp_alloc(n, sizeof *d, what);
+    for (size_t i = 0; i < n; i++) d[i] = v[i]; /* exact */
+    return d;
 }
 
 /* ------------------------------------------------------ tensor parallel */
@@ -332,8 +344,12 @@ int tpmlp_vec_generate(const char *path, const tpmlp_vec_dims *d, char *err, siz
     }
     /* inputs: x, dy as (N, D); weights (out, in); biases one row */
     tpmlp_vec_fill_inputs(buf[V_X], buf[V_W1], buf[V_B1], buf[V_W2], buf[V_B2], buf[V_DY], d);
+    double *in64[V_FIRST_OUTPUT];
+    for (int i = 0; i < V_FIRST_OUTPUT; i++)
+        in64[i] = tpmlp_vec_widen(buf[i], tpmlp_vec_numel((tpmlp_vec_id)i, d), tpmlp_vec_specs[i].name);
     tpmlp_vec_reference(buf[V_H], buf[V_A], buf[V_Y], buf[V_DX], buf[V_DW1], buf[V_DB1], buf[V_DW2], buf[V_DB2],
-                        buf[V_X], buf[V_W1], buf[V_B1], buf[V_W2], buf[V_B2], buf[V_DY], N, d->D, d->F, d->act);
+                        in64[V_X], in64[V_W1], in64[V_B1], in64[V_W2], in64[V_B2], in64[V_DY], N, d->D, d->F, d->act);
+    for (int i = 0; i < V_FIRST_OUTPUT; i++) free(in64[i]);
     tpmlp_meta m;
     tpmlp_vec_meta(&m, TPMLP_FORMAT_NAME, d);
     int rc = st_write(path, out, V_COUNT, m.keys, m.vals, m.n, err, errlen);

@@ -72,13 +72,18 @@ void tpmlp_vec_fill(float *out, tpmlp_vec_id id, const tpmlp_vec_dims *d, uint64
 /* All six input tensors, whole (N = B·T rows): x, dy (N,D), w1 (F,D), b1 (F), w2 (D,F), b2 (D). */
 void tpmlp_vec_fill_inputs(float *x, float *w1, float *b1, float *w2, float *b2, float *dy, const tpmlp_vec_dims *d);
 
-/* The float64 reference outputs in tpmlp's own fixed summation order (each
- * sum in increasing index order from 0, bias added last) and own erfc/exp,
- * so the bytes do not depend on BLAS, libm, the CPU or the thread count.
- * Inputs (N = B·T rows) in float32, outputs in float64. */
+/* The float64 reference: the one oracle of tpmlp (the vector files, the demo
+ * and the tests). tpmlp's own fixed summation order (each sum in increasing
+ * index order from 0.0, bias added last) and own erfc/exp, so the bytes do not
+ * depend on BLAS, libm, the CPU or the thread count. N = B·T rows. The
+ * forward alone (h, a, y) is what finite differences differentiate. */
 void tpmlp_vec_reference(double *h, double *a, double *y, double *dx, double *dw1, double *db1, double *dw2,
-                         double *db2, const float *x, const float *w1, const float *b1, const float *w2,
-                         const float *b2, const float *dy, int N, int D, int F, tpmlp_act act);
+                         double *db2, const double *x, const double *w1, const double *b1, const double *w2,
+                         const double *b2, const double *dy, int N, int D, int F, tpmlp_act act);
+void tpmlp_vec_forward(double *h, double *a, double *y, const double *x, const double *w1, const double *b1,
+                       const double *w2, const double *b2, int N, int D, int F, tpmlp_act act);
+/* A float32 tensor as float64 (exact); free() it. */
+double *tpmlp_vec_widen(const float *v, size_t n, const char *what);
 
 /* Deterministic float64 activations (no libm transcendental calls). */
 double tpmlp_det_act(tpmlp_act act, double x);
@@ -95,9 +100,9 @@ int tpmlp_split_slice(tpmlp_split s, int F, int p, int r, int *f0, int *fr);
 
 /* The partial sums of the columns [f0, f1) of F, in the reference's fixed
  * order: yp (N,D) = A[:, f0:f1]·W2[:, f0:f1]ᵀ and dxp (N,D) = dH[:, f0:f1]·W1[f0:f1, :],
- * from the float32 inputs and the reference h and a (float64). */
-void tpmlp_vec_partial_sums(double *yp, double *dxp, const float *dy, const float *w1, const float *w2, const double *h,
-                            const double *a, int N, int D, int F, int f0, int f1, tpmlp_act act);
+ * from the inputs and the reference h and a. */
+void tpmlp_vec_partial_sums(double *yp, double *dxp, const double *dy, const double *w1, const double *w2,
+                            const double *h, const double *a, int N, int D, int F, int f0, int f1, tpmlp_act act);
 
 /* Writes rank r's inputs alone: x, dy, linear_fc2.bias whole, its rows of
  * linear_fc1.weight and .bias, its columns of linear_fc2.weight. */
