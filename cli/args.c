@@ -97,17 +97,19 @@ int args_rank_flag(tpmlp_rank_args *r, int argc, char **argv, int *i) {
     } else if (strcmp(f, "--split") == 0) {
         if (v == NULL || tpmlp_split_parse(v, &r->split) != 0)
             tpmlp_die(TPMLP_EXIT_USAGE, "--split: expected balanced or chunk, got '%s'", v ? v : "nothing");
+        r->split_given = 1;
     } else
         return 0;
     (*i)++;
     return 1;
 }
 
-void args_rank_finish(const tpmlp_rank_args *r) {
-    if (r->tp && r->rank < 0)
+void args_rank_finish(const tpmlp_rank_args *r, int need_rank) {
+    if (r->tp && r->rank < 0 && need_rank)
         tpmlp_die(TPMLP_EXIT_USAGE, "--tp %d: give the rank too (--rank R, 0 to %d)", r->tp, r->tp - 1);
     if (!r->tp && r->rank >= 0)
         tpmlp_die(TPMLP_EXIT_USAGE, "--rank %d: give the number of ranks too (--tp P)", r->rank);
+    if (!r->tp && r->split_given) tpmlp_die(TPMLP_EXIT_USAGE, "--split: only with --tp P");
     if (r->tp && r->rank >= r->tp)
         tpmlp_die(TPMLP_EXIT_USAGE, "--rank %d: out of range for --tp %d (0 to %d)", r->rank, r->tp, r->tp - 1);
 }

@@ -31,12 +31,14 @@ int args_shape_finish(tpmlp_shape_args *s);
 
 /* --tp P --rank R --split S, for gen and check (tp 0: not given). */
 typedef struct {
-    int tp, rank;
+    int tp, rank; /* 0, -1: not given */
     tpmlp_split split;
+    int split_given;
 } tpmlp_rank_args;
 int args_rank_flag(tpmlp_rank_args *r, int argc, char **argv, int *i);
-/* --tp and --rank come together; dies naming the flag otherwise. */
-void args_rank_finish(const tpmlp_rank_args *r);
+/* Checks the combination (dies naming the flag): --rank and --split need --tp;
+ * --tp needs --rank if need_rank. */
+void args_rank_finish(const tpmlp_rank_args *r, int need_rank);
 
 /* Applies --threads to OpenBLAS and OpenMP. */
 void args_apply_threads(const tpmlp_shape_args *s);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -30,7 +31,7 @@ static const char gen_usage[] =
 int cmd_gen(int argc, char **argv) {
     tpmlp_shape_args s = {.act = TPMLP_GELU, .seed = 0};
     const char *out = NULL;
-    tpmlp_rank_args ra = {0, -1, TPMLP_SPLIT_BALANCED};
+    tpmlp_rank_args ra = {0, -1, TPMLP_SPLIT_BALANCED, 0};
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0) {
             fputs(gen_usage, stdout);
@@ -48,12 +49,18 @@ int cmd_gen(int argc, char **argv) {
         tpmlp_die(TPMLP_EXIT_USAGE, "gen: --batch, --seq, --hidden and -o are required (tpmlp gen --help)");
     args_shape_finish(&s);
     args_apply_threads(&s); /* the threads only share out the work: the bytes are the same */
-    args_rank_finish(&ra);
+    args_rank_finish(&ra, 1);
     tpmlp_vec_dims d = {s.batch, s.seq, s.hidden, s.ffn, s.act, s.seed};
     char err[512];
     if (ra.tp) {
-        if (tpmlp_vec_generate_rank(out, &d, ra.tp, ra.rank, ra.split, err, sizeof err) != 0)
-            tpmlp_die(TPMLP_EXIT_USAGE, "gen: %s", err);
+        int f0, fr;
+        if (ra.tp > d.F)
+            tpmlp_die(TPMLP_EXIT_USAGE, "--tp %d: expected 1 ≤ P ≤ F = %d, so that every rank holds a block", ra.tp,
+                      d.F);
+        if (tpmlp_split_slice(ra.split, d.F, ra.tp, ra.rank, &f0, &fr) != 0)
+            tpmlp_die(TPMLP_EXIT_USAGE, "--rank %d: the %s split of F = %d over %d ranks leaves it no columns", ra.rank,
+                      tpmlp_split_name(ra.split), d.F, ra.tp);
+        if (tpmlp_vec_generate_rank(out, &d, ra.tp, ra.rank, ra.split, err, sizeof err) != 0) tpmlp_die(1, "%s", err);
         return 0;
     }
     if (tpmlp_vec_generate(out, &d, err, sizeof err) != 0) tpmlp_die(1, "%s", err);
@@ -98,9 +105,11 @@ static const char check_usage[] =
     "Compares every output tensor in THEIRS (safetensors; F32, F64, BF16 or F16; the names of\n"
     "docs/vectors.md) with the float64 reference in VECTORS, element by element, within the\n"
     "bound of tpmlp's error model for arithmetic in --dtype (default fp32): docs/vectors.md.\n"
-    "  --tp P --rank R   THEIRS holds rank R's tensors: h, a, and the fc1/fc2 weight and bias\n"
-    "                    gradients cut to its block of F; y, dx, linear_fc2.bias.grad whole;\n"
-    "                    and y.partial, dx.partial, its sums before the all-reduce, if present\n"
+    "  --tp P --rank R   THEIRS holds rank R's tensors: h, a, the fc1 weight and bias and fc2\n"
+    "                    weight gradients cut to its block of F; y, dx, linear_fc2.bias.grad\n"
+    "                    whole; and y.partial, dx.partial, its sums before the all-reduce\n"
+    "  --tp P            (no --rank) THEIRS holds the whole outputs of a P-way run: y and dx\n"
+    "                    may carry the all-reduces' roundings too\n"
     "  --split S         how F is cut: balanced (default: the first F mod P ranks one larger)\n"
     "                    or chunk (torch.chunk, DTensor: ceil(F/P) each, the last smaller)\n"
     "  --json            one JSON object: per tensor the max |err|, budget used, worst index,\n"
@@ -154,9 +163,11 @@ static void print_json(const tpmlp_check_result *res, const st_file *theirs, con
     printf("{\"tpmlp_version\": \"%s\", \"verdict\": \"%s\", \"dtype\": \"%s\", \"u\": %.9g, \"lambda\": %g, ",
            PACKAGE_VERSION, res->pass ? "PASS" : "FAIL", o->fmt->name, o->fmt->u, TPMLP_LAMBDA);
     printf("\"vectors\": "), json_str(vec_path), printf(", \"theirs\": "), json_str(theirs->path);
-    if (o->tp)
+    if (o->tp && o->rank >= 0)
         printf(", \"tp\": %d, \"rank\": %d, \"split\": \"%s\", \"slice\": [%d, %d]", o->tp, o->rank,
                tpmlp_split_name(o->split), res->f0, res->f1);
+    else if (o->tp)
+        printf(", \"tp\": %d, \"rank\": null", o->tp);
     else
         printf(", \"tp\": null, \"rank\": null");
     printf(", \"checked\": %d, \"tensors\": [", res->present);
@@ -185,7 +196,7 @@ static void print_json(const tpmlp_check_result *res, const st_file *theirs, con
     printf("],\n \"not_provided\": [");
     first = 1;
     for (int i = 0; i < C_COUNT; i++)
-        if (!res->rows[i].present && (tpmlp_check_specs[i].vec >= 0 || o->tp))
+        if (!res->rows[i].present && (tpmlp_check_specs[i].vec >= 0 || o->rank >= 0))
             printf("%s\"%s\"", first ? "" : ", ", tpmlp_check_specs[i].name), first = 0;
     printf("], \"ignored\": [");
     first = 1;
@@ -193,7 +204,7 @@ static void print_json(const tpmlp_check_result *res, const st_file *theirs, con
         int known = 0;
         for (int k = 0; k < C_COUNT; k++)
             known |= strcmp(theirs->tensors[i].name, tpmlp_check_specs[k].name) == 0 &&
-                     (tpmlp_check_specs[k].vec >= 0 || o->tp);
+                     (tpmlp_check_specs[k].vec >= 0 || o->rank >= 0);
         if (!known) printf("%s", first ? "" : ", "), json_str(theirs->tensors[i].name), first = 0;
     }
     printf("]}\n");
@@ -204,7 +215,9 @@ static void print_table(const tpmlp_check_result *res, const st_file *theirs, co
     const tpmlp_vec_dims *d = &res->dims;
     printf("check %s against %s: B=%d T=%d D=%d F=%d act=%s, --dtype %s (u = 2^%d), λ=%g\n", theirs->path, vec_path,
            d->B, d->T, d->D, d->F, tpmlp_act_name(d->act), o->fmt->name, (int)log2(o->fmt->u), TPMLP_LAMBDA);
-    if (o->tp)
+    if (o->tp && o->rank < 0)
+        printf("the outputs of a %d-way tensor-parallel run: y and dx may carry the all-reduces' roundings\n", o->tp);
+    if (o->tp && o->rank >= 0)
         printf("rank %d of %d (%s split): columns [%d, %d) of F, %d of %d\n", o->rank, o->tp,
                tpmlp_split_name(o->split), res->f0, res->f1, res->f1 - res->f0, d->F);
     printf("  %-24s %-5s %10s %9s  %-14s %s\n", "tensor", "dtype", "max |err|", "budget", "worst element", "");
@@ -223,14 +236,14 @@ static void print_table(const tpmlp_check_result *res, const st_file *theirs, co
     }
     int missing = 0;
     for (int i = 0; i < C_COUNT; i++)
-        if (!res->rows[i].present && (tpmlp_check_specs[i].vec >= 0 || o->tp))
+        if (!res->rows[i].present && (tpmlp_check_specs[i].vec >= 0 || o->rank >= 0))
             printf("%s%s", missing++ ? ", " : "  not provided: ", tpmlp_check_specs[i].name);
     if (missing) printf("\n");
     for (int i = 0; i < theirs->ntensors; i++) {
         int known = 0, partial = 0;
         for (int k = 0; k < C_COUNT; k++)
             if (strcmp(theirs->tensors[i].name, tpmlp_check_specs[k].name) == 0)
-                known |= tpmlp_check_specs[k].vec >= 0 || o->tp, partial |= tpmlp_check_specs[k].vec < 0;
+                known |= tpmlp_check_specs[k].vec >= 0 || o->rank >= 0, partial |= tpmlp_check_specs[k].vec < 0;
         if (!known)
             printf("  ignored (%s): %s\n", partial ? "checked only with --tp --rank" : "not a vector name",
                    theirs->tensors[i].name);
@@ -240,7 +253,7 @@ static void print_table(const tpmlp_check_result *res, const st_file *theirs, co
 static void print_verdict(const tpmlp_check_result *res, const char *theirs_path, const tpmlp_check_opts *o) {
     if (res->present == 0)
         printf("FAIL: %s holds none of the output tensors\n", theirs_path);
-    else if (o->tp)
+    else if (o->tp && o->rank >= 0)
         printf("%s: rank %d of %d, %d tensors checked\n", res->pass ? "PASS" : "FAIL", o->rank, o->tp, res->present);
     else
         printf("%s: %d of %d tensors checked\n", res->pass ? "PASS" : "FAIL", res->present, V_COUNT - V_FIRST_OUTPUT);
@@ -275,9 +288,9 @@ static const tpmlp_format *dtype_or_die(const char *v) {
 
 int cmd_check(int argc, char **argv) {
     const char *files[2] = {NULL, NULL}, *dump = NULL;
-    tpmlp_check_opts o = {tpmlp_format_find("fp32"), 0, 0, TPMLP_SPLIT_BALANCED};
-    tpmlp_rank_args ra = {0, -1, TPMLP_SPLIT_BALANCED};
-    int nfiles = 0, mode = 't';
+    tpmlp_check_opts o = {tpmlp_format_find("fp32"), 0, -1, TPMLP_SPLIT_BALANCED};
+    tpmlp_rank_args ra = {0, -1, TPMLP_SPLIT_BALANCED, 0};
+    int nfiles = 0, mode = 't', mode_flags = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0) {
             fputs(check_usage, stdout);
@@ -289,7 +302,7 @@ int cmd_check(int argc, char **argv) {
             continue;
         }
         if (strcmp(argv[i], "--json") == 0 || strcmp(argv[i], "-q") == 0) {
-            mode = argv[i][1] == 'q' ? 'q' : 'j';
+            mode = argv[i][1] == 'q' ? 'q' : 'j', mode_flags++;
             continue;
         }
         if (strcmp(argv[i], "--dump") == 0) {
@@ -304,7 +317,8 @@ int cmd_check(int argc, char **argv) {
         files[nfiles++] = argv[i];
     }
     if (nfiles != 2) tpmlp_die(TPMLP_EXIT_USAGE, "check: expected two files, VECTORS and THEIRS (tpmlp check --help)");
-    args_rank_finish(&ra);
+    args_rank_finish(&ra, 0);
+    if (mode_flags > 1) tpmlp_die(TPMLP_EXIT_USAGE, "check: --json and -q are two answers; give one");
     o.tp = ra.tp, o.rank = ra.rank, o.split = ra.split;
     if (strcmp(files[0], files[1]) == 0)
         tpmlp_die(TPMLP_EXIT_USAGE, "check: VECTORS and THEIRS are the same file '%s'", files[0]);
@@ -312,7 +326,8 @@ int cmd_check(int argc, char **argv) {
 }
 
 static const char run_usage[] =
-    "usage: tpmlp run --stage STAGE [--tp P] [--dtype fp32|tf32|bf16] VECTORS -o OUT [--threads N]\n"
+    "usage: tpmlp run --stage STAGE [--tp P] VECTORS -o OUT [--threads N]\n"
+    "                 [--dtype fp32|tf32|bf16]   (cuda and nccl; the CPU stages compute in fp32)\n"
     "                 [--rank-outputs DIR]   (shard, mpi, ring: each rank also writes DIR/rank-R.safetensors,\n"
     "                 its own tensors for tpmlp check --tp P --rank R)\n"
     "                 [--lt] [--launch mpi|local]   (cuda and nccl stages)\n"
@@ -410,7 +425,8 @@ int cmd_run(int argc, char **argv) {
         tpmlp_die(TPMLP_EXIT_USAGE, "--launch: only for the nccl stage (got --stage %s)", stage);
     if (rank_dir && strcmp(stage, "shard") != 0 && strcmp(stage, "mpi") != 0 && strcmp(stage, "ring") != 0)
         tpmlp_die(TPMLP_EXIT_USAGE, "--rank-outputs: for the shard, mpi and ring stages (got --stage %s)", stage);
-    if (rank_dir && access(rank_dir, W_OK) != 0)
+    struct stat sb;
+    if (rank_dir && (stat(rank_dir, &sb) != 0 || !S_ISDIR(sb.st_mode) || access(rank_dir, W_OK) != 0))
         tpmlp_die(TPMLP_EXIT_USAGE, "--rank-outputs: '%s' is not a folder this program can write to", rank_dir);
     if (!gpu_stage && dtype_given)
         tpmlp_die(TPMLP_EXIT_USAGE, "--dtype %s: the %s stage computes in fp32 only (--dtype is for cuda and nccl)",
@@ -438,7 +454,7 @@ int cmd_run(int argc, char **argv) {
         if (rc == 77) return 1; /* no GPU: it said so */
         if (rc != 0) return rc;
         if (nccl && getenv("OMPI_COMM_WORLD_RANK") && atoi(getenv("OMPI_COMM_WORLD_RANK")) != 0) return 0;
-        const tpmlp_check_opts o = {dtype_or_die(dtype), 0, 0, TPMLP_SPLIT_BALANCED};
+        const tpmlp_check_opts o = {dtype_or_die(dtype), p > 1 ? p : 0, -1, TPMLP_SPLIT_BALANCED};
         return report_check(in, out, &o, NULL, 't');
     } else if (strcmp(stage, "shard") == 0) {
         rc = tp_run_shard(in, out, p, rank_dir, err, sizeof err);
@@ -458,6 +474,6 @@ int cmd_run(int argc, char **argv) {
     }
     if (!root) return 0;
     printf("stage %s, p = %d: outputs written to %s\n", stage, p, out);
-    const tpmlp_check_opts o = {tpmlp_format_find("fp32"), 0, 0, TPMLP_SPLIT_BALANCED};
+    const tpmlp_check_opts o = {tpmlp_format_find("fp32"), p > 1 ? p : 0, -1, TPMLP_SPLIT_BALANCED};
     return report_check(in, out, &o, NULL, 't');
 }

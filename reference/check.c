@@ -74,16 +74,26 @@ static int same_case(const st_file *theirs, const st_file *vec, const tpmlp_chec
     char want[24];
     const char *tp = st_meta(theirs, "tp"), *rank = st_meta(theirs, "rank");
     if (tp && o->tp == 0)
-        return snprintf(err, errlen, "%s: holds rank %s of --tp %s: check it with --tp %s --rank %s", theirs->path,
-                        rank ? rank : "?", tp, tp, rank ? rank : "R"),
+        return snprintf(err, errlen, "%s: holds %s%s of --tp %s: check it with --tp %s%s%s", theirs->path,
+                        rank ? "rank " : "the outputs", rank ? rank : "", tp, tp, rank ? " --rank " : "",
+                        rank ? rank : ""),
                -1;
     snprintf(want, sizeof want, "%d", o->tp);
     if (tp && strcmp(tp, want) != 0)
         return snprintf(err, errlen, "%s: __metadata__ tp = '%s', but --tp %d was given", theirs->path, tp, o->tp), -1;
     snprintf(want, sizeof want, "%d", o->rank);
-    if (rank && o->tp && strcmp(rank, want) != 0)
+    if (rank && o->rank >= 0 && strcmp(rank, want) != 0)
         return snprintf(err, errlen, "%s: __metadata__ rank = '%s', but --rank %d was given", theirs->path, rank,
                         o->rank),
+               -1;
+    if (rank && o->rank < 0)
+        return snprintf(err, errlen, "%s: holds rank %s of --tp %s alone: check it with --tp %s --rank %s",
+                        theirs->path, rank, tp, tp, rank),
+               -1;
+    const char *split = st_meta(theirs, "split");
+    if (split && o->rank >= 0 && strcmp(split, tpmlp_split_name(o->split)) != 0)
+        return snprintf(err, errlen, "%s: __metadata__ split = '%s', but the check uses --split %s", theirs->path,
+                        split, tpmlp_split_name(o->split)),
                -1;
     return 0;
 }
@@ -175,6 +185,7 @@ static void partials(tpmlp_err_tp *tp, double **keep, const tpmlp_err_inputs *in
         for (size_t k = 0; k < nd; k++) ysum[k] += fabs(yq[k]), dxsum[k] += fabs(dxq[k]);
         if (q == o->rank) memcpy(yr, yq, nd * sizeof *yr), memcpy(dxr, dxq, nd * sizeof *dxr);
     }
+    if (o->rank < 0) free(yr), free(dxr), yr = dxr = NULL; /* whole outputs: no partial of their own */
     free(yq), free(dxq), free(dy), free(w1), free(w2);
     tp->p = o->tp, tp->ysum = ysum, tp->dxsum = dxsum, tp->yr = yr, tp->dxr = dxr;
     keep[0] = ysum, keep[1] = dxsum, keep[2] = yr, keep[3] = dxr;
@@ -231,11 +242,9 @@ int tpmlp_check(tpmlp_check_result *res, const st_file *vec, const st_file *thei
     if (same_case(theirs, vec, o, err, errlen) != 0) return -1;
     int fr = 0;
     res->f0 = 0, res->f1 = dm->F;
-    if (o->tp) {
-        if (o->tp > dm->F || o->rank < 0 || o->rank >= o->tp)
-            return snprintf(err, errlen, "--tp %d --rank %d: expected 1 ≤ P ≤ F = %d and 0 ≤ R < P", o->tp, o->rank,
-                            dm->F),
-                   -1;
+    if (o->tp && o->tp > dm->F) return snprintf(err, errlen, "--tp %d: expected 1 ≤ P ≤ F = %d", o->tp, dm->F), -1;
+    if (o->tp && o->rank >= 0) {
+        if (o->rank >= o->tp) return snprintf(err, errlen, "--tp %d --rank %d: expected 0 ≤ R < P", o->tp, o->rank), -1;
         if (tpmlp_split_slice(o->split, dm->F, o->tp, o->rank, &res->f0, &fr) != 0)
             return snprintf(err, errlen, "--rank %d: the %s split of F = %d over %d ranks leaves it no columns",
                             o->rank, tpmlp_split_name(o->split), dm->F, o->tp),
@@ -247,7 +256,7 @@ int tpmlp_check(tpmlp_check_result *res, const st_file *vec, const st_file *thei
         tpmlp_check_row *r = &res->rows[i];
         r->beta_noise = INFINITY;
         const st_tensor *t = st_find(theirs, tpmlp_check_specs[i].name);
-        if (t == NULL || (tpmlp_check_specs[i].vec < 0 && o->tp == 0)) continue; /* partials: only per rank */
+        if (t == NULL || (tpmlp_check_specs[i].vec < 0 && fr == 0)) continue; /* partials: only per rank */
         r->ndim = expected_shape((tpmlp_check_id)i, dm, fr, r->shape);
         int same = t->ndim == r->ndim;
         for (int k = 0; same && k < t->ndim; k++) same = t->shape[k] == r->shape[k];
@@ -256,7 +265,7 @@ int tpmlp_check(tpmlp_check_result *res, const st_file *vec, const st_file *thei
             shape_str(want, sizeof want, r->shape, r->ndim), shape_str(got, sizeof got, t->shape, t->ndim);
             return snprintf(err, errlen, "%s: tensor '%s' has shape %s; expected %s (B=%d T=%d D=%d F=%d%s)",
                             theirs->path, t->name, got, want, dm->B, dm->T, dm->D, dm->F,
-                            o->tp ? ", the rank's block of F" : ""),
+                            fr ? ", the rank's block of F" : ""),
                    -1;
         }
         r->present = 1, r->dtype = t->dtype, r->n = t->numel, res->present++;
@@ -272,7 +281,7 @@ int tpmlp_check(tpmlp_check_result *res, const st_file *vec, const st_file *thei
                            view[V_Y],     view[V_DX], view[V_DW1], view[V_DB1], view[V_DW2], view[V_DB2]};
     tpmlp_err_tp tp = {0};
     double *keep[4] = {NULL, NULL, NULL, NULL};
-    if (o->tp) {
+    if (o->tp) { /* the all-reduces' roundings; and for one rank, its partial sums */
         partials(&tp, keep, &in, o);
         tp.f0 = res->f0, tp.f1 = res->f1;
     }

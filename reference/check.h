@@ -23,7 +23,9 @@ typedef struct {
 } tpmlp_check_spec;
 extern const tpmlp_check_spec tpmlp_check_specs[C_COUNT];
 
-/* Which rank's tensors to check: tp = 0 for whole outputs. */
+/* What THEIRS holds: tp = 0, the whole outputs of one process; tp = P and
+ * rank = -1, the whole outputs of a P-way tensor-parallel run (y and dx then
+ * carry the all-reduces' roundings); tp = P and rank = R, rank R's tensors. */
 typedef struct {
     const tpmlp_format *fmt;
     int tp, rank;

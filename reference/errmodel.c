@@ -21,9 +21,9 @@
  *   dA = dY·W2         σ² = 2ui²‖t‖₂² + (ua√D Σ|t|)²      (its value: one sgemm)
  *   act'               σg² = M2²σH'² + Eg² + ρ(g)², Eg = 8·ue·(max(s,1-s) + |g - s|(1 + H²/2))
  *   dH = dA ⊙ act'(H)  gelu: σ² = g²σdA'² + dA²σg² + ρ(dH)²
- *                      relu: H crosses 0 with probability at most
- *                      q = 2exp(-H²/2σH'²); a crossing is a full-size error
- *                      c = |dA| + BdA: hard = q·c, σ² += q·c²
+ *                      relu: where |H| ≤ BH, H may cross 0 at the λ level and
+ *                      dH be off by all of dA: hard = 2(|dA| + BdA), in full
+ *                      (twice, as every full-size allowance: half the budget)
  *   db1 = Σ_n dH       σ² = Σ_n σdH'² + (ua√N Σ|dH|)²,         hard = Σ_n hard
  *   dW1 = dHᵀ·X        σ² = Σ_n X²(σdH'² + ui²dH²) + (ua√N Σ|t|)², hard = Σ_n hard·|X|
  *   dX = dH·W1         σ² = Σ_f W1²(σdH'² + ui²dH²) + (ua√F Σ|t|)², hard = Σ_f hard·|W1|
@@ -47,7 +47,7 @@
 
 static const tpmlp_format formats[] = {
     {"fp32", 0x1p-24, 0, 0x1p-150},
-    {"tf32", 0x1p-11, 0x1p-11, 0x1p-150},
+    {"tf32", 0x1p-11, 0x1p-11, 0x1p-137},
     {"bf16", 0x1p-8, 0x1p-8, 0x1p-134},
     {"fp16", 0x1p-11, 0x1p-11, 0x1p-25},
 };
@@ -150,7 +150,7 @@ static void acts_f32(float *g, float *a, const double *h, size_t n, tpmlp_act ac
 typedef struct {
     float *shp2; /* σH'² */
     float *g;    /* act'(H) */
-    float *sg2;  /* σg² (gelu) */
+    float *sg2;  /* σg² (gelu); relu: 1 where h may cross 0 (|H| ≤ its bound), else 0 */
     float *sy;   /* σA'² + ui²A²: what A brings into Y and dW2 */
     float *absa; /* |A| */
 } fwd_state;
@@ -180,7 +180,8 @@ static void forward(tpmlp_err_bounds *b, fwd_state *st, const tpmlp_err_inputs *
         const double g = st->g[k];
         double ba, sa2, sg2 = 0;
         if (in->act == TPMLP_RELU) {
-            const double slope = (h > 0 || fabs(h) <= bh) ? 1.0 : 0.0;
+            sg2 = fabs(h) <= bh; /* relu: marks where h may cross 0 */
+            const double slope = (h > 0 || sg2) ? 1.0 : 0.0;
             ba = slope * bh + rho(fm, a);
             sa2 = slope * shp2 + sq(srho(fm, a));
         } else {
@@ -208,9 +209,10 @@ static void forward(tpmlp_err_bounds *b, fwd_state *st, const tpmlp_err_inputs *
 /* Bounds of a sum over f ∈ [f0, f1) of per-(n,f) errors through a (D,F)-shaped
  * or (F,D)-shaped weight: Y = A·W2ᵀ (w_df = W2[d,f]) or dX = dH·W1 (w_df = W1[f,d]).
  * s2 (N,F): σ² entering each term; absv (N,F): |terms' other factor| for Σ|t|;
- * hard (N,F) or NULL; out (N,D) receives hard + λσ (without the own rounding). */
+ * hard (N,F) or NULL; bias (D) or NULL, added last; out (N,D) receives hard + λσ
+ * (without the own rounding). */
 static void sum_over_f(double *out, const float *s2, const float *absv, const double *hard, const float *w, int w_is_df,
-                       int N, int D, int F, int f0, int f1, int exact) {
+                       const float *bias, int N, int D, int F, int f0, int f1, int exact) {
     const int K = f1 - f0;
     float *w2 = mapf(w, (size_t)F * D, 1, "w²");
     float *rw = alloc_f((size_t)N * D, "Σ w²σ²");
@@ -224,7 +226,8 @@ static void sum_over_f(double *out, const float *s2, const float *absv, const do
 #pragma omp parallel for schedule(static)
     for (size_t k = 0; k < (size_t)N * D; k++) {
         const int n = (int)(k / D), d = (int)(k % D);
-        out[k] = TPMLP_LAMBDA * sqrt(rw[k] + sq(UA * sqrt(K + 1.0) * nv[n] * nw[d]));
+        const double b = bias ? fabs(bias[d]) : 0; /* y's running sums are within Σ|t| + |b2| */
+        out[k] = TPMLP_LAMBDA * sqrt(rw[k] + sq(UA * sqrt(K + 1.0) * (nv[n] * nw[d] + b)));
     }
     if (hard) /* sparse: only relu crossings are non-zero */
 #pragma omp parallel for schedule(static)
@@ -300,11 +303,14 @@ static void backward_dh(bwd_state *bs, const fwd_state *st, const tpmlp_err_inpu
         const double bda = TPMLP_LAMBDA * sqrt(sda2) + rho(fm, da), sdap2 = sda2 + sq(srho(fm, da));
         double dh, s;
         if (bs->hard) {
-            const double q = st->shp2[k] > 0 ? fmin(1.0, 2 * exp(-h * h / (2 * st->shp2[k]))) : (h == 0);
-            const double c = fabs(da) + bda;
+            /* where h may cross 0 at the λ level, dH may be off by all of dA: a
+             * full-size error, added in full (an on/off event is no random walk),
+             * and twice, as every full-size allowance: a correct implementation
+             * keeps half of its budget */
+            const int cross = st->sg2[k] != 0;
             dh = h > 0 ? da : 0;
-            bs->hard[k] = q > 1e-300 ? q * c : 0;
-            s = (h > 0 ? sdap2 : 0) + q * c * c + sq(srho(fm, dh));
+            bs->hard[k] = cross ? 2 * (fabs(da) + bda) : 0;
+            s = (h > 0 && !cross ? sdap2 : 0) + sq(srho(fm, dh));
         } else {
             dh = da * g;
             s = g * g * sdap2 + da * da * st->sg2[k] + sq(srho(fm, dh));
@@ -328,19 +334,19 @@ void tpmlp_err_bounds_compute(tpmlp_err_bounds *b, const tpmlp_err_inputs *in, c
     forward(b, &st, in, fm, exact);
 
     /* y = A·W2ᵀ + b2, and the rank's partial */
-    sum_over_f(b->y, st.sy, st.absa, NULL, in->w2, 1, N, D, F, 0, F, exact);
+    sum_over_f(b->y, st.sy, st.absa, NULL, in->w2, 1, in->b2, N, D, F, 0, F, exact);
 #pragma omp parallel for schedule(static)
     for (size_t k = 0; k < nd; k++) {
         const double b2 = in->b2[k % D];
-        const double s2 = sq(ui * b2) + sq(UA * sqrt(F + 1.0) * fabs(b2)) + sq(srho(fm, in->y[k] - b2));
+        const double s2 = sq(ui * b2) + sq(srho(fm, in->y[k] - b2));
         b->y[k] = sqrt(sq(b->y[k]) + lam * lam * s2) + rho(fm, in->y[k]);
     }
-    if (tp) {
+    if (tp && tp->yr) {
         b->y_part = alloc_d(nd, "bound y.partial");
-        sum_over_f(b->y_part, st.sy, st.absa, NULL, in->w2, 1, N, D, F, tp->f0, tp->f1, exact);
+        sum_over_f(b->y_part, st.sy, st.absa, NULL, in->w2, 1, NULL, N, D, F, tp->f0, tp->f1, exact);
         for (size_t k = 0; k < nd; k++) b->y_part[k] += rho(fm, tp->yr[k]);
-        add_allreduce(b->y, tp, tp->ysum, nd, fm);
     }
+    if (tp) add_allreduce(b->y, tp, tp->ysum, nd, fm);
     /* dW2 = dYᵀ·A, db2 = Σ dY */
     float *dy2 = mapf(in->dy, nd, 1, "dy²"), *ady = mapf(in->dy, nd, 0, "|dy|");
     sum_over_n(b->dw2, dy2, st.sy, ady, st.absa, NULL, N, D, F, exact);
@@ -375,15 +381,15 @@ void tpmlp_err_bounds_compute(tpmlp_err_bounds *b, const tpmlp_err_inputs *in, c
 #pragma omp parallel for schedule(static)
     for (size_t k = 0; k < fd; k++) b->dw1[k] += rho(fm, in->dw1[k]);
     free(x2), free(ax);
-    sum_over_f(b->dx, bs.s2, bs.absdh, bs.hard, in->w1, 0, N, D, F, 0, F, exact);
+    sum_over_f(b->dx, bs.s2, bs.absdh, bs.hard, in->w1, 0, NULL, N, D, F, 0, F, exact);
 #pragma omp parallel for schedule(static)
     for (size_t k = 0; k < nd; k++) b->dx[k] += rho(fm, in->dx[k]);
-    if (tp) {
+    if (tp && tp->dxr) {
         b->dx_part = alloc_d(nd, "bound dx.partial");
-        sum_over_f(b->dx_part, bs.s2, bs.absdh, bs.hard, in->w1, 0, N, D, F, tp->f0, tp->f1, exact);
+        sum_over_f(b->dx_part, bs.s2, bs.absdh, bs.hard, in->w1, 0, NULL, N, D, F, tp->f0, tp->f1, exact);
         for (size_t k = 0; k < nd; k++) b->dx_part[k] += rho(fm, tp->dxr[k]);
-        add_allreduce(b->dx, tp, tp->dxsum, nd, fm);
     }
+    if (tp) add_allreduce(b->dx, tp, tp->dxsum, nd, fm);
     if (bs.s2 != bs.s) free(bs.s2);
     free(bs.s), free(bs.absdh), free(bs.hard);
 }

@@ -12,14 +12,15 @@
  *   Activations are evaluated in fp32 (any of the erf, erfc, Φ, tanh or
  *   polynomial forms) and stored in the format.
  *
- * Every error is first order in the roundings, and each rounding is an
- * independent, mean-zero, bounded variable (|δ| ≤ u·|value|). A linear
- * combination Σ c_i δ_i is then sub-Gaussian with scale σ = (Σ c_i² u_i²)^{1/2}
- * (Hoeffding; for the running sums of a dot product, Azuma), so it exceeds
- * λ·σ with probability at most 2·exp(-λ²/2). Each element's bound is
+ * Every error is first order in the roundings, and each rounding error is an
+ * independent, mean-zero variable, uniform on [-½ulp, ½ulp] (so of
+ * sub-Gaussian scale at most u·|value|/√3). A linear combination Σ c_i δ_i is
+ * then sub-Gaussian with scale σ = (Σ c_i² σ_i²)^{1/2} (Hoeffding; for the
+ * running sums of a dot product, Azuma), so it exceeds λ·σ with probability
+ * at most 2·exp(-λ²/2). Each element's bound is
  *     hard + λ·σ + (its own last rounding),
- * where "hard" holds what is not a mean-zero rounding: the second-order term
- * of the activation and relu kink crossings. */
+ * where "hard" holds what is not a mean-zero rounding, in full: the
+ * second-order term of the activation and relu kink crossings. */
 #ifndef TPMLP_ERRMODEL_H
 #define TPMLP_ERRMODEL_H
 
@@ -33,8 +34,9 @@ extern "C" {
  * 2·exp(-λ²/2) = 2.5·10⁻¹⁴, so at most 2.5·10⁻⁶ over the 10⁸ elements of the
  * largest files. */
 #define TPMLP_LAMBDA 8.0
-/* The activation's evaluation error, in fp32 ulps of the terms of its
- * formula (PyTorch's vectorised erf is about 2.5 ulp off; libm's below 1). */
+/* The activation's evaluation error, in fp32 unit round-offs (2⁻²⁴) of the
+ * terms of its formula: 4 to 8 ulps (PyTorch's vectorised erf is about
+ * 2.5 ulp off; libm's below 1). */
 #define TPMLP_ACT_ULPS 8.0
 
 typedef struct {
@@ -57,10 +59,10 @@ typedef struct {
     const double *y, *dx, *dw1, *db1, *dw2, *db2; /* the reference outputs: their own last rounding */
 } tpmlp_err_inputs;
 
-/* For a tensor-parallel check: p ranks, and the F-columns [f0, f1) of the
- * rank whose partial sums are bounded. ysum/dxsum (N,D): Σ_r |Y_r| and
- * Σ_r |dX_r| over all ranks, and yr/dxr (N,D) the rank's own partials
- * (reference values), for the all-reduce's roundings. */
+/* For outputs of a tensor-parallel run over p ranks: ysum/dxsum (N,D), Σ_r |Y_r|
+ * and Σ_r |dX_r| over all ranks, for the all-reduce's roundings in y and dx.
+ * For one rank's check also the F-columns [f0, f1) of the rank and yr/dxr
+ * (N,D), its own partials (reference values); NULL for whole outputs. */
 typedef struct {
     int p, f0, f1;
     const double *ysum, *dxsum, *yr, *dxr;
