@@ -9,6 +9,8 @@
  *   y, dx or a weight gradient off by 1 % at fp32, 5 % at tf32 and fp16,
  *   20 % at bf16 (relu: an element no kink crossing feeds, see
  *   plain_median_at, and 300 % for dx and dW1 at bf16, see one_off); a NaN.
+ * PASS, too: a relu kink crossing where h is within rounding of 0; the
+ * outputs of an 8-way run that stores and adds its partials in the format.
  * Per rank (--tp 3 --rank R, both splits): a correct rank's shard-shaped
  * tensors and partial sums pass; b2 in y.partial, another rank's block, and
  * an all-reduced dx.partial fail. */
@@ -79,6 +81,23 @@ static void matmul(float *C, const float *A, long am, long ak, const float *B, l
 /* The MLP as the model's arithmetic t computes it: operands rounded to the
  * format, fp32 sums, every stored result rounded. The activation is evaluated
  * in fp32 on the stored h. act may differ from t->act (a planted bug). */
+static long flip_at = -1; /* a planted relu kink crossing: h[flip_at] changes sign */
+static int allreduce_p = 0;  /* > 1: y and dx are sums of p partials, each rounded, added in the format */
+
+/* Σ over the columns [f0, f1) of p blocks, each block's sum rounded, then added up rounding each addition. */
+static void allreduced(float *C, const float *A, long am, long ak, const float *B, long bk, long bn, int M, int N,
+                       int K, enum dt t) {
+    float *part = tpmlp_alloc((size_t)M * N, sizeof *part, "partial");
+    for (size_t i = 0; i < (size_t)M * N; i++) C[i] = 0;
+    for (int q = 0; q < allreduce_p; q++) {
+        int f0, fr;
+        if (tpmlp_split_slice(TPMLP_SPLIT_BALANCED, K, allreduce_p, q, &f0, &fr) != 0) continue;
+        matmul(part, A, am, ak, B, bk, bn, M, N, f0, f0 + fr, BLOCKED);
+        for (size_t i = 0; i < (size_t)M * N; i++) C[i] = r(C[i] + r(part[i], t), t);
+    }
+    free(part);
+}
+
 static void mlp_emulated(tpmlp_mlp32 *m, enum order o, enum dt t, tpmlp_act act) {
     const int N = m->N, D = m->D, F = m->F;
     const size_t nd = (size_t)N * D, nf = (size_t)N * F, fd = (size_t)F * D;
@@ -87,15 +106,22 @@ static void mlp_emulated(tpmlp_mlp32 *m, enum order o, enum dt t, tpmlp_act act)
     matmul(m->h, m->x, D, 1, m->w1, 1, D, N, F, 0, D, o); /* H = X·W1ᵀ */
     for (size_t k = 0; k < nf; k++) {
         m->h[k] = r(r(m->h[k], t) + m->b1[k % F], t);
+        if ((long)k == flip_at) m->h[k] = -m->h[k];
         m->a[k] = r(tpmlp_act_f32(act, m->h[k]), t);
     }
-    matmul(m->y, m->a, F, 1, m->w2, 1, F, N, D, 0, F, o); /* Y = A·W2ᵀ + b2 */
+    if (allreduce_p > 1)
+        allreduced(m->y, m->a, F, 1, m->w2, 1, F, N, D, F, t);
+    else
+        matmul(m->y, m->a, F, 1, m->w2, 1, F, N, D, 0, F, o); /* Y = A·W2ᵀ + b2 */
     for (size_t k = 0; k < nd; k++) m->y[k] = r(r(m->y[k], t) + m->b2[k % D], t);
     matmul(m->dw2, m->dy, 1, D, m->a, F, 1, D, F, 0, N, o); /* dW2 = dYᵀ·A */
     matmul(m->dh, m->dy, D, 1, m->w2, F, 1, N, F, 0, D, o); /* dA = dY·W2 */
     for (size_t k = 0; k < nf; k++) m->dh[k] = r(r(m->dh[k], t) * tpmlp_act_grad_f32(act, m->h[k]), t);
     matmul(m->dw1, m->dh, 1, F, m->x, D, 1, F, D, 0, N, o); /* dW1 = dHᵀ·X */
-    matmul(m->dx, m->dh, F, 1, m->w1, D, 1, N, D, 0, F, o); /* dX = dH·W1 */
+    if (allreduce_p > 1)
+        allreduced(m->dx, m->dh, F, 1, m->w1, D, 1, N, D, F, t);
+    else
+        matmul(m->dx, m->dh, F, 1, m->w1, D, 1, N, D, 0, F, o); /* dX = dH·W1 */
     for (int f = 0; f < F; f++) {
         float s = 0;
         for (int n = 0; n < N; n++) s += m->dh[(size_t)(o == REVERSED ? N - 1 - n : n) * F + f];
@@ -334,6 +360,58 @@ static void bug_fails(void **state) {
     tpmlp_mlp32_free(&m);
 }
 
+/* ---- legitimate errors the model must allow: a relu kink crossing, a bf16 all-reduce ---- */
+
+/* relu: the h nearest 0 rounds across it (within its bound at tf32, bf16, fp16):
+ * dH is then off by all of dA in that element, and dx, dW1, db1 carry it. */
+static void kink_crossing_passes(void **state) {
+    const enum dt t = (enum dt)STATE_INT(state);
+    tpmlp_mlp32 m;
+    load(&m, TPMLP_RELU, 0);
+    mlp_emulated(&m, BLOCKED, t, TPMLP_RELU);
+    long at = 0;
+    for (long k = 0; k < (long)m.N * m.F; k++)
+        if (m.h[k] != 0 && fabsf(m.h[k]) < fabsf(m.h[at])) at = k;
+    tpmlp_mlp32_free(&m);
+    load(&m, TPMLP_RELU, 0);
+    flip_at = at;
+    mlp_emulated(&m, BLOCKED, t, TPMLP_RELU);
+    flip_at = -1;
+    tpmlp_check_result res;
+    run_check(&res, &m, TPMLP_RELU, 0, t, 0);
+    for (int i = 0; i < C_COUNT; i++)
+        if (res.rows[i].present && (!res.rows[i].pass || res.rows[i].used > 0.5))
+            fail_msg("%s: a kink crossing at h = %g: %s uses %.1f%% of its bound (at most 50%%; seed %llu)",
+                     dt_names[t], (double)m.h[at], tpmlp_check_specs[i].name, 100 * res.rows[i].used,
+                     dims[0][TPMLP_RELU].seed);
+    tpmlp_mlp32_free(&m);
+}
+
+/* The whole outputs of an 8-way run whose partial sums are stored and added
+ * in the format (NCCL's bf16 all-reduce): check --tp 8 allows for it. */
+static void allreduce_passes(void **state) {
+    const enum dt t = (enum dt)STATE_INT(state);
+    tpmlp_mlp32 m;
+    load(&m, TPMLP_GELU, 0);
+    allreduce_p = 8;
+    mlp_emulated(&m, BLOCKED, t, TPMLP_GELU);
+    allreduce_p = 0;
+    char err[512];
+    if (tpmlp_vec_write_outputs(out_path, &m, &dims[0][TPMLP_GELU], err, sizeof err) != 0) fail_msg("%s", err);
+    st_file vec, theirs;
+    if (st_open(&vec, vec_path[0][TPMLP_GELU], err, sizeof err) || st_open(&theirs, out_path, err, sizeof err))
+        fail_msg("%s", err);
+    const tpmlp_check_opts o = {tpmlp_format_find(dt_names[t]), 8, -1, TPMLP_SPLIT_BALANCED};
+    tpmlp_check_result res;
+    if (tpmlp_check(&res, &vec, &theirs, &o, NULL, err, sizeof err) != 0) fail_msg("%s", err);
+    st_close(&vec), st_close(&theirs);
+    for (int i = 0; i < C_COUNT; i++)
+        if (res.rows[i].present && (!res.rows[i].pass || res.rows[i].used > 0.5))
+            fail_msg("%s, p = 8: %s uses %.1f%% of its bound (at most 50%%; seed %llu)", dt_names[t],
+                     tpmlp_check_specs[i].name, 100 * res.rows[i].used, dims[0][TPMLP_GELU].seed);
+    tpmlp_mlp32_free(&m);
+}
+
 /* ---- per-rank checks: a rank's tensors, shard-shaped, with its partial sums ---- */
 
 enum rank_case { RANK_OK, RANK_B2_IN_PARTIAL, RANK_OTHER_BLOCK, RANK_DX_PARTIAL_REDUCED, NRANK };
@@ -430,7 +508,7 @@ int main(void) {
                                            "one median element of dW1 off",
                                            "one median element of dW2 off",
                                            "a NaN in dx"};
-    enum { MAXT = TPMLP_NUM_ACTS * NDT * (NBUGS + 1) + 2 * NRANK };
+    enum { MAXT = TPMLP_NUM_ACTS * NDT * (NBUGS + 1) + 2 * NRANK + 2 * NDT };
     static struct CMUnitTest tests[MAXT];
     static char names[MAXT][96];
     int n = 0;
@@ -449,6 +527,16 @@ int main(void) {
                     (struct CMUnitTest){names[n], bug_fails, NULL, NULL, (void *)(intptr_t)((a * NBUGS + b) * NDT + t)};
                 n++;
             }
+    for (int t = TF32; t < NDT; t++) {
+        snprintf(names[n], sizeof names[n], "a relu kink crossing passes: %s", dt_names[t]);
+        tests[n] = (struct CMUnitTest){names[n], kink_crossing_passes, NULL, NULL, (void *)(intptr_t)t};
+        n++;
+    }
+    for (int t = 0; t < NDT; t++) {
+        snprintf(names[n], sizeof names[n], "an 8-way all-reduce in the format passes with --tp 8: %s", dt_names[t]);
+        tests[n] = (struct CMUnitTest){names[n], allreduce_passes, NULL, NULL, (void *)(intptr_t)t};
+        n++;
+    }
     static const char *rank_names[NRANK] = {"a correct rank passes", "b2 added to y.partial fails",
                                             "another rank's block fails", "an all-reduced dx.partial fails"};
     for (int sp = 0; sp < 2; sp++)
