@@ -70,9 +70,63 @@ static double rho(const tpmlp_format *f, double v) { return f->u * fabs(v) + f->
 static double srho(const tpmlp_format *f, double v) { return UNI * rho(f, v); } /* its scale */
 static double sq(double v) { return v * v; }
 
+/* The row and column ‖·‖₂ of the (N,F) arrays the sums read again and
+ * again, each found in one pass: norms() looks them up here first. */
+typedef struct {
+    int count;
+    struct {
+        const float *m;
+        int R, C;
+        double *rows, *cols;
+    } e[8];
+} norm_cache;
+
+static void cache_add(norm_cache *nc, const float *M, int R, int C) {
+    double *rows = tpmlp_alloc((size_t)R, sizeof *rows, "row norms"),
+           *cols = tpmlp_alloc((size_t)C, sizeof *cols, "col norms");
+    for (int c = 0; c < C; c++) cols[c] = 0;
+#pragma omp parallel
+    {
+        double *mine = tpmlp_alloc((size_t)C, sizeof *mine, "col norms");
+        for (int c = 0; c < C; c++) mine[c] = 0;
+#pragma omp for schedule(static)
+        for (int r = 0; r < R; r++) {
+            double acc = 0;
+            for (int c = 0; c < C; c++) {
+                const double v = (double)M[(size_t)r * C + c] * M[(size_t)r * C + c];
+                acc += v, mine[c] += v;
+            }
+            rows[r] = sqrt(acc);
+        }
+#pragma omp critical
+        for (int c = 0; c < C; c++) cols[c] += mine[c];
+        free(mine);
+    }
+    for (int c = 0; c < C; c++) cols[c] = sqrt(cols[c]);
+    nc->e[nc->count].m = M, nc->e[nc->count].R = R, nc->e[nc->count].C = C;
+    nc->e[nc->count].rows = rows, nc->e[nc->count].cols = cols, nc->count++;
+}
+
+static void cache_free(norm_cache *nc) {
+    for (int i = 0; i < nc->count; i++) free(nc->e[i].rows), free(nc->e[i].cols);
+    nc->count = 0;
+}
+
+/* Set for the length of one tpmlp_err_bounds_compute: one computation at a
+ * time per process (check, the demo and the tests make one at a time). */
+static norm_cache *the_cache;
+
 /* ‖·‖₂ along k of op(M)[i, k] for i < n, k < K; op(M)[i,k] = M[i·si + k·sk]. */
 static double *norms(const float *M, int n, int K, size_t si, size_t sk, const char *what) {
     double *out = tpmlp_alloc((size_t)n, sizeof *out, what);
+    for (int i = 0; the_cache && i < the_cache->count; i++) { /* a whole row or column set already known */
+        const int R = the_cache->e[i].R, C = the_cache->e[i].C;
+        if (the_cache->e[i].m != M) continue;
+        if (n == R && K == C && si == (size_t)C && sk == 1)
+            return memcpy(out, the_cache->e[i].rows, (size_t)n * sizeof *out);
+        if (n == C && K == R && si == 1 && sk == (size_t)C)
+            return memcpy(out, the_cache->e[i].cols, (size_t)n * sizeof *out);
+    }
     if (sk == 1) {
 #pragma omp parallel for schedule(static)
         for (int i = 0; i < n; i++) {
@@ -332,6 +386,10 @@ void tpmlp_err_bounds_compute(tpmlp_err_bounds *b, const tpmlp_err_inputs *in, c
     b->dw2 = alloc_d(fd, "bound dW2"), b->db2 = alloc_d((size_t)D, "bound db2");
     fwd_state st;
     forward(b, &st, in, fm, exact);
+    norm_cache nc = {0};
+    the_cache = &nc;
+    if (!exact) cache_add(&nc, st.sy, N, F); /* Cauchy–Schwarz reads its rows (y) and columns (dW2) */
+    cache_add(&nc, st.absa, N, F);           /* Σ|t| of y and dW2 */
 
     /* y = A·W2ᵀ + b2, and the rank's partial */
     sum_over_f(b->y, st.sy, st.absa, NULL, in->w2, 1, in->b2, N, D, F, 0, F, exact);
@@ -357,11 +415,14 @@ void tpmlp_err_bounds_compute(tpmlp_err_bounds *b, const tpmlp_err_inputs *in, c
         for (int n = 0; n < N; n++) s2 += sq(in->dy[(size_t)n * D + d]), s1 += fabs(in->dy[(size_t)n * D + d]);
         b->db2[d] = lam * sqrt(sq(ui) * s2 + sq(UA * sqrt((double)N) * s1)) + rho(fm, in->db2[d]);
     }
+    cache_free(&nc); /* before the arrays go: their addresses may come back */
     free(dy2), free(ady), free(st.sy), free(st.absa);
 
     /* dH, then db1 = Σ dH, dW1 = dHᵀ·X, dX = dH·W1 */
     bwd_state bs;
     backward_dh(&bs, &st, in, fm, exact);
+    if (!exact) cache_add(&nc, bs.s2, N, F); /* rows (dX), columns (dW1) */
+    cache_add(&nc, bs.absdh, N, F);
     free(st.shp2), free(st.g), free(st.sg2);
 #pragma omp parallel for schedule(static)
     for (int f0 = 0; f0 < F; f0 += 256) { /* column blocks, rows in order: the reads stay contiguous */
@@ -390,6 +451,8 @@ void tpmlp_err_bounds_compute(tpmlp_err_bounds *b, const tpmlp_err_inputs *in, c
         for (size_t k = 0; k < nd; k++) b->dx_part[k] += rho(fm, tp->dxr[k]);
     }
     if (tp) add_allreduce(b->dx, tp, tp->dxsum, nd, fm);
+    cache_free(&nc);
+    the_cache = NULL;
     if (bs.s2 != bs.s) free(bs.s2);
     free(bs.s), free(bs.absdh), free(bs.hard);
 }
