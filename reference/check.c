@@ -141,15 +141,18 @@ static void compare(tpmlp_check_row *r, const st_file *theirs, const st_tensor *
             st_tensor part = *t;
             part.numel = m, part.begin = t->begin + (size_t)k0 * st_dtype_size(t->dtype);
             st_to_f64(theirs, &part, got);
-            for (uint64_t i = 0; i < m; i++) {
+            for (uint64_t i = 0; i < m; i++) { /* the bound is never 0 (it has the format's floor) */
                 const uint64_t k = k0 + i;
                 e[i] = got[i] - ref[k];
-                const double ae = isfinite(got[i]) ? fabs(e[i]) : INFINITY;
-                const double q = isinf(ae) ? INFINITY : ae == 0 ? 0 : ae / bound[k];
-                if (q > my_used) my_used = q, my_worst = k;
-                if (ae > my_err) my_err = ae;
-                if (ratio) ratio[k] = (float)q, bnd[k] = (float)bound[k];
+                const double ae = fabs(e[i]), q = ae / bound[k]; /* NaN or Inf in got: NaN or Inf here */
+                if (!(q <= my_used)) my_used = q == q ? q : INFINITY, my_worst = k; /* rarely taken */
+                if (!(ae <= my_err)) my_err = ae == ae ? ae : INFINITY;
             }
+            if (ratio)
+                for (uint64_t i = 0; i < m; i++) {
+                    const double q = fabs(e[i]) / bound[k0 + i];
+                    ratio[k0 + i] = q == q ? (float)q : INFINITY, bnd[k0 + i] = (float)bound[k0 + i];
+                }
             if (fi) tpmlp_err_form_sums(fi->act, fi->h + k0, e, bound + k0, m, &num, &den);
         }
         free(got), free(e);
