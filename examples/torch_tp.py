@@ -1,0 +1,359 @@
+"""The tensor-parallel MLP of the PyTorch blog posts, made whole and proved rank by rank.
+
+Megatron's MLP on P ranks (torch.distributed; gloo on the CPU, NCCL when there
+are at least P GPUs): fc1 split by columns (ColumnParallelLinear), the
+activation on each rank's block of F, fc2 split by rows (RowParallelLinear),
+with Megatron's two conjugate operators
+
+    f: identity forward, all-reduce backward   (before fc1: dX is summed over ranks)
+    g: all-reduce forward, identity backward   (after fc2: Y is summed over ranks)
+
+and b2 added once, after g. Each rank reads only its own shard, written by
+`tpmlp gen ... --tp P --rank R` from the vector file's metadata, runs forward
+and backward with the file's dy, saves what it holds (h, a as (B, T, F_R); y,
+dx; its gradients; y.partial = A_R W2_R^T before g and dx.partial = its dX
+before f's all-reduce) and checks it with `tpmlp check --tp P --rank R`
+through the tpmlp Python package. The parent prints a table of the ranks and
+exits 0 only when every rank passes.
+
+    python3 examples/torch_tp.py --tp 4 tests/vectors/gelu-2x3-d8-f20.safetensors
+    python3 examples/torch_tp.py --tp 2 --bug no-dx-allreduce VECTORS      # must FAIL
+
+--bug plants one of the classic mistakes, each of which must fail:
+    b2-every-rank     every rank adds b2 before g (y gets P b2)
+    no-dx-allreduce   f's backward does not all-reduce (dx is one rank's partial)
+    tanh-gelu         the other GELU form (tanh for erf; erf for tanh; tanh-GELU for relu)
+    extra-allreduce   g all-reduces in the backward too (every gradient P times too big)
+
+The tpmlp program: --tpmlp, else $TPMLP, else tpmlp on PATH, else ./tpmlp of this checkout.
+"""
+import argparse
+import datetime
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+try:
+    import tpmlp
+except ImportError:  # not installed: the package in this checkout
+    sys.path.insert(0, os.path.join(REPO, "python"))
+    import tpmlp
+
+BUGS = ("b2-every-rank", "no-dx-allreduce", "tanh-gelu", "extra-allreduce")
+
+
+# ---------------------------------------------------------------- the harness
+
+def free_port():
+    """A free TCP port on the loopback, from the kernel (bind to port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def dist_init(rank, num_procs, run_func, *args):
+    """Joins the process group as `rank` of `num_procs`, runs run_func(rank, num_procs, *args),
+    then a barrier and destroy_process_group(). The parent sets MASTER_PORT.
+
+    A run_func that returns False (its check failed) makes the process exit with status 1.
+    """
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ["RANK"] = str(rank)
+    os.environ["LOCAL_RANK"] = str(rank)
+    os.environ["WORLD_SIZE"] = str(num_procs)
+    addr, port = os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"]
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    backend = "nccl" if gpus >= num_procs else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(rank)
+    dist.init_process_group(backend, world_size=num_procs, rank=rank,
+                            init_method=f"tcp://{addr}:{port}",
+                            timeout=datetime.timedelta(seconds=120))
+    try:
+        ok = run_func(rank, num_procs, *args)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    if ok is False:
+        sys.exit(1)
+
+
+def launch(num_procs, run_func, *args, timeout=600):
+    """One process per rank (spawn), each in dist_init; returns their exit codes.
+
+    A rank that dies takes the others down after a grace period (they would
+    wait in a collective for it).
+    """
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(free_port())
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=dist_init, args=(r, num_procs, run_func) + args) for r in range(num_procs)]
+    for p in procs:
+        p.start()
+    deadline, died_at = time.monotonic() + timeout, None
+    while any(p.is_alive() for p in procs):
+        time.sleep(0.05)
+        now = time.monotonic()
+        if died_at is None and any(p.exitcode not in (None, 0) for p in procs):
+            died_at = now
+        if now > deadline or (died_at is not None and now > died_at + 30):
+            for p in procs:
+                if p.is_alive():
+                    p.terminate()
+            break
+    for p in procs:
+        p.join()
+    return [p.exitcode for p in procs]
+
+
+# ---------------------------------------------------------- Megatron's f and g
+
+class CopyToTensorParallelRegion(torch.autograd.Function):
+    """f: identity forward; all-reduce of the gradient backward (dX = sum over ranks of dX_R)."""
+
+    @staticmethod
+    def forward(ctx, x, taps, bug):
+        ctx.taps, ctx.bug = taps, bug
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        ctx.taps["dx.partial"] = grad.detach().clone()  # the rank's dX before the all-reduce
+        if ctx.bug != "no-dx-allreduce":
+            grad = grad.clone()
+            dist.all_reduce(grad)
+        return grad, None, None
+
+
+class ReduceFromTensorParallelRegion(torch.autograd.Function):
+    """g: all-reduce forward (Y = sum over ranks of A_R W2_R^T); identity backward."""
+
+    @staticmethod
+    def forward(ctx, x, bug):
+        ctx.bug = bug
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        if ctx.bug == "extra-allreduce":  # the bug: g's all-reduce applied backward as well
+            grad = grad.clone()
+            dist.all_reduce(grad)
+        return grad, None
+
+
+class ColumnParallelLinear(torch.nn.Module):
+    """fc1's rows [f0, f1) (output columns of H): f, then X W1_R^T + b1_R."""
+
+    def __init__(self, weight, bias, taps, bug=None):
+        super().__init__()
+        self.weight = torch.nn.Parameter(weight)  # (F_R, D), nn.Linear layout
+        self.bias = torch.nn.Parameter(bias)      # (F_R)
+        self.taps, self.bug = taps, bug
+
+    def forward(self, x):
+        x = CopyToTensorParallelRegion.apply(x, self.taps, self.bug)
+        return F.linear(x, self.weight, self.bias)
+
+
+class RowParallelLinear(torch.nn.Module):
+    """fc2's columns [f0, f1) (input rows of A): A_R W2_R^T, then g, then b2 once."""
+
+    def __init__(self, weight, bias, taps, bug=None):
+        super().__init__()
+        self.weight = torch.nn.Parameter(weight)  # (D, F_R)
+        self.bias = torch.nn.Parameter(bias)      # (D), whole on every rank
+        self.taps, self.bug = taps, bug
+
+    def forward(self, a):
+        if self.bug == "b2-every-rank":
+            partial = F.linear(a, self.weight, self.bias)  # the bug: b2 summed P times by g
+        else:
+            partial = F.linear(a, self.weight)
+        self.taps["y.partial"] = partial.detach().clone()
+        y = ReduceFromTensorParallelRegion.apply(partial, self.bug)
+        if self.bug != "b2-every-rank":
+            y = y + self.bias
+        return y
+
+
+def activation(name, bug):
+    if bug == "tanh-gelu":
+        name = {"gelu": "gelu_tanh", "gelu_tanh": "gelu", "relu": "gelu_tanh"}[name]
+    return {"gelu": torch.nn.GELU(), "gelu_tanh": torch.nn.GELU(approximate="tanh"),
+            "relu": torch.nn.ReLU()}[name]
+
+
+class ParallelMLP(torch.nn.Module):
+    def __init__(self, shard, act, taps, bug=None):
+        super().__init__()
+        t = {k: torch.from_numpy(v.copy()) for k, v in shard.items()}
+        self.linear_fc1 = ColumnParallelLinear(t["linear_fc1.weight"], t["linear_fc1.bias"], taps, bug)
+        self.act = activation(act, bug)
+        self.linear_fc2 = RowParallelLinear(t["linear_fc2.weight"], t["linear_fc2.bias"], taps, bug)
+        self.taps = taps
+
+    def forward(self, x):
+        h = self.linear_fc1(x)
+        a = self.act(h)
+        self.taps["h"], self.taps["a"] = h, a
+        return self.linear_fc2(a)
+
+
+# ------------------------------------------------------------------ one rank
+
+def run_rank(rank, tp, cfg):
+    """Makes rank's inputs with tpmlp gen, runs forward and backward, saves and checks its tensors.
+    Writes cfg['dir']/rank-R.json with its verdict; returns whether it passed."""
+    torch.set_num_threads(1)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    meta, d = cfg["meta"], cfg["dir"]
+    result = {"rank": rank, "ok": False}
+    try:
+        shard_file = os.path.join(d, f"inputs-{rank}.safetensors")
+        subprocess.run([cfg["tpmlp"], "gen", "--batch", meta["B"], "--seq", meta["T"],
+                        "--hidden", meta["D"], "--ffn", meta["F"], "--act", meta["activation"],
+                        "--seed", meta["seed"], "--tp", str(tp), "--rank", str(rank),
+                        "--split", "balanced", "-o", shard_file],
+                       check=True, stdout=subprocess.DEVNULL)
+        shard, smeta = tpmlp.load(shard_file)
+        f0, f1 = int(smeta["f0"]), int(smeta["f1"])
+        device = torch.device("cuda", rank) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+        taps = {}
+        mlp = ParallelMLP(shard, meta["activation"], taps, cfg["bug"]).to(device)
+        x = torch.from_numpy(shard["x"].copy()).to(device).requires_grad_(True)
+        dy = torch.from_numpy(shard["dy"].copy()).to(device)
+        y = mlp(x)
+        y.backward(dy)
+
+        fc1, fc2 = mlp.linear_fc1, mlp.linear_fc2
+        outs = {"h": taps["h"], "a": taps["a"], "y": y, "dx": x.grad,
+                "linear_fc1.weight.grad": fc1.weight.grad, "linear_fc1.bias.grad": fc1.bias.grad,
+                "linear_fc2.weight.grad": fc2.weight.grad, "linear_fc2.bias.grad": fc2.bias.grad,
+                "y.partial": taps["y.partial"], "dx.partial": taps["dx.partial"]}
+        out_file = os.path.join(d, f"rank-{rank}.safetensors")
+        out_meta = {k: meta[k] for k in ("B", "T", "D", "F", "activation", "seed")}
+        out_meta.update(tp=tp, rank=rank, split="balanced", f0=f0, f1=f1,
+                        implementation=f"torch {torch.__version__} {dist.get_backend()} "
+                                       f"(examples/torch_tp.py{', bug ' + cfg['bug'] if cfg['bug'] else ''})")
+        tpmlp.save(out_file, outs, out_meta)
+
+        report = tpmlp.check(cfg["vectors"], out_file, dtype="fp32", tp=tp, rank=rank,
+                             split="balanced", tpmlp=cfg["tpmlp"])
+        result.update(ok=report.ok, slice=[f0, f1], table=str(report),
+                      tensors=[{"name": t.name, "verdict": t.verdict, "budget_used": t.budget_used,
+                                "worst_index": list(t.worst_index)} for t in report.tensors])
+    except Exception as e:  # the parent reports it against this rank
+        result["error"] = f"{type(e).__name__}: {e}"
+        raise
+    finally:
+        with open(os.path.join(d, f"rank-{rank}.json"), "w") as f:
+            json.dump(result, f)
+    return result["ok"]
+
+
+# -------------------------------------------------------------------- parent
+
+def find_tpmlp(arg):
+    for cand in (arg, os.environ.get("TPMLP")):
+        if cand:
+            return tpmlp.find_program(cand)
+    try:
+        return tpmlp.find_program()
+    except FileNotFoundError:
+        built = os.path.join(REPO, "tpmlp")
+        if os.path.isfile(built) and os.access(built, os.X_OK):
+            return built
+        raise
+
+
+def budget(b):
+    if b is None:
+        return "NaN/Inf"
+    return f"{100 * b:.1f}%" if 100 * b < 1e5 else f"{100 * b:.1e}%"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tp", type=int, required=True, help="number of ranks P")
+    ap.add_argument("--bug", choices=BUGS, help="plant a classic mistake (it must FAIL)")
+    ap.add_argument("--tpmlp", help="the tpmlp program (default $TPMLP, PATH, ./tpmlp)")
+    ap.add_argument("--keep", metavar="DIR", help="keep the ranks' files in DIR")
+    ap.add_argument("-v", "--verbose", action="store_true", help="print every rank's table")
+    ap.add_argument("vectors", help="a vector file (tpmlp gen)")
+    args = ap.parse_args(argv)
+    if args.tp < 1:
+        ap.error("--tp must be at least 1")
+    prog = find_tpmlp(args.tpmlp)
+    meta = tpmlp.metadata(args.vectors)
+    if meta.get("format") != "tpmlp-mlp-vectors":
+        ap.error(f"{args.vectors}: not a tpmlp vector file (format {meta.get('format')!r})")
+    if args.tp > int(meta["F"]):
+        ap.error(f"--tp {args.tp} is more than F = {meta['F']}")
+
+    d = args.keep or tempfile.mkdtemp(prefix="torch_tp-")
+    os.makedirs(d, exist_ok=True)
+    cfg = {"meta": meta, "dir": d, "tpmlp": prog, "vectors": os.path.abspath(args.vectors), "bug": args.bug}
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    backend = "nccl" if gpus >= args.tp else "gloo"
+    t0 = time.monotonic()
+    try:
+        codes = launch(args.tp, run_rank, cfg)
+        results = []
+        for r in range(args.tp):
+            try:
+                with open(os.path.join(d, f"rank-{r}.json")) as f:
+                    results.append(json.load(f))
+            except (OSError, ValueError):
+                results.append({"rank": r, "ok": False, "error": "it wrote no verdict"})
+    finally:
+        if not args.keep:
+            shutil.rmtree(d, ignore_errors=True)
+    secs = time.monotonic() - t0
+
+    print(f"torch_tp: {os.path.basename(args.vectors)}: B={meta['B']} T={meta['T']} D={meta['D']} "
+          f"F={meta['F']} act={meta['activation']}; {args.tp} ranks over {backend}, torch {torch.__version__}"
+          f"{'; bug: ' + args.bug if args.bug else ''}")
+    print(f"  {'rank':<5} {'columns of F':<14} {'verdict':<8} {'largest budget':<34} failed tensors")
+    for res, code in zip(results, codes):
+        r = res["rank"]
+        if "tensors" not in res:
+            why = res.get("error") or f"exit status {code}"
+            print(f"  {r:<5} {'':<14} {'ERROR':<8} {'':<34} {why}")
+            continue
+        sl = "[{}, {})".format(*res["slice"])
+        worst = max(res["tensors"], key=lambda t: float("inf") if t["budget_used"] is None else t["budget_used"])
+        failed = [f"{t['name']} ({budget(t['budget_used'])} at {t['worst_index']})"
+                  for t in res["tensors"] if t["verdict"] != "PASS"]
+        verdict = "PASS" if res["ok"] and code == 0 else "FAIL"
+        print(f"  {r:<5} {sl:<14} {verdict:<8} {budget(worst['budget_used']) + ' (' + worst['name'] + ')':<34} "
+              f"{', '.join(failed) if failed else '-'}")
+    ok = all(res.get("ok") for res in results) and all(c == 0 for c in codes)
+    for res in results:
+        if "table" in res and (args.verbose or not res["ok"]):
+            print()
+            print(res["table"])
+    bad = [str(res["rank"]) for res in results if not res.get("ok")]
+    print(f"{'PASS' if ok else 'FAIL'}: {args.tp - len(bad)} of {args.tp} ranks pass"
+          f"{'' if ok else ' (failing: rank ' + ', '.join(bad) + ')'}; {secs:.1f} s")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
