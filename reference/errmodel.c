@@ -2,7 +2,9 @@
  *
  * Notation, per element: σ² the variance proxy of the mean-zero rounding
  * errors (what adds like a random walk), hard the part that does not, ρ(v) =
- * u·|v| + tiny one rounding of v to the format. ui is the operands' round-off
+ * u·|v| + tiny one rounding of v to the format; inside σ every rounding
+ * counts at its scale (u, ui, ua)/√3 (uniform errors), in an element's own
+ * bound its last rounding counts in full. ui is the operands' round-off
  * (0 at fp32), ua = ue = 2⁻²⁴ the fp32 accumulation and evaluation round-off.
  * Σ|t| is the sum of |terms| of a dot product, ‖t‖₂² the sum of their squares.
  *
@@ -12,14 +14,18 @@
  *   A = act(H)         gelu: σA² = g²σH'² + Ea² + ρ(A)²,  hard = ½M2·BH²,
  *                      g = act'(H), M2 = max|act''| = 0.8, BH the bound of H,
  *                      σH'² = σH² + ρ(H)² (what the next step receives),
- *                      Ea = 8·ue·(|H|·max(s, 1-s) + |A|), s = A/H: the terms of
- *                      ½H(1 + erf) or ½H(1 + tanh), which cancel for H ≪ 0.
+ *                      Ea = 8·ue·(|H|·max(s, 1-s) + |A|) + Ef, s = A/H: the terms
+ *                      of ½H(1 + erf) or ½H(1 + tanh), which cancel for H ≪ 0;
+ *                      Ef = u·(|H|·|s - ½| + |A|), erf or tanh and 1 + it
+ *                      rounded to the format. A's bound: |g|·BH + Ea + Ef +
+ *                      ½M2·BH² + ρ(A) (Ef twice: half the budget).
  *                      relu: slope 1 where H may cross 0 (|H| ≤ BH) or H > 0.
  *   Y = A·W2ᵀ + b2     σY² = Σ_f W2²(σA'² + ui²A²) + ui²b2² + (ua√(F+1)(Σ|t| + |b2|))² + ρ(Y - b2)²
  *   db2 = Σ_n dY       σ² = ui²Σ dY² + (ua√N Σ|dY|)²
  *   dW2 = dYᵀ·A        σ² = Σ_n dY²(σA'² + ui²A²) + (ua√N Σ|t|)²
  *   dA = dY·W2         σ² = 2ui²‖t‖₂² + (ua√D Σ|t|)²      (its value: one sgemm)
  *   act'               σg² = M2²σH'² + Eg² + ρ(g)², Eg = 8·ue·(max(s,1-s) + |g - s|(1 + H²/2))
+ *                      + u·(|s - ½| + s + |g - s|)
  *   dH = dA ⊙ act'(H)  gelu: σ² = g²σdA'² + dA²σg² + ρ(dH)²
  *                      relu: where |H| ≤ BH, H may cross 0 at the λ level and
  *                      dH be off by all of dA: hard = 2(|dA| + BdA), in full
@@ -28,13 +34,13 @@
  *   dW1 = dHᵀ·X        σ² = Σ_n X²(σdH'² + ui²dH²) + (ua√N Σ|t|)², hard = Σ_n hard·|X|
  *   dX = dH·W1         σ² = Σ_f W1²(σdH'² + ui²dH²) + (ua√F Σ|t|)², hard = Σ_f hard·|W1|
  * Each bound is hard + λσ + ρ(own value). Tensor-parallel partial sums (y.partial,
- * dx.partial) sum over the rank's columns only; the replicated y and dx add
+ * dx.partial) sum over the rank's columns only; the y and dx of a p-way run add
  * the all-reduce's roundings: each partial stored (Σ_r ρ(Y_r)²) and p - 1
  * additions of at most Σ_r|Y_r| each.
  *
- * The random-walk sums Σ c²σ² are float32 GEMMs of squares (exact), or their
- * Cauchy–Schwarz bound ‖c²‖₂‖σ²‖₂ (no GEMM); Σ|t| is always bounded by
- * Cauchy–Schwarz, ‖row‖₂·‖column‖₂. */
+ * The random-walk sums Σ c²σ² are float32 GEMMs of squares (exact: tf32, bf16,
+ * fp16), or their Cauchy–Schwarz bound ‖c²‖₂‖σ²‖₂ (no GEMM: fp32); Σ|t| is
+ * always bounded by Cauchy–Schwarz, ‖row‖₂·‖column‖₂. */
 #include "errmodel.h"
 
 #include <cblas.h>
