@@ -1,0 +1,321 @@
+"""The tensor-parallel MLP in JAX with shard_map, proved rank by rank: the JAX twin of torch_tp.py.
+
+Megatron's MLP on P ranks, here P host CPU devices of one process
+(XLA_FLAGS=--xla_force_host_platform_device_count=P, set by this script
+before it imports jax) in a Mesh with one axis 'tp'. Inside shard_map each
+device is a rank: fc1 split by rows of W1 (ColumnParallelLinear), the
+activation on the rank's block of F, fc2 split by columns of W2
+(RowParallelLinear), with Megatron's two conjugate operators as jax.custom_vjp
+
+    f: identity forward, psum backward   (before fc1: dX is summed over ranks)
+    g: psum forward, identity backward   (after fc2: Y is summed over ranks)
+
+and b2 added once, after g. Rank R's inputs are written by `tpmlp gen ...
+--tp P --rank R` (balanced split) from the vector file's metadata. When P
+does not divide F the ranks' blocks differ by one: each is padded up to
+ceil(F/P) with zero rows of W1 and b1 and zero columns of W2 (act(0) = 0 for
+gelu, gelu_tanh and relu, so the padding adds nothing to y or dx and gets zero
+gradients) and the padding is cut off before saving. Forward and backward
+(jax.vjp with the file's dy) run in float32; each rank's tensors (h, a as
+(B, T, F_R); y, dx; its gradients; y.partial = A_R W2_R^T before g and
+dx.partial = its dX before f's psum) are saved and checked with
+`tpmlp check --tp P --rank R` through the tpmlp Python package. It prints a
+table of the ranks and exits 0 only when every rank passes.
+
+    python3 examples/jax_tp.py --tp 4 tests/vectors/gelu-2x3-d8-f20.safetensors
+    python3 examples/jax_tp.py --tp 2 --bug no-dx-allreduce VECTORS      # must FAIL
+
+--bug plants one of the classic mistakes, each of which must fail:
+    b2-every-rank     every rank adds b2 before g (y gets P b2)
+    no-dx-allreduce   f's backward does not psum (dx is one rank's partial)
+    tanh-gelu         the other GELU form (tanh for erf; erf for tanh; tanh-GELU for relu)
+    extra-allreduce   g psums in the backward too (every gradient P times too big)
+
+The tpmlp program: --tpmlp, else $TPMLP, else tpmlp on PATH, else ./tpmlp of this checkout.
+"""
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+try:
+    import tpmlp
+except ImportError:  # not installed: the package in this checkout
+    sys.path.insert(0, os.path.join(REPO, "python"))
+    import tpmlp
+
+BUGS = ("b2-every-rank", "no-dx-allreduce", "tanh-gelu", "extra-allreduce")
+AXIS = "tp"
+
+
+def set_device_count(p):
+    """Asks XLA for p host CPU devices; must run before jax is imported."""
+    if "jax" in sys.modules:
+        raise RuntimeError("jax was imported before jax_tp could set XLA_FLAGS "
+                           "(--xla_force_host_platform_device_count)")
+    flags = re.sub(r"--xla_force_host_platform_device_count=\S*", "", os.environ.get("XLA_FLAGS", ""))
+    os.environ["XLA_FLAGS"] = f"{flags.strip()} --xla_force_host_platform_device_count={p}".strip()
+
+
+# ---------------------------------------------------------- Megatron's f and g
+
+def megatron_ops(bug):
+    """f and g as jax.custom_vjp over the mesh axis 'tp' (to be called inside shard_map)."""
+    import jax
+    from jax import lax
+
+    @jax.custom_vjp
+    def f(x):  # copy to the tensor-parallel region
+        return x
+
+    def f_fwd(x):
+        return x, None
+
+    def f_bwd(_, ct):
+        if bug == "no-dx-allreduce":  # the bug: dX stays the rank's partial
+            return (ct,)
+        return (lax.psum(ct, AXIS),)
+
+    f.defvjp(f_fwd, f_bwd)
+
+    @jax.custom_vjp
+    def g(x):  # reduce from the tensor-parallel region
+        return lax.psum(x, AXIS)
+
+    def g_fwd(x):
+        return lax.psum(x, AXIS), None
+
+    def g_bwd(_, ct):
+        if bug == "extra-allreduce":  # the bug: g's psum applied backward as well
+            return (lax.psum(ct, AXIS),)
+        return (ct,)
+
+    g.defvjp(g_fwd, g_bwd)
+    return f, g
+
+
+def activation(name, bug):
+    import jax
+    if bug == "tanh-gelu":
+        name = {"gelu": "gelu_tanh", "gelu_tanh": "gelu", "relu": "gelu_tanh"}[name]
+    return {"gelu": lambda h: jax.nn.gelu(h, approximate=False),
+            "gelu_tanh": lambda h: jax.nn.gelu(h, approximate=True),
+            "relu": jax.nn.relu}[name]
+
+
+def parallel_mlp_step(act_name, bug):
+    """The per-rank body for shard_map: forward and backward of one rank's block.
+
+    Takes x, dy, b2 (replicated) and the rank's (padded) W1_R (Fp, D), b1_R (Fp),
+    W2_R (D, Fp); returns the rank's tensors, each with a leading axis of 1 that
+    shard_map stacks over the ranks."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    f, g = megatron_ops(bug)
+    act = activation(act_name, bug)
+    hi = lax.Precision.HIGHEST
+
+    def forward(x, tap, w1, b1, w2, b2):
+        # tap is zero: its gradient is the cotangent reaching f, the rank's dX before the psum
+        u = f(x) + tap
+        h = jnp.einsum("btd,fd->btf", u, w1, precision=hi) + b1          # ColumnParallelLinear
+        a = act(h)
+        partial = jnp.einsum("btf,df->btd", a, w2, precision=hi)          # RowParallelLinear
+        if bug == "b2-every-rank":  # the bug: b2 summed P times by g
+            partial = partial + b2
+        y = g(partial)
+        if bug != "b2-every-rank":
+            y = y + b2
+        return y, (h, a, partial)
+
+    def step(x, dy, w1, b1, w2, b2):
+        y, vjp, (h, a, partial) = jax.vjp(forward, x, jnp.zeros_like(x), w1, b1, w2, b2, has_aux=True)
+        dx, dx_partial, dw1, db1, dw2, db2 = vjp(dy)
+        outs = {"h": h, "a": a, "y": y, "dx": dx,
+                "linear_fc1.weight.grad": dw1, "linear_fc1.bias.grad": db1,
+                "linear_fc2.weight.grad": dw2, "linear_fc2.bias.grad": db2,
+                "y.partial": partial, "dx.partial": dx_partial}
+        return {k: v[None] for k, v in outs.items()}
+
+    return step
+
+
+# ------------------------------------------------------------------ the run
+
+def gen_shard(prog, meta, tp, rank, path):
+    subprocess.run([prog, "gen", "--batch", meta["B"], "--seq", meta["T"],
+                    "--hidden", meta["D"], "--ffn", meta["F"], "--act", meta["activation"],
+                    "--seed", meta["seed"], "--tp", str(tp), "--rank", str(rank),
+                    "--split", "balanced", "-o", path],
+                   check=True, stdout=subprocess.DEVNULL)
+    return tpmlp.load(path)
+
+
+def run(tp, cfg):
+    """Runs the P ranks under shard_map; saves and checks each rank's tensors.
+    Returns one result dict per rank (as torch_tp's rank-R.json)."""
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    from jax.experimental.shard_map import shard_map
+
+    jax.config.update("jax_enable_x64", False)
+    meta, d = cfg["meta"], cfg["dir"]
+    cpus = jax.devices("cpu")
+    if len(cpus) < tp:
+        raise RuntimeError(f"{len(cpus)} CPU devices for --tp {tp} (XLA_FLAGS={os.environ.get('XLA_FLAGS')!r})")
+    mesh = Mesh(np.array(cpus[:tp]), (AXIS,))
+
+    # each rank's inputs, from tpmlp gen --tp P --rank R; padded to Fp = ceil(F/P)
+    shards, slices = [], []
+    for r in range(tp):
+        shard, smeta = gen_shard(cfg["tpmlp"], meta, tp, r, os.path.join(d, f"inputs-{r}.safetensors"))
+        shards.append(shard)
+        slices.append((int(smeta["f0"]), int(smeta["f1"])))
+    F, D = int(meta["F"]), int(meta["D"])
+    fp = -(-F // tp)
+    w1 = np.zeros((tp * fp, D), np.float32)
+    b1 = np.zeros((tp * fp,), np.float32)
+    w2 = np.zeros((D, tp * fp), np.float32)
+    for r, (s, (f0, f1)) in enumerate(zip(shards, slices)):
+        n = f1 - f0
+        assert s["linear_fc1.weight"].shape == (n, D), (r, s["linear_fc1.weight"].shape)
+        w1[r * fp:r * fp + n] = s["linear_fc1.weight"]
+        b1[r * fp:r * fp + n] = s["linear_fc1.bias"]
+        w2[:, r * fp:r * fp + n] = s["linear_fc2.weight"]
+    s0 = shards[0]
+    x, dy, b2 = (np.asarray(s0[k], np.float32) for k in ("x", "dy", "linear_fc2.bias"))
+    for s in shards[1:]:  # the replicated inputs are the same on every rank
+        assert all(np.array_equal(s[k], s0[k]) for k in ("x", "dy", "linear_fc2.bias"))
+
+    def put(a, spec):
+        return jax.device_put(jnp.asarray(a, jnp.float32), NamedSharding(mesh, spec))
+
+    args = (put(x, P()), put(dy, P()), put(w1, P(AXIS, None)), put(b1, P(AXIS)),
+            put(w2, P(None, AXIS)), put(b2, P()))
+    in_specs = (P(), P(), P(AXIS, None), P(AXIS), P(None, AXIS), P())
+    step = parallel_mlp_step(meta["activation"], cfg["bug"])
+    # every output has a leading rank axis; check_rep=False since f and g are custom_vjp with psums
+    fn = jax.jit(shard_map(step, mesh=mesh, in_specs=in_specs, out_specs=P(AXIS), check_rep=False))
+    outs = jax.tree_util.tree_map(np.asarray, fn(*args))
+    assert all(v.dtype == np.float32 for v in outs.values())
+
+    results = []
+    for r, (f0, f1) in enumerate(slices):
+        result = {"rank": r, "ok": False}
+        try:
+            n = f1 - f0
+            t = {k: v[r] for k, v in outs.items()}
+            t["h"], t["a"] = t["h"][..., :n], t["a"][..., :n]      # cut off the padding
+            t["linear_fc1.weight.grad"] = t["linear_fc1.weight.grad"][:n]
+            t["linear_fc1.bias.grad"] = t["linear_fc1.bias.grad"][:n]
+            t["linear_fc2.weight.grad"] = t["linear_fc2.weight.grad"][:, :n]
+            out_file = os.path.join(d, f"rank-{r}.safetensors")
+            out_meta = {k: meta[k] for k in ("B", "T", "D", "F", "activation", "seed")}
+            out_meta.update(tp=tp, rank=r, split="balanced", f0=f0, f1=f1,
+                            implementation=f"jax {jax.__version__} shard_map on {tp} cpu devices "
+                                           f"(examples/jax_tp.py{', bug ' + cfg['bug'] if cfg['bug'] else ''})")
+            tpmlp.save(out_file, t, out_meta)
+            report = tpmlp.check(cfg["vectors"], out_file, dtype="fp32", tp=tp, rank=r,
+                                 split="balanced", tpmlp=cfg["tpmlp"])
+            result.update(ok=report.ok, slice=[f0, f1], table=str(report),
+                          tensors=[{"name": t.name, "verdict": t.verdict, "budget_used": t.budget_used,
+                                    "worst_index": list(t.worst_index)} for t in report.tensors])
+        except Exception as e:  # reported against this rank
+            result["error"] = f"{type(e).__name__}: {e}"
+        results.append(result)
+    return results
+
+
+# -------------------------------------------------------------------- main
+
+def find_tpmlp(arg):
+    for cand in (arg, os.environ.get("TPMLP")):
+        if cand:
+            return tpmlp.find_program(cand)
+    try:
+        return tpmlp.find_program()
+    except FileNotFoundError:
+        built = os.path.join(REPO, "tpmlp")
+        if os.path.isfile(built) and os.access(built, os.X_OK):
+            return built
+        raise
+
+
+def budget(b):
+    if b is None:
+        return "NaN/Inf"
+    return f"{100 * b:.1f}%" if 100 * b < 1e5 else f"{100 * b:.1e}%"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tp", type=int, required=True, help="number of ranks P (host CPU devices)")
+    ap.add_argument("--bug", choices=BUGS, help="plant a classic mistake (it must FAIL)")
+    ap.add_argument("--tpmlp", help="the tpmlp program (default $TPMLP, PATH, ./tpmlp)")
+    ap.add_argument("--keep", metavar="DIR", help="keep the ranks' files in DIR")
+    ap.add_argument("-v", "--verbose", action="store_true", help="print every rank's table")
+    ap.add_argument("vectors", help="a vector file (tpmlp gen)")
+    args = ap.parse_args(argv)
+    if args.tp < 1:
+        ap.error("--tp must be at least 1")
+    prog = find_tpmlp(args.tpmlp)
+    meta = tpmlp.metadata(args.vectors)
+    if meta.get("format") != "tpmlp-mlp-vectors":
+        ap.error(f"{args.vectors}: not a tpmlp vector file (format {meta.get('format')!r})")
+    if args.tp > int(meta["F"]):
+        ap.error(f"--tp {args.tp} is more than F = {meta['F']}")
+
+    set_device_count(args.tp)  # before jax is imported (in run)
+    d = args.keep or tempfile.mkdtemp(prefix="jax_tp-")
+    os.makedirs(d, exist_ok=True)
+    cfg = {"meta": meta, "dir": d, "tpmlp": prog, "vectors": os.path.abspath(args.vectors), "bug": args.bug}
+    t0 = time.monotonic()
+    try:
+        results = run(args.tp, cfg)
+    finally:
+        if not args.keep:
+            shutil.rmtree(d, ignore_errors=True)
+    secs = time.monotonic() - t0
+    import jax
+
+    print(f"jax_tp: {os.path.basename(args.vectors)}: B={meta['B']} T={meta['T']} D={meta['D']} "
+          f"F={meta['F']} act={meta['activation']}; {args.tp} ranks as cpu devices under shard_map, "
+          f"jax {jax.__version__}{'; bug: ' + args.bug if args.bug else ''}")
+    print(f"  {'rank':<5} {'columns of F':<14} {'verdict':<8} {'largest budget':<34} failed tensors")
+    for res in results:
+        r = res["rank"]
+        if "tensors" not in res:
+            print(f"  {r:<5} {'':<14} {'ERROR':<8} {'':<34} {res.get('error', 'no verdict')}")
+            continue
+        sl = "[{}, {})".format(*res["slice"])
+        worst = max(res["tensors"], key=lambda t: float("inf") if t["budget_used"] is None else t["budget_used"])
+        failed = [f"{t['name']} ({budget(t['budget_used'])} at {t['worst_index']})"
+                  for t in res["tensors"] if t["verdict"] != "PASS"]
+        verdict = "PASS" if res["ok"] else "FAIL"
+        print(f"  {r:<5} {sl:<14} {verdict:<8} {budget(worst['budget_used']) + ' (' + worst['name'] + ')':<34} "
+              f"{', '.join(failed) if failed else '-'}")
+    ok = len(results) == args.tp and all(res.get("ok") for res in results)
+    for res in results:
+        if "table" in res and (args.verbose or not res["ok"]):
+            print()
+            print(res["table"])
+    bad = [str(res["rank"]) for res in results if not res.get("ok")]
+    print(f"{'PASS' if ok else 'FAIL'}: {args.tp - len(bad)} of {args.tp} ranks pass"
+          f"{'' if ok else ' (failing: rank ' + ', '.join(bad) + ')'}; {secs:.1f} s")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
