@@ -33,7 +33,6 @@ table of the ranks and exits 0 only when every rank passes.
 
 The tpmlp program: --tpmlp, else $TPMLP, else tpmlp on PATH, else ./tpmlp of this checkout.
 """
-import argparse
 import os
 import re
 import shutil
@@ -44,15 +43,8 @@ import time
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-try:
-    import tpmlp
-except ImportError:  # not installed: the package in this checkout
-    sys.path.insert(0, os.path.join(REPO, "python"))
-    import tpmlp
-
-BUGS = ("b2-every-rank", "no-dx-allreduce", "tanh-gelu", "extra-allreduce")
+import tp_harness  # beside this file: the command line, finding tpmlp, the ranks' table
+from tp_harness import BUGS, tpmlp  # tpmlp: the installed package, or this checkout's python/
 AXIS = "tp"
 
 
@@ -220,17 +212,9 @@ def run(tp, cfg):
             t["linear_fc1.weight.grad"] = t["linear_fc1.weight.grad"][:n]
             t["linear_fc1.bias.grad"] = t["linear_fc1.bias.grad"][:n]
             t["linear_fc2.weight.grad"] = t["linear_fc2.weight.grad"][:, :n]
-            out_file = os.path.join(d, f"rank-{r}.safetensors")
-            out_meta = {k: meta[k] for k in ("B", "T", "D", "F", "activation", "seed")}
-            out_meta.update(tp=tp, rank=r, split="balanced", f0=f0, f1=f1,
-                            implementation=f"jax {jax.__version__} shard_map on {tp} cpu devices "
-                                           f"(examples/jax_tp.py{', bug ' + cfg['bug'] if cfg['bug'] else ''})")
-            tpmlp.save(out_file, t, out_meta)
-            report = tpmlp.check(cfg["vectors"], out_file, dtype="fp32", tp=tp, rank=r,
-                                 split="balanced", tpmlp=cfg["tpmlp"])
-            result.update(ok=report.ok, slice=[f0, f1], table=str(report),
-                          tensors=[{"name": t.name, "verdict": t.verdict, "budget_used": t.budget_used,
-                                    "worst_index": list(t.worst_index)} for t in report.tensors])
+            impl = (f"jax {jax.__version__} shard_map on {tp} cpu devices "
+                    f"(examples/jax_tp.py{', bug ' + cfg['bug'] if cfg['bug'] else ''})")
+            result.update(tp_harness.save_and_check(cfg, meta, tp, r, f0, f1, t, impl))
         except Exception as e:  # reported against this rank
             result["error"] = f"{type(e).__name__}: {e}"
         results.append(result)
@@ -239,43 +223,8 @@ def run(tp, cfg):
 
 # -------------------------------------------------------------------- main
 
-def find_tpmlp(arg):
-    for cand in (arg, os.environ.get("TPMLP")):
-        if cand:
-            return tpmlp.find_program(cand)
-    try:
-        return tpmlp.find_program()
-    except FileNotFoundError:
-        built = os.path.join(REPO, "tpmlp")
-        if os.path.isfile(built) and os.access(built, os.X_OK):
-            return built
-        raise
-
-
-def budget(b):
-    if b is None:
-        return "NaN/Inf"
-    return f"{100 * b:.1f}%" if 100 * b < 1e5 else f"{100 * b:.1e}%"
-
-
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tp", type=int, required=True, help="number of ranks P (host CPU devices)")
-    ap.add_argument("--bug", choices=BUGS, help="plant a classic mistake (it must FAIL)")
-    ap.add_argument("--tpmlp", help="the tpmlp program (default $TPMLP, PATH, ./tpmlp)")
-    ap.add_argument("--keep", metavar="DIR", help="keep the ranks' files in DIR")
-    ap.add_argument("-v", "--verbose", action="store_true", help="print every rank's table")
-    ap.add_argument("vectors", help="a vector file (tpmlp gen)")
-    args = ap.parse_args(argv)
-    if args.tp < 1:
-        ap.error("--tp must be at least 1")
-    prog = find_tpmlp(args.tpmlp)
-    meta = tpmlp.metadata(args.vectors)
-    if meta.get("format") != "tpmlp-mlp-vectors":
-        ap.error(f"{args.vectors}: not a tpmlp vector file (format {meta.get('format')!r})")
-    if args.tp > int(meta["F"]):
-        ap.error(f"--tp {args.tp} is more than F = {meta['F']}")
+    args, prog, meta = tp_harness.parse_args(__doc__, "host CPU devices", argv)
 
     set_device_count(args.tp)  # before jax is imported (in run)
     d = args.keep or tempfile.mkdtemp(prefix="jax_tp-")
@@ -290,31 +239,10 @@ def main(argv=None):
     secs = time.monotonic() - t0
     import jax
 
-    print(f"jax_tp: {os.path.basename(args.vectors)}: B={meta['B']} T={meta['T']} D={meta['D']} "
+    title = (f"jax_tp: {os.path.basename(args.vectors)}: B={meta['B']} T={meta['T']} D={meta['D']} "
           f"F={meta['F']} act={meta['activation']}; {args.tp} ranks as cpu devices under shard_map, "
           f"jax {jax.__version__}{'; bug: ' + args.bug if args.bug else ''}")
-    print(f"  {'rank':<5} {'columns of F':<14} {'verdict':<8} {'largest budget':<34} failed tensors")
-    for res in results:
-        r = res["rank"]
-        if "tensors" not in res:
-            print(f"  {r:<5} {'':<14} {'ERROR':<8} {'':<34} {res.get('error', 'no verdict')}")
-            continue
-        sl = "[{}, {})".format(*res["slice"])
-        worst = max(res["tensors"], key=lambda t: float("inf") if t["budget_used"] is None else t["budget_used"])
-        failed = [f"{t['name']} ({budget(t['budget_used'])} at {t['worst_index']})"
-                  for t in res["tensors"] if t["verdict"] != "PASS"]
-        verdict = "PASS" if res["ok"] else "FAIL"
-        print(f"  {r:<5} {sl:<14} {verdict:<8} {budget(worst['budget_used']) + ' (' + worst['name'] + ')':<34} "
-              f"{', '.join(failed) if failed else '-'}")
-    ok = len(results) == args.tp and all(res.get("ok") for res in results)
-    for res in results:
-        if "table" in res and (args.verbose or not res["ok"]):
-            print()
-            print(res["table"])
-    bad = [str(res["rank"]) for res in results if not res.get("ok")]
-    print(f"{'PASS' if ok else 'FAIL'}: {args.tp - len(bad)} of {args.tp} ranks pass"
-          f"{'' if ok else ' (failing: rank ' + ', '.join(bad) + ')'}; {secs:.1f} s")
-    return 0 if ok else 1
+    return tp_harness.report(title, results, [0] * len(results), args.tp, args.verbose, secs)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ exits 0 only when every rank passes.
 
 The tpmlp program: --tpmlp, else $TPMLP, else tpmlp on PATH, else ./tpmlp of this checkout.
 """
-import argparse
 import datetime
 import json
 import os
@@ -43,15 +42,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-try:
-    import tpmlp
-except ImportError:  # not installed: the package in this checkout
-    sys.path.insert(0, os.path.join(REPO, "python"))
-    import tpmlp
-
-BUGS = ("b2-every-rank", "no-dx-allreduce", "tanh-gelu", "extra-allreduce")
+import tp_harness  # beside this file: the command line, finding tpmlp, the ranks' table
+from tp_harness import BUGS, tpmlp  # tpmlp: the installed package, or this checkout's python/
 
 
 # ---------------------------------------------------------------- the harness
@@ -246,18 +238,9 @@ def run_rank(rank, tp, cfg):
                 "linear_fc1.weight.grad": fc1.weight.grad, "linear_fc1.bias.grad": fc1.bias.grad,
                 "linear_fc2.weight.grad": fc2.weight.grad, "linear_fc2.bias.grad": fc2.bias.grad,
                 "y.partial": taps["y.partial"], "dx.partial": taps["dx.partial"]}
-        out_file = os.path.join(d, f"rank-{rank}.safetensors")
-        out_meta = {k: meta[k] for k in ("B", "T", "D", "F", "activation", "seed")}
-        out_meta.update(tp=tp, rank=rank, split="balanced", f0=f0, f1=f1,
-                        implementation=f"torch {torch.__version__} {dist.get_backend()} "
-                                       f"(examples/torch_tp.py{', bug ' + cfg['bug'] if cfg['bug'] else ''})")
-        tpmlp.save(out_file, outs, out_meta)
-
-        report = tpmlp.check(cfg["vectors"], out_file, dtype="fp32", tp=tp, rank=rank,
-                             split="balanced", tpmlp=cfg["tpmlp"])
-        result.update(ok=report.ok, slice=[f0, f1], table=str(report),
-                      tensors=[{"name": t.name, "verdict": t.verdict, "budget_used": t.budget_used,
-                                "worst_index": list(t.worst_index)} for t in report.tensors])
+        impl = (f"torch {torch.__version__} {dist.get_backend()} "
+                f"(examples/torch_tp.py{', bug ' + cfg['bug'] if cfg['bug'] else ''})")
+        result.update(tp_harness.save_and_check(cfg, meta, tp, rank, f0, f1, outs, impl))
     except Exception as e:  # the parent reports it against this rank
         result["error"] = f"{type(e).__name__}: {e}"
         raise
@@ -269,43 +252,8 @@ def run_rank(rank, tp, cfg):
 
 # -------------------------------------------------------------------- parent
 
-def find_tpmlp(arg):
-    for cand in (arg, os.environ.get("TPMLP")):
-        if cand:
-            return tpmlp.find_program(cand)
-    try:
-        return tpmlp.find_program()
-    except FileNotFoundError:
-        built = os.path.join(REPO, "tpmlp")
-        if os.path.isfile(built) and os.access(built, os.X_OK):
-            return built
-        raise
-
-
-def budget(b):
-    if b is None:
-        return "NaN/Inf"
-    return f"{100 * b:.1f}%" if 100 * b < 1e5 else f"{100 * b:.1e}%"
-
-
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tp", type=int, required=True, help="number of ranks P")
-    ap.add_argument("--bug", choices=BUGS, help="plant a classic mistake (it must FAIL)")
-    ap.add_argument("--tpmlp", help="the tpmlp program (default $TPMLP, PATH, ./tpmlp)")
-    ap.add_argument("--keep", metavar="DIR", help="keep the ranks' files in DIR")
-    ap.add_argument("-v", "--verbose", action="store_true", help="print every rank's table")
-    ap.add_argument("vectors", help="a vector file (tpmlp gen)")
-    args = ap.parse_args(argv)
-    if args.tp < 1:
-        ap.error("--tp must be at least 1")
-    prog = find_tpmlp(args.tpmlp)
-    meta = tpmlp.metadata(args.vectors)
-    if meta.get("format") != "tpmlp-mlp-vectors":
-        ap.error(f"{args.vectors}: not a tpmlp vector file (format {meta.get('format')!r})")
-    if args.tp > int(meta["F"]):
-        ap.error(f"--tp {args.tp} is more than F = {meta['F']}")
+    args, prog, meta = tp_harness.parse_args(__doc__, "processes", argv)
 
     d = args.keep or tempfile.mkdtemp(prefix="torch_tp-")
     os.makedirs(d, exist_ok=True)
@@ -327,32 +275,10 @@ def main(argv=None):
             shutil.rmtree(d, ignore_errors=True)
     secs = time.monotonic() - t0
 
-    print(f"torch_tp: {os.path.basename(args.vectors)}: B={meta['B']} T={meta['T']} D={meta['D']} "
+    title = (f"torch_tp: {os.path.basename(args.vectors)}: B={meta['B']} T={meta['T']} D={meta['D']} "
           f"F={meta['F']} act={meta['activation']}; {args.tp} ranks over {backend}, torch {torch.__version__}"
           f"{'; bug: ' + args.bug if args.bug else ''}")
-    print(f"  {'rank':<5} {'columns of F':<14} {'verdict':<8} {'largest budget':<34} failed tensors")
-    for res, code in zip(results, codes):
-        r = res["rank"]
-        if "tensors" not in res:
-            why = res.get("error") or f"exit status {code}"
-            print(f"  {r:<5} {'':<14} {'ERROR':<8} {'':<34} {why}")
-            continue
-        sl = "[{}, {})".format(*res["slice"])
-        worst = max(res["tensors"], key=lambda t: float("inf") if t["budget_used"] is None else t["budget_used"])
-        failed = [f"{t['name']} ({budget(t['budget_used'])} at {t['worst_index']})"
-                  for t in res["tensors"] if t["verdict"] != "PASS"]
-        verdict = "PASS" if res["ok"] and code == 0 else "FAIL"
-        print(f"  {r:<5} {sl:<14} {verdict:<8} {budget(worst['budget_used']) + ' (' + worst['name'] + ')':<34} "
-              f"{', '.join(failed) if failed else '-'}")
-    ok = all(res.get("ok") for res in results) and all(c == 0 for c in codes)
-    for res in results:
-        if "table" in res and (args.verbose or not res["ok"]):
-            print()
-            print(res["table"])
-    bad = [str(res["rank"]) for res in results if not res.get("ok")]
-    print(f"{'PASS' if ok else 'FAIL'}: {args.tp - len(bad)} of {args.tp} ranks pass"
-          f"{'' if ok else ' (failing: rank ' + ', '.join(bad) + ')'}; {secs:.1f} s")
-    return 0 if ok else 1
+    return tp_harness.report(title, results, codes, args.tp, args.verbose, secs)
 
 
 if __name__ == "__main__":
