@@ -28,11 +28,15 @@ static const struct {
 const char *st_dtype_name(st_dtype d) { return dtypes[d].name; }
 size_t st_dtype_size(st_dtype d) { return dtypes[d].size; }
 
+/* One line, always: names and jansson's quotes of the header come from the
+ * file, and may hold newlines or other control bytes; they become '?'. */
 __attribute__((format(printf, 3, 4))) static int fail(char *err, size_t errlen, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
+    for (char *c = err; errlen && *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f) *c = '?';
     return -1;
 }
 

@@ -63,6 +63,11 @@ static void invalid_json(void **s) {
     write_file("{\"t\":", 0);
     expect_error("not valid JSON");
 }
+static void newline_in_json_error(void **s) { /* jansson quotes the header: its newline must not split the line */
+    (void)s;
+    write_file("{\"t\": {\"dtype\": \"F32\", \"d\\\n\": 1}}", 0);
+    expect_error("not valid JSON");
+}
 static void not_an_object(void **s) {
     (void)s;
     write_file("[1,2]", 0);
@@ -203,6 +208,7 @@ int main(void) {
         cmocka_unit_test(header_past_end),
         cmocka_unit_test(header_above_cap),
         cmocka_unit_test(invalid_json),
+        cmocka_unit_test(newline_in_json_error),
         cmocka_unit_test(not_an_object),
         cmocka_unit_test(invalid_utf8),
         cmocka_unit_test(unknown_dtype),
