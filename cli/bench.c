@@ -9,6 +9,7 @@
 #include "args.h"
 #include "bound.h"
 #include "commands.h"
+#include "launch.h"
 #include "util.h"
 #ifdef TPMLP_HAVE_MPI
 #include <mpi.h>
@@ -26,8 +27,9 @@ static const char bench_usage[] =
     "  --ffn      default 4 × hidden      --act      default gelu\n"
     "  --threads  OpenBLAS and OpenMP threads (default: their own defaults)\n"
     "  --reps     timed repetitions after one warm-up (default 11)\n"
-    "  --stage mpi|ring --tp P   under mpiexec -n P: the tensor-parallel step instead, with the\n"
-    "             all-reduce timed alone and its bus bandwidth 2(p-1)/p · bytes / time\n";
+    "  --stage mpi|ring --tp P   the tensor-parallel step on P ranks instead (started here, or\n"
+    "             under mpiexec -n P), with the all-reduce timed alone and its bus bandwidth\n"
+    "             2(p-1)/p · bytes / time\n";
 
 /* The six GEMMs of mlp_forward_f32 + mlp_backward_f32, same shapes and layouts. */
 static void gemms_only(tpmlp_mlp32 *t) {
@@ -165,6 +167,7 @@ int cmd_bench(int argc, char **argv) {
         tpmlp_die(TPMLP_EXIT_USAGE, "bench: --batch, --seq and --hidden are required (tpmlp bench --help)");
     if (stage != NULL) {
 #ifdef TPMLP_HAVE_MPI
+        launch_ranks(p, argc, argv); /* typed at a shell: start the p ranks */
         return bench_tp(stage, p, &s, reps);
 #else
         tpmlp_die(TPMLP_EXIT_USAGE, "--stage %s: this tpmlp was built without MPI", stage);

@@ -13,6 +13,7 @@
 #include "bound.h"
 #include "check.h"
 #include "commands.h"
+#include "launch.h"
 #include "safetensors.h"
 #include "stages.h"
 #include "util.h"
@@ -335,7 +336,8 @@ static const char run_usage[] =
     "prints their check against VECTORS (exit 1 if any fails). Stages:\n"
     "  reference  the float32 MLP in one process\n"
     "  shard      P ranks as threads of one process, summing their partial outputs\n"
-    "  mpi        P processes, MPI_Allreduce:        mpiexec -n P tpmlp run --stage mpi --tp P ...\n"
+    "  mpi        P processes, MPI_Allreduce; started without mpiexec, tpmlp starts the P ranks\n"
+    "             itself (on this machine; mpiexec -n P --host ... to span machines)\n"
     "  ring       P processes, a hand-written ring all-reduce over MPI point-to-point\n"
     "  sequence   P processes, Megatron's sequence parallelism: rows split too, all-gather\n"
     "             before fc1 and reduce-scatter after fc2 (N a multiple of P)\n"
@@ -460,6 +462,7 @@ int cmd_run(int argc, char **argv) {
         rc = tp_run_shard(in, out, p, rank_dir, err, sizeof err);
     } else if (strcmp(stage, "mpi") == 0 || strcmp(stage, "ring") == 0 || strcmp(stage, "sequence") == 0) {
 #ifdef TPMLP_HAVE_MPI
+        launch_ranks(p, argc, argv); /* typed at a shell: start the p ranks, as torchrun does */
         rc = tp_run_mpi(stage, in, out, p, rank_dir, &root, err, sizeof err);
 #else
         tpmlp_die(TPMLP_EXIT_USAGE, "--stage %s: this tpmlp was built without MPI (install libopenmpi-dev)", stage);

@@ -1,0 +1,74 @@
+/* The launcher: tpmlp's multi-process stages started without mpiexec. */
+#include "config.h"
+
+#include "launch.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "args.h"
+#include "util.h"
+
+int launch_under_mpi(void) {
+    /* Open MPI, MPICH/Hydra and PMIx (Slurm's srun, prterun) each give every
+     * rank its place in the job through the environment */
+    static const char *const vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "PMI_RANK"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
+        if (getenv(vars[i])) return 1;
+    return 0;
+}
+
+/* Sets name=value for the job unless the user has set name already. */
+static void setenv_default(const char *name, const char *value) {
+    if (setenv(name, value, 0) != 0) tpmlp_die(1, "launch: cannot set %s in the environment", name);
+}
+
+void launch_ranks(int p, int argc, char **argv) {
+    if (p <= 1 || launch_under_mpi()) return;
+#ifndef TPMLP_MPIEXEC
+    (void)argc, (void)argv; /* no launcher: the stage says it was built without MPI */
+#else
+    /* a rank that sees none of the variables above would start a job of its
+     * own, and so on: the launcher did not say who its ranks are */
+    if (getenv("TPMLP_LAUNCHED"))
+        tpmlp_die(1,
+                  "launch: started by %s, but this process is not one of its ranks (it set none of "
+                  "OMPI_COMM_WORLD_SIZE, PMI_SIZE, PMIX_RANK); run the ranks with mpiexec -n %d yourself",
+                  TPMLP_MPIEXEC, p);
+    const char *mpiexec = getenv("TPMLP_MPIEXEC") ? getenv("TPMLP_MPIEXEC") : TPMLP_MPIEXEC;
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) tpmlp_die(1, "launch: cannot find this program (/proc/self/exe): %s", strerror(errno));
+    self[n] = '\0';
+    char np[16];
+    snprintf(np, sizeof np, "%d", p);
+    char **args = tpmlp_alloc((size_t)argc + 5, sizeof *args, "launch arguments");
+    int k = 0;
+    args[k++] = (char *)mpiexec, args[k++] = "-n", args[k++] = np, args[k++] = self;
+    for (int i = 0; i < argc; i++) args[k++] = argv[i];
+    args[k] = NULL;
+
+    /* One machine, p ranks: the launcher's defaults are for clusters. Open MPI
+     * refuses root unless told twice (containers run as root), and refuses
+     * more ranks than cores unless oversubscribing is allowed (a laptop with
+     * 2 cores can run --tp 4; ranks then share cores, which is slow, not
+     * wrong). Its closing banner about a rank's non-zero exit repeats what
+     * the rank said: quiet. The variables are Open MPI's (4 and 5); other
+     * launchers ignore them. A value the user set wins. */
+    if (geteuid() == 0) {
+        setenv_default("OMPI_ALLOW_RUN_AS_ROOT", "1");
+        setenv_default("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+    }
+    setenv_default("OMPI_MCA_rmaps_base_oversubscribe", "1");
+    setenv_default("PRTE_MCA_rmaps_default_mapping_policy", ":oversubscribe");
+    setenv_default("OMPI_MCA_orte_execute_quiet", "1");
+    setenv_default("TPMLP_LAUNCHED", np);
+
+    fflush(NULL);
+    execv(mpiexec, args); /* the job's exit status becomes this command's */
+    tpmlp_die(1, "launch: cannot run %s: %s (TPMLP_MPIEXEC names another launcher)", mpiexec, strerror(errno));
+#endif
+}
