@@ -285,10 +285,12 @@ int tpmlp_check(tpmlp_check_result *res, const st_file *vec, const st_file *thei
     tpmlp_err_tp tp = {0};
     double *keep[4] = {NULL, NULL, NULL, NULL};
     if (o->tp) { /* the all-reduces' roundings; and for one rank, its partial sums */
+        tpmlp_progress("check: partial sums of the ranks", 1, C_COUNT + 1);
         partials(&tp, keep, &in, o);
         tp.f0 = res->f0, tp.f1 = res->f1;
     }
     tpmlp_err_bounds b;
+    tpmlp_progress("check: error bounds", 1, C_COUNT + 1);
     tpmlp_err_bounds_compute(&b, &in, o->fmt, o->tp ? &tp : NULL, o->fmt->u_in > 0);
 
     const double *ref_by_vec[V_COUNT];
@@ -297,6 +299,7 @@ int tpmlp_check(tpmlp_check_result *res, const st_file *vec, const st_file *thei
     for (int i = 0; i < C_COUNT; i++) {
         tpmlp_check_row *r = &res->rows[i];
         if (!r->present) continue;
+        tpmlp_progress(tpmlp_check_specs[i].name, i + 2, C_COUNT + 1);
         const double *ref, *bnd;
         sources((tpmlp_check_id)i, &b, ref_by_vec, tp.yr, tp.dxr, &ref, &bnd);
         const int sharded = fr > 0 && tpmlp_check_specs[i].shard >= 0;

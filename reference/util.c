@@ -38,6 +38,25 @@ void *tpmlp_alloc(size_t count, size_t size, const char *what) {
     return p;
 }
 
+static int progress_on, progress_shown;
+
+void tpmlp_progress_enable(int on) { progress_on = on; }
+
+void tpmlp_progress(const char *what, int step, int steps) {
+    if (!progress_on) return;
+    /* \r and erase-to-end-of-line: the line is rewritten in place */
+    fprintf(stderr, "\r\033[Ktpmlp: %s (%d of %d)...", what, step, steps);
+    fflush(stderr);
+    progress_shown = 1;
+}
+
+void tpmlp_progress_done(void) {
+    if (!progress_shown) return;
+    fputs("\r\033[K", stderr);
+    fflush(stderr);
+    progress_shown = 0;
+}
+
 double tpmlp_now(void) {
     struct timespec t;
     if (clock_gettime(CLOCK_MONOTONIC, &t) != 0) tpmlp_die(1, "clock_gettime failed");

@@ -23,6 +23,15 @@ void *tpmlp_alloc(size_t count, size_t size, const char *what);
 /* a·b·c without overflow; returns 0 and sets *out, or -1 on overflow. */
 int tpmlp_mul3(size_t a, size_t b, size_t c, size_t *out);
 
+/* Progress of long work, for a person at a terminal. Off until the program
+ * turns it on (tpmlp_progress_enable: the tpmlp commands do when stderr is a
+ * terminal); then tpmlp_progress overwrites one line of stderr with
+ * "tpmlp: what (step of steps)..." and tpmlp_progress_done clears it. Output
+ * and logs never see it. */
+void tpmlp_progress_enable(int on);
+void tpmlp_progress(const char *what, int step, int steps);
+void tpmlp_progress_done(void);
+
 /* Monotonic seconds. */
 double tpmlp_now(void);
 

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "seqgemm.h"
 #include "util.h"
 
 const tpmlp_vec_spec tpmlp_vec_specs[V_COUNT] = {
@@ -150,97 +151,76 @@ double tpmlp_det_act_grad(tpmlp_act act, double x) {
 
 /* ---------------------------------------------------- reference outputs */
 
-/* dw (R,C) = gᵀ·in and db (R) = Σ_rows g, for g (N,R) and in (N,C): every
- * element summed over the rows n in increasing order from 0.0. */
-static void param_grads(double *dw, double *db, const double *g, const double *in, int N, int R, int C) {
+/* Each sum of the reference in increasing index order from 0.0, the bias
+ * added after it (tpmlp_seq_gemm: the bits of the plain loops, blocked and
+ * threaded). */
+static tpmlp_dview view(const double *p, size_t rs, size_t cs) { return (tpmlp_dview){p, rs, cs}; }
+
+/* db (R) = Σ over the N rows of g (N, R, row stride ld), n in increasing order */
+static void column_sums(double *db, const double *g, int N, int R, size_t ld) {
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < R; r++) {
-        double sb = 0.0, *row = dw + (size_t)r * C;
-        for (int c = 0; c < C; c++) row[c] = 0.0;
-        for (int n = 0; n < N; n++) {
-            double gn = g[(size_t)n * R + r];
-            sb = sb + gn;
-            for (int c = 0; c < C; c++) row[c] = row[c] + gn * in[(size_t)n * C + c];
-        }
-        db[r] = sb;
+        double s = 0.0;
+        for (int n = 0; n < N; n++) s = s + g[(size_t)n * ld + r];
+        db[r] = s;
     }
 }
 
-/* The rows of the forward and backward, each sum in increasing index order
- * from 0.0. y, dH and dX run over the columns [f0, f1) of F: the whole
- * reference is f0 = 0, f1 = F; a tensor-parallel rank's partial sums are its
- * own block. */
-static void ha_row(double *hn, double *an, const double *xn, const double *w1, const double *b1, int D, int F,
-                   tpmlp_act act) {
-    for (int f = 0; f < F; f++) { /* h = x·W1ᵀ + b1, a = act(h) */
-        double s = 0.0;
-        for (int d = 0; d < D; d++) s = s + xn[d] * w1[(size_t)f * D + d];
-        hn[f] = s + b1[f];
-        an[f] = tpmlp_det_act(act, hn[f]);
-    }
-}
-static void y_row(double *yn, const double *an, const double *w2, int D, int F, int f0, int f1) {
-    for (int d = 0; d < D; d++) { /* y = a·W2ᵀ */
-        double s = 0.0;
-        for (int f = f0; f < f1; f++) s = s + an[f] * w2[(size_t)d * F + f];
-        yn[d] = s;
-    }
-}
-static void dh_row(double *dhn, const double *dyn, const double *w2, const double *hn, int D, int F, int f0, int f1,
-                   tpmlp_act act) {
-    for (int f = f0; f < f1; f++) dhn[f] = 0.0; /* dA = dy·W2 (sum over d in order), then dH = dA ⊙ act'(h) */
-    for (int d = 0; d < D; d++) {
-        double g = dyn[d];
-        for (int f = f0; f < f1; f++) dhn[f] = dhn[f] + g * w2[(size_t)d * F + f];
-    }
-    for (int f = f0; f < f1; f++) dhn[f] = dhn[f] * tpmlp_det_act_grad(act, hn[f]);
-}
-static void dx_row(double *dxn, const double *dhn, const double *w1, int D, int f0, int f1) {
-    for (int d = 0; d < D; d++) dxn[d] = 0.0; /* dX = dH·W1 (sum over f in order) */
-    for (int f = f0; f < f1; f++)
-        for (int d = 0; d < D; d++) dxn[d] = dxn[d] + dhn[f] * w1[(size_t)f * D + d];
+/* dH (N, f1-f0) = (dY·W2[:, f0:f1]) ⊙ act'(H[:, f0:f1]): the columns [f0, f1) of F */
+static void dh_block(double *dh, const double *dy, const double *w2, const double *h, int N, int D, int F, int f0,
+                     int f1, tpmlp_act act) {
+    const int fr = f1 - f0;
+    tpmlp_seq_gemm(N, fr, D, view(dy, (size_t)D, 1), view(w2 + f0, (size_t)F, 1), dh, (size_t)fr);
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++)
+        for (int f = 0; f < fr; f++)
+            dh[(size_t)n * fr + f] = dh[(size_t)n * fr + f] * tpmlp_det_act_grad(act, h[(size_t)n * F + f0 + f]);
 }
 
 void tpmlp_vec_forward(double *h, double *a, double *y, const double *x, const double *w1, const double *b1,
                        const double *w2, const double *b2, int N, int D, int F, tpmlp_act act) {
-    /* rows are independent: the threads only decide who computes an element, never how */
+    /* h = x·W1ᵀ + b1, a = act(h); y = a·W2ᵀ + b2 */
+    tpmlp_seq_gemm(N, F, D, view(x, (size_t)D, 1), view(w1, 1, (size_t)D), h, (size_t)F);
 #pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++) {
-        ha_row(h + (size_t)n * F, a + (size_t)n * F, x + (size_t)n * D, w1, b1, D, F, act);
-        y_row(y + (size_t)n * D, a + (size_t)n * F, w2, D, F, 0, F);
+    for (int n = 0; n < N; n++)
+        for (int f = 0; f < F; f++) {
+            const size_t i = (size_t)n * F + f;
+            h[i] = h[i] + b1[f];
+            a[i] = tpmlp_det_act(act, h[i]);
+        }
+    tpmlp_seq_gemm(N, D, F, view(a, (size_t)F, 1), view(w2, 1, (size_t)F), y, (size_t)D);
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++)
         for (int d = 0; d < D; d++) y[(size_t)n * D + d] = y[(size_t)n * D + d] + b2[d];
-    }
 }
 
 void tpmlp_vec_reference(double *h, double *a, double *y, double *dx, double *dw1, double *db1, double *dw2,
                          double *db2, const double *x, const double *w1, const double *b1, const double *w2,
                          const double *b2, const double *dy, int N, int D, int F, tpmlp_act act) {
     double *dh = tpmlp_alloc((size_t)N * F, sizeof *dh, "reference dh");
+    tpmlp_progress("float64 reference: forward", 1, 4);
     tpmlp_vec_forward(h, a, y, x, w1, b1, w2, b2, N, D, F, act);
-#pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++) {
-        dh_row(dh + (size_t)n * F, dy + (size_t)n * D, w2, h + (size_t)n * F, D, F, 0, F, act);
-        dx_row(dx + (size_t)n * D, dh + (size_t)n * F, w1, D, 0, F);
-    }
+    tpmlp_progress("float64 reference: dH and dX", 2, 4);
+    dh_block(dh, dy, w2, h, N, D, F, 0, F, act);
+    tpmlp_seq_gemm(N, D, F, view(dh, (size_t)F, 1), view(w1, (size_t)D, 1), dx, (size_t)D); /* dX = dH·W1 */
     /* parameter gradients: dW1 = dHᵀ·X, db1 = Σ dH; dW2 = dYᵀ·A, db2 = Σ dY */
-    param_grads(dw1, db1, dh, x, N, F, D);
-    param_grads(dw2, db2, dy, a, N, D, F);
+    tpmlp_progress("float64 reference: dW1", 3, 4);
+    tpmlp_seq_gemm(F, D, N, view(dh, 1, (size_t)F), view(x, (size_t)D, 1), dw1, (size_t)D);
+    column_sums(db1, dh, N, F, (size_t)F);
+    tpmlp_progress("float64 reference: dW2", 4, 4);
+    tpmlp_seq_gemm(D, F, N, view(dy, 1, (size_t)D), view(a, (size_t)F, 1), dw2, (size_t)F);
+    column_sums(db2, dy, N, D, (size_t)D);
     free(dh);
 }
 
 void tpmlp_vec_partial_sums(double *yp, double *dxp, const double *dy, const double *w1, const double *w2,
                             const double *h, const double *a, int N, int D, int F, int f0, int f1, tpmlp_act act) {
-#pragma omp parallel
-    {
-        double *dhn = tpmlp_alloc((size_t)F, sizeof *dhn, "partial dh row");
-#pragma omp for schedule(static)
-        for (int n = 0; n < N; n++) {
-            y_row(yp + (size_t)n * D, a + (size_t)n * F, w2, D, F, f0, f1);
-            dh_row(dhn, dy + (size_t)n * D, w2, h + (size_t)n * F, D, F, f0, f1, act);
-            dx_row(dxp + (size_t)n * D, dhn, w1, D, f0, f1);
-        }
-        free(dhn);
-    }
+    const int fr = f1 - f0;
+    double *dh = tpmlp_alloc((size_t)N * fr, sizeof *dh, "partial dh");
+    tpmlp_seq_gemm(N, D, fr, view(a + f0, (size_t)F, 1), view(w2 + f0, 1, (size_t)F), yp, (size_t)D);
+    dh_block(dh, dy, w2, h, N, D, F, f0, f1, act);
+    tpmlp_seq_gemm(N, D, fr, view(dh, (size_t)fr, 1), view(w1 + (size_t)f0 * D, (size_t)D, 1), dxp, (size_t)D);
+    free(dh);
 }
 
 double *tpmlp_vec_widen(const float *v, size_t n, const char *what) {
@@ -352,6 +332,7 @@ int tpmlp_vec_generate(const char *path, const tpmlp_vec_dims *d, char *err, siz
     for (int i = 0; i < V_FIRST_OUTPUT; i++) free(in64[i]);
     tpmlp_meta m;
     tpmlp_vec_meta(&m, TPMLP_FORMAT_NAME, d);
+    tpmlp_progress("writing the file", 1, 1);
     int rc = st_write(path, out, V_COUNT, m.keys, m.vals, m.n, err, errlen);
     for (int i = 0; i < V_COUNT; i++) free(buf[i]);
     return rc;

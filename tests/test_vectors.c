@@ -1,7 +1,8 @@
 /* Test vectors: deterministic generation, shards generated alone equal the
  * slices of the full tensors, the committed golden files regenerate byte for
  * byte, the float32 reference passes check against each, and the
- * deterministic float64 outputs agree with the BLAS/libm oracle. */
+ * deterministic float64 outputs agree with the BLAS/libm oracle; the
+ * oracle's blocked, threaded GEMM gives the bits of the plain loop. */
 #include <dirent.h>
 #include <math.h>
 #include <omp.h>
@@ -11,7 +12,9 @@
 
 #include "bound.h"
 #include "check.h"
+#include "seqgemm.h"
 #include "testutil.h"
+#include "util.h"
 #include "vectors.h"
 
 static char dir[] = "/tmp/tpmlp-vec-XXXXXX";
@@ -158,6 +161,47 @@ static void reference_matches_long_double(void **state) {
 
 /* Each committed golden file: regenerated from its own metadata, byte for byte;
  * and the float32 reference's outputs pass check against it. */
+/* tpmlp_seq_gemm against the plain loop, bit for bit: shapes that cross
+ * every block size and edge (MR 4, NR 8, KC 256, MC 128, NC 2048), both
+ * layouts of each operand, 1 and 2 threads. Values of mixed signs and
+ * magnitudes, so a sum in another order would differ. */
+static void seq_gemm_is_the_plain_loop(void **state) {
+    (void)state;
+    const int shapes[][3] = {{1, 1, 1},    {4, 8, 256}, {5, 13, 7},    {130, 19, 300},
+                             {3, 2051, 5}, {7, 9, 0},   {129, 17, 513}};
+    unsigned long long seed = test_seed();
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+        const size_t na = (size_t)M * K + 1, nb = (size_t)K * N + 1;
+        double *A = tpmlp_alloc(na, sizeof *A, "A"), *B = tpmlp_alloc(nb, sizeof *B, "B");
+        double *C = tpmlp_alloc((size_t)M * N + 1, sizeof *C, "C"), *R = tpmlp_alloc((size_t)M * N + 1, sizeof *R, "R");
+        float *u = tpmlp_alloc(na + nb, sizeof *u, "u");
+        tpmlp_fill_uniform_f32(u, na + nb, seed + s, 1.0f);
+        for (size_t i = 0; i < na; i++) A[i] = ldexp(u[i], (int)(i % 23) - 11);
+        for (size_t i = 0; i < nb; i++) B[i] = ldexp(u[na + i], (int)(i % 17) - 8);
+        for (int layout = 0; layout < 4; layout++) {
+            /* A (M×K) row-major or stored K×M; B (K×N) row-major or stored N×K */
+            const tpmlp_dview av = layout & 1 ? (tpmlp_dview){A, 1, (size_t)M} : (tpmlp_dview){A, (size_t)K, 1};
+            const tpmlp_dview bv = layout & 2 ? (tpmlp_dview){B, 1, (size_t)K} : (tpmlp_dview){B, (size_t)N, 1};
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++) {
+                    double acc = 0.0;
+                    for (int k = 0; k < K; k++) acc = acc + av.p[i * av.rs + k * av.cs] * bv.p[k * bv.rs + j * bv.cs];
+                    R[(size_t)i * N + j] = acc;
+                }
+            for (int threads = 1; threads <= 2; threads++) {
+                omp_set_num_threads(threads);
+                memset(C, 0xff, ((size_t)M * N + 1) * sizeof *C); /* NaNs: every element must be written */
+                tpmlp_seq_gemm(M, N, K, av, bv, C, (size_t)N);
+                if (memcmp(C, R, (size_t)M * N * sizeof *C) != 0)
+                    fail_msg("seed %llu: M=%d N=%d K=%d layout %d, %d thread(s): not the plain loop's bits", seed, M, N,
+                             K, layout, threads);
+            }
+        }
+        free(A), free(B), free(C), free(R), free(u);
+    }
+}
+
 static void golden(void **s) {
     (void)s;
     const char *src = getenv("TPMLP_SRCDIR");
@@ -208,6 +252,7 @@ int main(void) {
         NAMED_TEST(reference_matches_long_double, "gelu", TPMLP_GELU),
         NAMED_TEST(reference_matches_long_double, "gelu_tanh", TPMLP_GELU_TANH),
         NAMED_TEST(reference_matches_long_double, "relu", TPMLP_RELU),
+        NAMED_TEST(seq_gemm_is_the_plain_loop, "", 0),
         NAMED_TEST(golden, "", 0),
     };
     int rc = cmocka_run_group_tests_name("test vectors", tests, NULL, NULL);
