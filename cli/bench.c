@@ -182,10 +182,12 @@ int cmd_bench(int argc, char **argv) {
     tpmlp_mlp32_random_inputs(&t, s.seed);
     double *tm = tpmlp_alloc((size_t)reps, sizeof *tm, "bench times"),
            *tg = tpmlp_alloc((size_t)reps, sizeof *tg, "bench times");
+    tpmlp_progress("bench: warm-up", 1, 1);
     tpmlp_mlp32_run(&t); /* warm-up: page faults, thread pools */
     gemms_only(&t);
     tpmlp_mlp32_run(&t); /* leaves real activations in t for the GEMM-only runs */
     for (int r = 0; r < reps; r++) {
+        tpmlp_progress("bench: timed repetition", r + 1, reps);
         double t0 = tpmlp_now();
         tpmlp_mlp32_run(&t);
         double t1 = tpmlp_now();
@@ -193,6 +195,7 @@ int cmd_bench(int argc, char **argv) {
         double t2 = tpmlp_now();
         tm[r] = t1 - t0, tg[r] = t2 - t1;
     }
+    tpmlp_progress_done();
     qsort(tm, (size_t)reps, sizeof *tm, cmp_double);
     qsort(tg, (size_t)reps, sizeof *tg, cmp_double);
     double mlp = tm[reps / 2], gemm = tg[reps / 2];

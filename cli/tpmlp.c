@@ -4,9 +4,11 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "args.h"
 #include "commands.h"
+#include "util.h"
 
 static const struct {
     const char *name;
@@ -41,6 +43,9 @@ int main(int argc, char **argv) {
         usage(stdout);
         return 0;
     }
+    /* progress of long work (gen, bench, check) for a person watching, never
+     * in a log or a pipe; under an MPI launcher stderr is a pipe */
+    tpmlp_progress_enable(isatty(STDERR_FILENO));
     for (size_t i = 0; i < NCOMMANDS; i++)
         if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
     fprintf(stderr, "tpmlp: '%s' is not a command (tpmlp --help lists them)\n", argv[1]);

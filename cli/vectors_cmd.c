@@ -64,7 +64,9 @@ int cmd_gen(int argc, char **argv) {
         if (tpmlp_vec_generate_rank(out, &d, ra.tp, ra.rank, ra.split, err, sizeof err) != 0) tpmlp_die(1, "%s", err);
         return 0;
     }
-    if (tpmlp_vec_generate(out, &d, err, sizeof err) != 0) tpmlp_die(1, "%s", err);
+    int rc = tpmlp_vec_generate(out, &d, err, sizeof err);
+    tpmlp_progress_done();
+    if (rc != 0) tpmlp_die(1, "%s", err);
     return 0;
 }
 
@@ -269,7 +271,9 @@ static int report_check(const char *vec_path, const char *theirs_path, const tpm
     open_or_die(&theirs, theirs_path);
     tpmlp_check_result res;
     char err[512];
-    if (tpmlp_check(&res, &vec, &theirs, o, dump, err, sizeof err) != 0) tpmlp_die(TPMLP_EXIT_USAGE, "%s", err);
+    int rc = tpmlp_check(&res, &vec, &theirs, o, dump, err, sizeof err);
+    tpmlp_progress_done();
+    if (rc != 0) tpmlp_die(TPMLP_EXIT_USAGE, "%s", err);
     if (mode == 'j')
         print_json(&res, &theirs, vec_path, o);
     else {
