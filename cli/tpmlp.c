@@ -2,7 +2,9 @@
  * and has --help. */
 #include "config.h"
 
+#include <cblas.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -30,7 +32,21 @@ static void usage(FILE *out) {
     for (size_t i = 0; i < NCOMMANDS; i++) fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].what);
 }
 
+/* OpenBLAS built on pthreads (Debian's default libopenblas0) keeps each
+ * worker spinning on its core for about 2^28 cycles (0.1 s) after a call, so
+ * the OpenMP passes between the GEMMs (bias + GELU, the bias gradients) get
+ * half a core on a 2-core machine. OPENBLAS_THREAD_TIMEOUT shortens the spin,
+ * but the library reads it only when it loads: set it and start again, once.
+ * (The OpenMP build shares one thread pool with those passes: nothing to do.)
+ * A value the user set wins. */
+static void openblas_stop_spinning(char **argv) {
+    if (openblas_get_parallel() != 1 || getenv("OPENBLAS_THREAD_TIMEOUT")) return;
+    if (setenv("OPENBLAS_THREAD_TIMEOUT", "4", 1) != 0) return; /* then only slower */
+    execv("/proc/self/exe", argv);
+}
+
 int main(int argc, char **argv) {
+    openblas_stop_spinning(argv);
     if (argc < 2) {
         fputs("tpmlp: missing command (tpmlp --help lists them)\n", stderr);
         return TPMLP_EXIT_USAGE;
