@@ -29,7 +29,9 @@ static const char bench_usage[] =
     "  --reps     timed repetitions after one warm-up (default 11)\n"
     "  --stage mpi|ring --tp P   the tensor-parallel step on P ranks instead (started here, or\n"
     "             under mpiexec -n P), with the all-reduce timed alone and its bus bandwidth\n"
-    "             2(p-1)/p · bytes / time\n";
+    "             2(p-1)/p · bytes / time; and the step with dX's all-reduce overlapped with\n"
+    "             the weight gradients and not, in the same run, with the share of it hidden\n"
+    "  --overlap on|off   the mode of the step's main line (default on)\n";
 
 /* The six GEMMs of mlp_forward_f32 + mlp_backward_f32, same shapes and layouts. */
 static void gemms_only(tpmlp_mlp32 *t) {
@@ -71,7 +73,7 @@ static int tp_allreduce_only(void *a) {
     return j->c->ops->allreduce(j->c, j->s->y, (size_t)j->s->N * j->s->D, COMM_F32);
 }
 
-static int bench_tp(const char *stage, int p, tpmlp_shape_args *s, int reps) {
+static int bench_tp(const char *stage, int p, tpmlp_shape_args *s, int reps, int overlap) {
     int rank, size;
     if (tp_dist_init(&rank, &size) != 0) tpmlp_die(1, "bench: MPI_Init failed");
     if (size != p) {
@@ -103,30 +105,43 @@ static int bench_tp(const char *stage, int p, tpmlp_shape_args *s, int reps) {
     }
     double *ts = tpmlp_alloc((size_t)reps, sizeof *ts, "times"), *ta = tpmlp_alloc((size_t)reps, sizeof *ta, "times");
     double *t1 = tpmlp_alloc((size_t)reps, sizeof *t1, "times");
+    double *tother = tpmlp_alloc((size_t)reps, sizeof *tother, "times");
     for (int r = -1; r < reps; r++) { /* r = -1: warm-up */
+        sh.overlap = !overlap;        /* the other mode, for the overlap line */
+        double other = timed_max(tp_step, &j);
+        sh.overlap = overlap;
         double a = timed_max(tp_step, &j), b = timed_max(tp_allreduce_only, &j);
         comm_mpi_check(MPI_Barrier(MPI_COMM_WORLD), "mpi", "MPI_Barrier");
         double t0 = tpmlp_now();
         if (rank == 0) tpmlp_mlp32_run(&one);
         double single = tpmlp_now() - t0;
         comm_mpi_check(MPI_Barrier(MPI_COMM_WORLD), "mpi", "MPI_Barrier");
-        if (r >= 0) ts[r] = a, ta[r] = b, t1[r] = single;
+        if (r >= 0) ts[r] = a, ta[r] = b, t1[r] = single, tother[r] = other;
     }
     qsort(ts, (size_t)reps, sizeof *ts, cmp_double);
     qsort(ta, (size_t)reps, sizeof *ta, cmp_double);
     qsort(t1, (size_t)reps, sizeof *t1, cmp_double);
+    qsort(tother, (size_t)reps, sizeof *tother, cmp_double);
     double step = ts[reps / 2], ar = ta[reps / 2], single = t1[reps / 2], bytes = 4.0 * N * s->hidden;
+    double t_on = overlap ? step : tother[reps / 2], t_off = overlap ? tother[reps / 2] : step;
     if (rank == 0) {
-        printf("stage %s, p=%d, N=%d D=%d F=%d act=%s, %d BLAS thread(s) per rank, reps=%d\n", stage, p, N, s->hidden,
-               s->ffn, tpmlp_act_name(s->act), openblas_get_num_threads(), reps);
+        printf("stage %s, p=%d, N=%d D=%d F=%d act=%s, %d BLAS thread(s) per rank, reps=%d, overlap %s\n", stage, p, N,
+               s->hidden, s->ffn, tpmlp_act_name(s->act), openblas_get_num_threads(), reps, overlap ? "on" : "off");
         printf("fwd+bwd %.2f ms at p=%d, %.2f ms at p=1 (same run, same threads per rank): speedup %.2f\n", step * 1e3,
                p, single * 1e3, single / step);
+        /* what overlapping dX's all-reduce with the weight gradients saved,
+         * as a share of that all-reduce's own time (the y all-reduce timed
+         * alone: the same size) */
+        if (p > 1)
+            printf("overlap: fwd+bwd %.2f ms off, %.2f ms on: %.0f%% of the dX all-reduce's %.2f ms hidden (%s)\n",
+                   t_off * 1e3, t_on * 1e3, 100.0 * (t_off - t_on) / ar, ar * 1e3,
+                   c.ops->iallreduce ? "non-blocking all-reduce" : "this backend's all-reduce blocks: none can be");
         if (p > 1)
             printf("all-reduce of %.2f MB alone: %.3f ms, algbw %.2f GB/s, busbw %.2f GB/s (= algbw · 2(p-1)/p)\n",
                    bytes / 1e6, ar * 1e3, bytes / ar / 1e9, 2.0 * (p - 1) / p * bytes / ar / 1e9);
         tpmlp_mlp32_free(&one);
     }
-    free(ts), free(ta), free(t1);
+    free(ts), free(ta), free(t1), free(tother);
     tp_shard_free(&sh);
     c.ops->destroy(&c);
     MPI_Finalize();
@@ -136,7 +151,7 @@ static int bench_tp(const char *stage, int p, tpmlp_shape_args *s, int reps) {
 
 int cmd_bench(int argc, char **argv) {
     tpmlp_shape_args s = {.act = TPMLP_GELU, .seed = 1};
-    int reps = 11, p = 1;
+    int reps = 11, p = 1, overlap = 1;
     const char *stage = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0) {
@@ -156,6 +171,13 @@ int cmd_bench(int argc, char **argv) {
             i++;
             continue;
         }
+        if (strcmp(argv[i], "--overlap") == 0) {
+            const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+            if (v == NULL || (strcmp(v, "on") != 0 && strcmp(v, "off") != 0))
+                tpmlp_die(TPMLP_EXIT_USAGE, "--overlap: expected on or off, got '%s'", v ? v : "nothing");
+            overlap = strcmp(v, "on") == 0, i++;
+            continue;
+        }
         if (strcmp(argv[i], "--reps") == 0) {
             reps = args_positive_int("--reps", i + 1 < argc ? argv[i + 1] : NULL);
             i++;
@@ -168,7 +190,7 @@ int cmd_bench(int argc, char **argv) {
     if (stage != NULL) {
 #ifdef TPMLP_HAVE_MPI
         launch_ranks(p, argc, argv); /* typed at a shell: start the p ranks */
-        return bench_tp(stage, p, &s, reps);
+        return bench_tp(stage, p, &s, reps, overlap);
 #else
         tpmlp_die(TPMLP_EXIT_USAGE, "--stage %s: this tpmlp was built without MPI", stage);
 #endif

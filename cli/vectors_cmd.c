@@ -335,6 +335,8 @@ static const char run_usage[] =
     "                 [--dtype fp32|tf32|bf16]   (cuda and nccl; the CPU stages compute in fp32)\n"
     "                 [--rank-outputs DIR]   (shard, mpi, ring: each rank also writes DIR/rank-R.safetensors,\n"
     "                 its own tensors for tpmlp check --tp P --rank R)\n"
+    "                 [--overlap on|off]   (shard, mpi, ring: dX's all-reduce while the weight\n"
+    "                 gradients are computed; default on)\n"
     "                 [--lt] [--launch mpi|local]   (cuda and nccl stages)\n"
     "Runs a stage on a vector file's inputs, writes its outputs under the vector names (F32) and\n"
     "prints their check against VECTORS (exit 1 if any fails). Stages:\n"
@@ -388,7 +390,7 @@ static int run_cuda_program(const char *in, const char *out, const char *dtype, 
 
 int cmd_run(int argc, char **argv) {
     const char *stage = NULL, *in = NULL, *out = NULL, *dtype = "fp32", *launch = "mpi", *rank_dir = NULL;
-    int p = 1, lt = 0, dtype_given = 0;
+    int p = 1, lt = 0, dtype_given = 0, overlap = 1, overlap_given = 0;
     tpmlp_shape_args s = {0};
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -405,6 +407,10 @@ int cmd_run(int argc, char **argv) {
         } else if (strcmp(argv[i], "--rank-outputs") == 0) {
             if (v == NULL) tpmlp_die(TPMLP_EXIT_USAGE, "--rank-outputs: missing folder name");
             rank_dir = v, i++;
+        } else if (strcmp(argv[i], "--overlap") == 0) {
+            if (v == NULL || (strcmp(v, "on") != 0 && strcmp(v, "off") != 0))
+                tpmlp_die(TPMLP_EXIT_USAGE, "--overlap: expected on or off, got '%s'", v ? v : "nothing");
+            overlap = strcmp(v, "on") == 0, overlap_given = 1, i++;
         } else if (strcmp(argv[i], "--lt") == 0) {
             lt = 1;
         } else if (strcmp(argv[i], "--launch") == 0) {
@@ -429,6 +435,8 @@ int cmd_run(int argc, char **argv) {
         tpmlp_die(TPMLP_EXIT_USAGE, "--lt: only for the cuda and nccl stages (got --stage %s)", stage);
     if (strcmp(launch, "mpi") != 0 && strcmp(stage, "nccl") != 0)
         tpmlp_die(TPMLP_EXIT_USAGE, "--launch: only for the nccl stage (got --stage %s)", stage);
+    if (overlap_given && strcmp(stage, "shard") != 0 && strcmp(stage, "mpi") != 0 && strcmp(stage, "ring") != 0)
+        tpmlp_die(TPMLP_EXIT_USAGE, "--overlap: for the shard, mpi and ring stages (got --stage %s)", stage);
     if (rank_dir && strcmp(stage, "shard") != 0 && strcmp(stage, "mpi") != 0 && strcmp(stage, "ring") != 0)
         tpmlp_die(TPMLP_EXIT_USAGE, "--rank-outputs: for the shard, mpi and ring stages (got --stage %s)", stage);
     struct stat sb;
@@ -463,11 +471,11 @@ int cmd_run(int argc, char **argv) {
         const tpmlp_check_opts o = {dtype_or_die(dtype), p > 1 ? p : 0, -1, TPMLP_SPLIT_BALANCED};
         return report_check(in, out, &o, NULL, 't');
     } else if (strcmp(stage, "shard") == 0) {
-        rc = tp_run_shard(in, out, p, rank_dir, err, sizeof err);
+        rc = tp_run_shard(in, out, p, overlap, rank_dir, err, sizeof err);
     } else if (strcmp(stage, "mpi") == 0 || strcmp(stage, "ring") == 0 || strcmp(stage, "sequence") == 0) {
 #ifdef TPMLP_HAVE_MPI
         launch_ranks(p, argc, argv); /* typed at a shell: start the p ranks, as torchrun does */
-        rc = tp_run_mpi(stage, in, out, p, rank_dir, &root, err, sizeof err);
+        rc = tp_run_mpi(stage, in, out, p, overlap, rank_dir, &root, err, sizeof err);
 #else
         tpmlp_die(TPMLP_EXIT_USAGE, "--stage %s: this tpmlp was built without MPI (install libopenmpi-dev)", stage);
 #endif

@@ -68,7 +68,7 @@ static void nccl_destroy(tpmlp_comm *c) {
 }
 
 static const tpmlp_comm_ops nccl_ops = {"nccl",       nccl_allreduce, nccl_allgather, nccl_reduce_scatter,
-                                        nccl_barrier, nccl_destroy};
+                                        nccl_barrier, nccl_destroy,   NULL, NULL, NULL}; /* no iallreduce yet */
 
 // A rank's state on its device, made current (the communicator, made next,
 // binds to the current device), with its stream; NULL after one line.

@@ -3,6 +3,7 @@
  *   local  p ranks as threads of one process (the shard stage, unit tests)
  *   mpi    MPI_Allreduce and friends over Open MPI
  *   ring   ring reduce-scatter + all-gather by hand over MPI point-to-point
+ * Only mpi has a non-blocking all-reduce of its own (MPI_Iallreduce).
  * Every call returns 0, or -1 after printing one line that names the
  * backend, the call and what failed. All collectives are in place or
  * out of place as documented; counts are per rank where they say so. */
@@ -28,6 +29,15 @@ typedef struct {
     int (*reduce_scatter)(tpmlp_comm *c, const void *send, void *recv, size_t n, comm_dtype t);
     int (*barrier)(tpmlp_comm *c);
     void (*destroy)(tpmlp_comm *c);
+    /* The non-blocking all-reduce (optional: NULL in a backend without one,
+     * and comm_iallreduce below then runs the blocking one). iallreduce
+     * starts buf (n) = Σ over ranks in place and returns; buf is neither read
+     * nor written until wait returns. One at a time per communicator.
+     * progress gives the backend the CPU for a moment to move it on, as MPI
+     * implementations without a progress thread need. */
+    int (*iallreduce)(tpmlp_comm *c, void *buf, size_t n, comm_dtype t);
+    int (*progress)(tpmlp_comm *c);
+    int (*wait)(tpmlp_comm *c);
 } tpmlp_comm_ops;
 
 struct tpmlp_comm {
@@ -37,6 +47,16 @@ struct tpmlp_comm {
 };
 
 static inline size_t comm_dtype_size(comm_dtype t) { return t == COMM_F32 ? 4 : 8; }
+
+/* The non-blocking all-reduce on any backend: where it has none, start does
+ * the whole all-reduce and wait has nothing left to do. */
+static inline int comm_iallreduce(tpmlp_comm *c, void *buf, size_t n, comm_dtype t) {
+    return c->ops->iallreduce ? c->ops->iallreduce(c, buf, n, t) : c->ops->allreduce(c, buf, n, t);
+}
+static inline int comm_progress(tpmlp_comm *c) {
+    return c->ops->iallreduce && c->ops->progress ? c->ops->progress(c) : 0;
+}
+static inline int comm_wait(tpmlp_comm *c) { return c->ops->iallreduce ? c->ops->wait(c) : 0; }
 
 /* local: creates size communicators sharing one group, for size threads. */
 int comm_local_create(tpmlp_comm *comms, int size);

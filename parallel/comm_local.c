@@ -82,8 +82,9 @@ static void local_destroy(tpmlp_comm *c) {
     }
 }
 
-static const tpmlp_comm_ops local_ops = {"local",       local_allreduce, local_allgather, local_reduce_scatter,
-                                         local_barrier, local_destroy};
+static const tpmlp_comm_ops local_ops = {
+    "local", local_allreduce, local_allgather, local_reduce_scatter, local_barrier, local_destroy, NULL, NULL,
+    NULL}; /* blocking only */
 
 int comm_local_create(tpmlp_comm *comms, int size) {
     local_group *g = calloc(1, sizeof *g);

@@ -56,13 +56,42 @@ int comm_mpi_barrier(tpmlp_comm *c) {
     return comm_mpi_check(MPI_Barrier(MPI_COMM_WORLD), "mpi", "MPI_Barrier");
 }
 
-static void mpi_destroy(tpmlp_comm *c) { (void)c; }
+/* The one outstanding non-blocking all-reduce (c->impl) */
+static int mpi_iallreduce(tpmlp_comm *c, void *buf, size_t n, comm_dtype t) {
+    if (comm_mpi_count(n, "mpi", "MPI_Iallreduce")) return -1;
+    return comm_mpi_check(
+        MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, comm_mpi_type(t), MPI_SUM, MPI_COMM_WORLD, (MPI_Request *)c->impl),
+        "mpi", "MPI_Iallreduce");
+}
 
-static const tpmlp_comm_ops mpi_ops = {"mpi",      mpi_allreduce, mpi_allgather, mpi_reduce_scatter, comm_mpi_barrier,
-                                       mpi_destroy};
+/* Open MPI moves a non-blocking collective on only inside MPI calls: a test
+ * now and then between the GEMMs lets the next round of it start. */
+static int mpi_progress(tpmlp_comm *c) {
+    int done;
+    return comm_mpi_check(MPI_Test((MPI_Request *)c->impl, &done, MPI_STATUS_IGNORE), "mpi", "MPI_Test");
+}
+
+static int mpi_wait(tpmlp_comm *c) {
+    return comm_mpi_check(MPI_Wait((MPI_Request *)c->impl, MPI_STATUS_IGNORE), "mpi", "MPI_Wait");
+}
+
+static void mpi_destroy(tpmlp_comm *c) {
+    free(c->impl);
+    c->impl = NULL;
+}
+
+static const tpmlp_comm_ops mpi_ops = {
+    "mpi",          mpi_allreduce, mpi_allgather, mpi_reduce_scatter, comm_mpi_barrier, mpi_destroy,
+    mpi_iallreduce, mpi_progress,  mpi_wait};
 
 int comm_mpi_create(tpmlp_comm *c) {
-    c->ops = &mpi_ops, c->impl = NULL;
+    MPI_Request *req = malloc(sizeof *req);
+    if (req == NULL) {
+        fprintf(stderr, "tpmlp: comm mpi: out of memory for a request\n");
+        return -1;
+    }
+    *req = MPI_REQUEST_NULL;
+    c->ops = &mpi_ops, c->impl = req;
     if (comm_mpi_check(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN), "mpi", "MPI_Comm_set_errhandler"))
         return -1;
     if (comm_mpi_check(MPI_Comm_rank(MPI_COMM_WORLD, &c->rank), "mpi", "MPI_Comm_rank")) return -1;

@@ -102,11 +102,13 @@ static int ring_reduce_scatter(tpmlp_comm *c, const void *send, void *recv, size
 
 static void ring_destroy(tpmlp_comm *c) { (void)c; }
 
-static const tpmlp_comm_ops ring_ops = {"ring",           ring_allreduce, ring_allgather, ring_reduce_scatter,
-                                        comm_mpi_barrier, ring_destroy};
+static const tpmlp_comm_ops ring_ops = {
+    "ring", ring_allreduce, ring_allgather, ring_reduce_scatter, comm_mpi_barrier, ring_destroy, NULL, NULL,
+    NULL}; /* blocking only */
 
 int comm_ring_create(tpmlp_comm *c) {
     if (comm_mpi_create(c) != 0) return -1;
+    c->ops->destroy(c); /* the rank and size are all it keeps of the mpi backend */
     c->ops = &ring_ops;
     return 0;
 }

@@ -58,8 +58,8 @@ static int write_rank(const char *dir, const tp_shard *s, const tpmlp_vec_dims *
 /* One rank's whole step; full (rank 0) receives the assembled outputs.
  * sequence: Megatron's sequence-parallel variant (rows split too).
  * rank_dir: also write the rank's own file there (tensor parallel only). */
-static int run_rank(tpmlp_comm *c, const tpmlp_mlp32 *in, tpmlp_mlp32 *out_full, int sequence, const char *rank_dir,
-                    const tpmlp_vec_dims *d) {
+static int run_rank(tpmlp_comm *c, const tpmlp_mlp32 *in, tpmlp_mlp32 *out_full, int sequence, int overlap,
+                    const char *rank_dir, const tpmlp_vec_dims *d) {
     int rc;
     if (sequence) {
         sp_shard s;
@@ -75,6 +75,7 @@ static int run_rank(tpmlp_comm *c, const tpmlp_mlp32 *in, tpmlp_mlp32 *out_full,
         tp_shard_alloc(&s, in->N, in->D, in->F, c->size, c->rank, in->act);
         tp_shard_from_full(&s, in->x, in->w1, in->b1, in->w2, in->b2, in->dy);
         if (rank_dir) tp_shard_keep_partials(&s);
+        s.overlap = overlap;
         rc = tp_forward(&s, c);
         maybe_die(c->rank); /* between the collectives: the others wait in the backward's */
         rc = rc ? rc : tp_backward(&s, c);
@@ -91,13 +92,13 @@ typedef struct {
     tpmlp_mlp32 *out;
     const char *rank_dir;
     const tpmlp_vec_dims *d;
-    int rc;
+    int overlap, rc;
 } shard_job;
 
 static void *shard_thread(void *arg) {
     shard_job *j = arg;
     omp_set_num_threads(1); /* one core per rank, as one process per rank would have */
-    j->rc = run_rank(j->comm, j->in, j->comm->rank == 0 ? j->out : NULL, 0, j->rank_dir, j->d);
+    j->rc = run_rank(j->comm, j->in, j->comm->rank == 0 ? j->out : NULL, 0, j->overlap, j->rank_dir, j->d);
     if (j->rc != 0) { /* the other ranks may be waiting in a collective: end the process */
         fprintf(stderr, "tpmlp: shard stage: rank %d failed\n", j->comm->rank);
         exit(1);
@@ -109,7 +110,8 @@ static int write_out(const char *path, tpmlp_mlp32 *full, const tpmlp_vec_dims *
     return tpmlp_vec_write_outputs(path, full, d, err, errlen) == 0 ? 0 : 1;
 }
 
-int tp_run_shard(const char *vectors, const char *out, int p, const char *rank_dir, char *err, size_t errlen) {
+int tp_run_shard(const char *vectors, const char *out, int p, int overlap, const char *rank_dir, char *err,
+                 size_t errlen) {
     tpmlp_mlp32 in, full;
     tpmlp_vec_dims d;
     int rc = load(vectors, p, &in, &d, err, errlen);
@@ -121,7 +123,7 @@ int tp_run_shard(const char *vectors, const char *out, int p, const char *rank_d
     pthread_t *th = tpmlp_alloc((size_t)p, sizeof *th, "threads");
     if (comm_local_create(comms, p) != 0) return snprintf(err, errlen, "shard stage: cannot create %d ranks", p), 1;
     for (int r = 0; r < p; r++) {
-        jobs[r] = (shard_job){&comms[r], &in, &full, rank_dir, &d, 0};
+        jobs[r] = (shard_job){&comms[r], &in, &full, rank_dir, &d, overlap, 0};
         if (pthread_create(&th[r], NULL, shard_thread, &jobs[r]) != 0)
             tpmlp_die(1, "shard stage: cannot start the thread of rank %d", r);
     }
@@ -157,8 +159,8 @@ int tp_dist_init(int *rank, int *size) {
     return 0;
 }
 
-int tp_run_mpi(const char *stage, const char *vectors, const char *out, int p, const char *rank_dir, int *root,
-               char *err, size_t errlen) {
+int tp_run_mpi(const char *stage, const char *vectors, const char *out, int p, int overlap, const char *rank_dir,
+               int *root, char *err, size_t errlen) {
     int rank = 0, size = 1;
     if (tp_dist_init(&rank, &size) != 0) return snprintf(err, errlen, "%s stage: MPI_Init failed", stage), 1;
     *root = rank == 0;
@@ -181,7 +183,7 @@ int tp_run_mpi(const char *stage, const char *vectors, const char *out, int p, c
         rc = (strcmp(stage, "ring") == 0 ? comm_ring_create(&c) : comm_mpi_create(&c)) != 0;
         if (rc == 0) {
             if (rank == 0) tpmlp_mlp32_alloc(&full, in.N, in.D, in.F, in.act);
-            rc = run_rank(&c, &in, rank == 0 ? &full : NULL, sequence, rank_dir, &d) != 0;
+            rc = run_rank(&c, &in, rank == 0 ? &full : NULL, sequence, overlap, rank_dir, &d) != 0;
             if (rc == 0 && rank == 0) rc = write_out(out, &full, &d, err, errlen);
             if (rank == 0) tpmlp_mlp32_free(&full);
             c.ops->destroy(&c);

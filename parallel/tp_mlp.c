@@ -65,18 +65,30 @@ int tp_forward(tp_shard *s, tpmlp_comm *c) {
     bias_act_forward_f32(s->h, s->a, s->dact, s->b1, s->N, s->Fr, s->act);             /* += b1_r; A_r = act(H_r) */
     linear_nobias_forward_f32(s->y, s->a, s->w2, s->N, s->Fr, s->D);                   /* Y_r = A_r·W2_rᵀ      */
     if (s->y_partial) memcpy(s->y_partial, s->y, sizeof(float) * (size_t)s->N * s->D); /* kept: a rank's check */
-    if (c->ops->allreduce(c, s->y, (size_t)s->N * s->D, COMM_F32) != 0) return -1;     /* g */
+    if (c->ops->allreduce(c, s->y, (size_t)s->N * s->D, COMM_F32) != 0) return -1;     /* g: the sum */
     bias_add_f32(s->y, s->b2, s->N, s->D);                                             /* b2 once, after the sum */
     return 0;
 }
 
+static void move_on(void *c) { comm_progress(c); } /* a failure has ended the job already */
+
 int tp_backward(tp_shard *s, tpmlp_comm *c) {
-    /* g's conjugate: dY arrives replicated. On the shard, the plain backward
-     * gives dW2_r, dH_r, db1_r, dW1_r, db2 and a partial dX. */
-    mlp_backward_f32(s->dx, s->dw1, s->db1, s->dw2, s->db2, s->dh, s->dy, s->x, s->a, s->dact, s->w1, s->w2, s->N, s->D,
-                     s->Fr);
-    if (s->dx_partial) memcpy(s->dx_partial, s->dx, sizeof(float) * (size_t)s->N * s->D); /* kept */
-    return c->ops->allreduce(c, s->dx, (size_t)s->N * s->D, COMM_F32);                    /* f's conjugate */
+    const size_t nd = (size_t)s->N * s->D;
+    /* g's backward is the identity: dY arrives whole on every rank. The path
+     * to dX first: dA_r = dY·W2_r, dH_r = dA_r ⊙ act'(H_r), db1_r, and the
+     * partial dX_r = dH_r·W1_r, which f's backward sums over the ranks. */
+    mlp_backward_data_f32(s->dx, s->db1, s->dh, s->dy, s->dact, s->w1, s->w2, s->N, s->D, s->Fr);
+    if (s->dx_partial) memcpy(s->dx_partial, s->dx, sizeof(float) * nd); /* kept: a rank's check */
+    if (!s->overlap) { /* dX = all_reduce(dX_r), then the weight gradients */
+        if (c->ops->allreduce(c, s->dx, nd, COMM_F32) != 0) return -1;
+        mlp_backward_weights_f32(s->dw1, s->dw2, s->db2, s->dy, s->x, s->a, s->dh, s->N, s->D, s->Fr, NULL, NULL);
+        return 0;
+    }
+    /* overlapped: dX's all-reduce starts now and runs while dW2_r, db2 and
+     * dW1_r, which need no other rank, are computed; then it is waited for */
+    if (comm_iallreduce(c, s->dx, nd, COMM_F32) != 0) return -1;
+    mlp_backward_weights_f32(s->dw1, s->dw2, s->db2, s->dy, s->x, s->a, s->dh, s->N, s->D, s->Fr, move_on, c);
+    return comm_wait(c);
 }
 
 /* Blocks of all ranks into full on rank 0: rank q's part is R rows of

@@ -6,9 +6,13 @@
  *
  *   forward:  H_r = X·W1_rᵀ + b1_r;  A_r = act(H_r);  Y_r = A_r·W2_rᵀ
  *             Y = all_reduce(Y_r) + b2          (g: the one all-reduce)
- *   backward: the plain MLP backward on the shard gives dW2_r, dW1_r, db1_r,
- *             db2 and a partial dX_r = dH_r·W1_r;
- *             dX = all_reduce(dX_r)             (f's conjugate) */
+ *   backward: dY arrives whole (g's backward is the identity); the plain
+ *             MLP backward on the shard gives dH_r, db1_r and a partial
+ *             dX_r = dH_r·W1_r, then dW2_r, db2, dW1_r;
+ *             dX = all_reduce(dX_r)             (f's backward)
+ *   with overlap, dX's all-reduce runs while the weight gradients are
+ *   computed: they need nothing from another rank (Megatron's asynchronous
+ *   tensor-parallel all-reduce). */
 #ifndef TPMLP_TP_MLP_H
 #define TPMLP_TP_MLP_H
 
@@ -30,6 +34,7 @@ typedef struct {
     float *h, *a, *dact, *dh;              /* (N,Fr) each */
     float *y, *dx, *dw1, *db1, *dw2, *db2; /* (N,D) (N,D) (Fr,D) (Fr) (D,Fr) (D) */
     float *y_partial, *dx_partial;         /* (N,D) each, or NULL: Y_r and dX_r kept before the all-reduces */
+    int overlap;                           /* 1: dX's all-reduce during the weight gradients (stages.h) */
 } tp_shard;
 
 /* Rank r's block of F over p ranks. */

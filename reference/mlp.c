@@ -19,16 +19,29 @@ void mlp_forward_f32(float *h, float *a, float *dact, float *y, const float *x, 
     bias_add_f32(y, b2, N, D);                       /* Y += b2          */
 }
 
-void mlp_backward_f32(float *dx, float *dw1, float *db1, float *dw2, float *db2, float *dh, const float *dy,
-                      const float *x, const float *a, const float *dact, const float *w1, const float *w2, int N, int D,
-                      int F) {
-    /* Y = A·W2ᵀ + b2  ->  db2 = Σ_rows dY, dW2 (D,F) = dYᵀ·A, dA (N,F) = dY·W2 */
-    colsum_f32(db2, dy, N, D);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, D, F, N, 1.0f, dy, D, a, F, 0.0f, dw2, F);
+void mlp_backward_data_f32(float *dx, float *db1, float *dh, const float *dy, const float *dact, const float *w1,
+                           const float *w2, int N, int D, int F) {
+    /* Y = A·W2ᵀ + b2  ->  dA (N,F) = dY·W2 */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, F, D, 1.0f, dy, D, w2, F, 0.0f, dh, F);
     /* A = act(H)  ->  dH = dA ⊙ act'(H); H = X·W1ᵀ + b1  ->  db1 = Σ_rows dH */
     act_backward_bias_f32(dh, db1, dact, N, F);
-    /* dW1 (F,D) = dHᵀ·X, dX (N,D) = dH·W1 */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, F, D, N, 1.0f, dh, F, x, D, 0.0f, dw1, D);
+    /* dX (N,D) = dH·W1 */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, D, F, 1.0f, dh, F, w1, D, 0.0f, dx, D);
+}
+
+void mlp_backward_weights_f32(float *dw1, float *dw2, float *db2, const float *dy, const float *x, const float *a,
+                              const float *dh, int N, int D, int F, void (*between)(void *), void *arg) {
+    colsum_f32(db2, dy, N, D); /* db2 = Σ_rows dY */
+    /* dW2 (D,F) = dYᵀ·A */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, D, F, N, 1.0f, dy, D, a, F, 0.0f, dw2, F);
+    if (between) between(arg);
+    /* dW1 (F,D) = dHᵀ·X */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, F, D, N, 1.0f, dh, F, x, D, 0.0f, dw1, D);
+}
+
+void mlp_backward_f32(float *dx, float *dw1, float *db1, float *dw2, float *db2, float *dh, const float *dy,
+                      const float *x, const float *a, const float *dact, const float *w1, const float *w2, int N, int D,
+                      int F) {
+    mlp_backward_data_f32(dx, db1, dh, dy, dact, w1, w2, N, D, F);
+    mlp_backward_weights_f32(dw1, dw2, db2, dy, x, a, dh, N, D, F, NULL, NULL);
 }
