@@ -12,6 +12,8 @@
 //   mpiexec -n P tpmlp-cuda --nccl --tp P ...        stage 6: one process per GPU, ncclAllReduce
 //   tpmlp-cuda --nccl --launch local --tp P ...      stage 6: one process, one thread per local GPU
 //   tpmlp-cuda [--dtype ...] --bench N D F           fwd+bwd against the six GEMMs alone
+#include "config.h"
+
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -459,6 +461,7 @@ static const char usage[] =
     "usage: tpmlp-cuda [--dtype fp32|tf32|bf16] [--lt] [--tp P] VECTORS -o OUT\n"
     "       tpmlp-cuda --nccl [--launch mpi|local] --tp P [--dtype fp32|tf32] [--lt] VECTORS -o OUT\n"
     "       tpmlp-cuda [--dtype ...] [--lt] --bench N D F\n"
+    "       tpmlp-cuda --version | --help\n"
     "  --kernels V: run version V of every kernel, or its last (1 to 4; default: the fastest measured)";
 
 int main(int argc, char **argv) {
@@ -466,7 +469,13 @@ int main(int argc, char **argv) {
     int bench_dims[3] = {0, 0, 0}; /* --bench N D F */
     int p = 1, nccl = 0, lt = 0;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--dtype") == 0 && i + 1 < argc)
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("tpmlp-cuda %s\n", PACKAGE_VERSION);
+            return 0;
+        } else if (strcmp(argv[i], "--help") == 0) {
+            printf("%s\n", usage);
+            return 0;
+        } else if (strcmp(argv[i], "--dtype") == 0 && i + 1 < argc)
             dtype = argv[++i];
         else if (strcmp(argv[i], "--bench") == 0 && i + 3 < argc)
             for (int k = 0; k < 3; k++) bench_dims[k] = atoi(argv[++i]);
