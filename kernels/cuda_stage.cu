@@ -513,10 +513,9 @@ int main(int argc, char **argv) {
     else
         tpmlp_die(2, "--dtype: '%s' is not one of fp32, tf32, bf16", dtype);
 
-    int count = 0;
-    cudaError_t ce = cudaGetDeviceCount(&count);
-    if (ce != cudaSuccess || count == 0) {
-        fprintf(stderr, "tpmlp: no GPU (%s)\n", ce != cudaSuccess ? cudaGetErrorString(ce) : "no device");
+    char why[160];
+    if (kh_no_gpu(why, sizeof why)) {
+        fprintf(stderr, "tpmlp: %s\n", why);
         return 77;
     }
     char err[512];
