@@ -82,7 +82,8 @@ int cmd_info(int argc, char **argv) {
     }
     st_file f;
     open_or_die(&f, argv[1]);
-    printf("%s: %zu bytes, header %zu bytes, %d tensors\n", f.path, f.size, f.data_start - 8, f.ntensors);
+    printf("%s: %zu bytes, header %zu bytes, %d tensor%s\n", f.path, f.size, f.data_start - 8, f.ntensors,
+           tpmlp_plural(f.ntensors));
     for (int i = 0; i < f.nmeta; i++) printf("  %-18s %s\n", f.meta_keys[i], f.meta_values[i]);
     printf("  %-24s %-5s %-22s %12s\n", "tensor", "dtype", "shape", "bytes");
     for (int i = 0; i < f.ntensors; i++) {
@@ -254,7 +255,8 @@ static void print_verdict(const tpmlp_check_result *res, const char *theirs_path
     if (res->present == 0)
         printf("FAIL: %s holds none of the output tensors\n", theirs_path);
     else if (o->tp && o->rank >= 0)
-        printf("%s: rank %d of %d, %d tensors checked\n", res->pass ? "PASS" : "FAIL", o->rank, o->tp, res->present);
+        printf("%s: rank %d of %d, %d tensor%s checked\n", res->pass ? "PASS" : "FAIL", o->rank, o->tp, res->present,
+               tpmlp_plural(res->present));
     else
         printf("%s: %d of %d tensors checked\n", res->pass ? "PASS" : "FAIL", res->present, V_COUNT - V_FIRST_OUTPUT);
 }

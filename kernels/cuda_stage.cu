@@ -399,7 +399,8 @@ static int run_nccl_local(const job &j) {
 static int run_nccl_mpi(const job &j) {
     int rank = 0, size = 1;
     if (tp_dist_init(&rank, &size) != 0) tpmlp_die(1, "tpmlp-cuda: MPI_Init failed");
-    if (size != j.p) tpmlp_die(2, "--tp %d but the job has %d ranks (mpiexec -n %d ...)", j.p, size, j.p);
+    if (size != j.p)
+        tpmlp_die(2, "--tp %d but the job has %d rank%s (mpiexec -n %d ...)", j.p, size, tpmlp_plural(size), j.p);
     tpmlp_comm host_comm; /* to assemble the outputs on rank 0 */
     if (comm_mpi_create(&host_comm) != 0) tpmlp_die(1, "tpmlp-cuda: no MPI communicator");
     char id[COMM_NCCL_ID_BYTES] = {0};
