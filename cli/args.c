@@ -3,8 +3,10 @@
 #include <cblas.h>
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <omp.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -78,6 +80,18 @@ int args_shape_finish(tpmlp_shape_args *s) {
         tpmlp_die(TPMLP_EXIT_USAGE, "--batch/--seq/--hidden/--ffn: tensor sizes overflow (%d·%d rows, D=%d, F=%d)",
                   s->batch, s->seq, s->hidden, s->ffn);
     return (int)n;
+}
+
+void args_share_str(char *buf, size_t len, double used) {
+    const double pct = 100 * used;
+    if (!isfinite(used))
+        snprintf(buf, len, "NaN/Inf");
+    else if (pct < 99999.95) /* "%.1f" would round it up to 100000.0 */
+        snprintf(buf, len, "%.1f%%", pct);
+    else if (isfinite(pct)) /* "2.1e+06%" to "1.8e+308%" */
+        snprintf(buf, len, "%.1e%%", pct);
+    else
+        snprintf(buf, len, ">1e+308%%");
 }
 
 void args_apply_threads(const tpmlp_shape_args *s) {

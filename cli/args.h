@@ -1,5 +1,6 @@
 /* Flag parsing shared by the tpmlp sub-commands. Bad values end the program
- * with one line naming the flag and what is allowed, exit code 2. */
+ * with one line naming the flag and what is allowed, exit code 2. Also the
+ * one way their tables print a share of an error budget. */
 #ifndef TPMLP_ARGS_H
 #define TPMLP_ARGS_H
 
@@ -42,5 +43,12 @@ void args_rank_finish(const tpmlp_rank_args *r, int need_rank);
 
 /* Applies --threads to OpenBLAS and OpenMP. */
 void args_apply_threads(const tpmlp_shape_args *s);
+
+/* A share of an error budget (used = |err| / bound) as a table cell of at most
+ * ARGS_SHARE_WIDTH characters, whatever its size: "12.3%", "99999.9%", then
+ * "2.1e+06%" (never "2094618.9%", which pushes the columns after it), and
+ * "NaN/Inf". Print it with "%*s", ARGS_SHARE_WIDTH. */
+#define ARGS_SHARE_WIDTH 9
+void args_share_str(char *buf, size_t len, double used);
 
 #endif

@@ -77,7 +77,9 @@ static int bench_tp(const char *stage, int p, tpmlp_shape_args *s, int reps, int
     int rank, size;
     if (tp_dist_init(&rank, &size) != 0) tpmlp_die(1, "bench: MPI_Init failed");
     if (size != p) {
-        if (rank == 0) fprintf(stderr, "tpmlp: --tp %d but the job has %d ranks (mpiexec -n %d ...)\n", p, size, p);
+        if (rank == 0)
+            fprintf(stderr, "tpmlp: --tp %d but the job has %d rank%s (mpiexec -n %d ...)\n", p, size,
+                    tpmlp_plural(size), p);
         MPI_Finalize();
         return TPMLP_EXIT_USAGE;
     }
@@ -125,8 +127,9 @@ static int bench_tp(const char *stage, int p, tpmlp_shape_args *s, int reps, int
     double step = ts[reps / 2], ar = ta[reps / 2], single = t1[reps / 2], bytes = 4.0 * N * s->hidden;
     double t_on = overlap ? step : tother[reps / 2], t_off = overlap ? tother[reps / 2] : step;
     if (rank == 0) {
-        printf("stage %s, p=%d, N=%d D=%d F=%d act=%s, %d BLAS thread(s) per rank, reps=%d, overlap %s\n", stage, p, N,
-               s->hidden, s->ffn, tpmlp_act_name(s->act), openblas_get_num_threads(), reps, overlap ? "on" : "off");
+        int threads = openblas_get_num_threads();
+        printf("stage %s, p=%d, N=%d D=%d F=%d act=%s, %d BLAS thread%s per rank, reps=%d, overlap %s\n", stage, p, N,
+               s->hidden, s->ffn, tpmlp_act_name(s->act), threads, tpmlp_plural(threads), reps, overlap ? "on" : "off");
         printf("fwd+bwd %.2f ms at p=%d, %.2f ms at p=1 (same run, same threads per rank): speedup %.2f\n", step * 1e3,
                p, single * 1e3, single / step);
         /* what overlapping dX's all-reduce with the weight gradients saved,

@@ -33,14 +33,16 @@ static int verify_f32(const tpmlp_shape_args *s, int N) {
     printf("float32 reference vs float64 oracle: N=%d D=%d F=%d act=%s seed=%llu\n", N, s->hidden, s->ffn,
            tpmlp_act_name(s->act), s->seed);
     printf("  share of its error bound (docs/vectors.md, fp32, λ=%g) used by the worst element\n", TPMLP_LAMBDA);
-    printf("  %-24s %9s  %9s  %8s  %8s\n", "tensor", "elements", "max |err|", "budget", "at index");
+    printf("  %-24s %9s  %9s  %*s  %8s\n", "tensor", "elements", "max |err|", ARGS_SHARE_WIDTH, "budget", "at index");
     int ok = 1;
     for (int i = 0; i < TPMLP_NUM_OUTPUTS; i++) {
         size_t at;
         double maxerr, used = tpmlp_budget_used(v[i].got, v[i].ref, v[i].bound, v[i].n, &at, &maxerr);
         int pass = used <= 1.0;
         ok &= pass;
-        printf("  %-24s %9zu  %9.2e  %7.1f%%  %8zu  %s\n", v[i].name, v[i].n, maxerr, 100 * used, at,
+        char share[24];
+        args_share_str(share, sizeof share, used);
+        printf("  %-24s %9zu  %9.2e  %*s  %8zu  %s\n", v[i].name, v[i].n, maxerr, ARGS_SHARE_WIDTH, share, at,
                pass ? "PASS" : "FAIL");
     }
     tpmlp_mlp32_free(&t), tpmlp_mlp64_free(&ref), tpmlp_mlp64_free(&bound);

@@ -85,7 +85,8 @@ int cmd_info(int argc, char **argv) {
     }
     st_file f;
     open_or_die(&f, argv[1]);
-    printf("%s: %zu bytes, header %zu bytes, %d tensors\n", f.path, f.size, f.data_start - 8, f.ntensors);
+    printf("%s: %zu bytes, header %zu bytes, %d tensor%s\n", f.path, f.size, f.data_start - 8, f.ntensors,
+           tpmlp_plural(f.ntensors));
     for (int i = 0; i < f.nmeta; i++) printf("  %-18s %s\n", f.meta_keys[i], f.meta_values[i]);
     printf("  %-24s %-5s %-22s %12s\n", "tensor", "dtype", "shape", "bytes");
     for (int i = 0; i < f.ntensors; i++) {
@@ -129,16 +130,6 @@ static void index_str(char *buf, size_t len, const uint64_t *shape, int nd, uint
     for (int i = 0; i < nd && at < len; i++)
         at += (size_t)snprintf(buf + at, len - at, "%s%llu", i ? "," : "", (unsigned long long)idx[i]);
     if (at < len) snprintf(buf + at, len - at, "]");
-}
-
-/* A share of the budget, at most 9 characters wide: "12.3%", "2.1e+06%", "NaN/Inf". */
-static void budget_str(char *buf, size_t len, double used) {
-    if (!isfinite(used))
-        snprintf(buf, len, "NaN/Inf");
-    else if (100 * used < 1e5)
-        snprintf(buf, len, "%.1f%%", 100 * used);
-    else
-        snprintf(buf, len, "%.1e%%", 100 * used);
 }
 
 static void json_str(const char *s) { /* names and paths: escape what JSON requires */
@@ -223,15 +214,24 @@ static void print_table(const tpmlp_check_result *res, const st_file *theirs, co
     if (o->tp && o->rank >= 0)
         printf("rank %d of %d (%s split): columns [%d, %d) of F, %d of %d\n", o->rank, o->tp,
                tpmlp_split_name(o->split), res->f0, res->f1, res->f1 - res->f0, d->F);
-    printf("  %-24s %-5s %10s %9s  %-14s %s\n", "tensor", "dtype", "max |err|", "budget", "worst element", "");
+    /* fixed widths, but the worst element's column as wide as its widest index */
+    int where_w = (int)strlen("worst element");
+    for (int i = 0; i < C_COUNT; i++) {
+        char where[64];
+        if (!res->rows[i].present) continue;
+        index_str(where, sizeof where, res->rows[i].shape, res->rows[i].ndim, res->rows[i].worst);
+        if ((int)strlen(where) > where_w) where_w = (int)strlen(where);
+    }
+    printf("  %-24s %-5s %10s %*s  %-*s %s\n", "tensor", "dtype", "max |err|", ARGS_SHARE_WIDTH, "budget", where_w,
+           "worst element", "verdict");
     for (int i = 0; i < C_COUNT; i++) {
         const tpmlp_check_row *r = &res->rows[i];
         if (!r->present) continue;
         char where[64], budget[24];
         index_str(where, sizeof where, r->shape, r->ndim, r->worst);
-        budget_str(budget, sizeof budget, r->used);
-        printf("  %-24s %-5s %10.3e %9s  %-14s %s\n", tpmlp_check_specs[i].name, st_dtype_name(r->dtype),
-               r->max_abs_err, budget, where, r->pass ? "PASS" : "FAIL");
+        args_share_str(budget, sizeof budget, r->used);
+        printf("  %-24s %-5s %10.3e %*s  %-*s %s\n", tpmlp_check_specs[i].name, st_dtype_name(r->dtype), r->max_abs_err,
+               ARGS_SHARE_WIDTH, budget, where_w, where, r->pass ? "PASS" : "FAIL");
         if (r->used > 1.0)
             printf("      worst: got %.9g, reference %.9g, bound %.3g%s\n", r->worst_got, r->worst_ref, r->worst_bound,
                    isfinite(r->worst_got) ? "" : " (NaN or Inf never passes)");
@@ -257,7 +257,8 @@ static void print_verdict(const tpmlp_check_result *res, const char *theirs_path
     if (res->present == 0)
         printf("FAIL: %s holds none of the output tensors\n", theirs_path);
     else if (o->tp && o->rank >= 0)
-        printf("%s: rank %d of %d, %d tensors checked\n", res->pass ? "PASS" : "FAIL", o->rank, o->tp, res->present);
+        printf("%s: rank %d of %d, %d tensor%s checked\n", res->pass ? "PASS" : "FAIL", o->rank, o->tp, res->present,
+               tpmlp_plural(res->present));
     else
         printf("%s: %d of %d tensors checked\n", res->pass ? "PASS" : "FAIL", res->present, V_COUNT - V_FIRST_OUTPUT);
 }

@@ -12,6 +12,8 @@
 //   mpiexec -n P tpmlp-cuda --nccl --tp P ...        stage 6: one process per GPU, ncclAllReduce
 //   tpmlp-cuda --nccl --launch local --tp P ...      stage 6: one process, one thread per local GPU
 //   tpmlp-cuda [--dtype ...] --bench N D F           fwd+bwd against the six GEMMs alone
+#include "config.h"
+
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -397,7 +399,8 @@ static int run_nccl_local(const job &j) {
 static int run_nccl_mpi(const job &j) {
     int rank = 0, size = 1;
     if (tp_dist_init(&rank, &size) != 0) tpmlp_die(1, "tpmlp-cuda: MPI_Init failed");
-    if (size != j.p) tpmlp_die(2, "--tp %d but the job has %d ranks (mpiexec -n %d ...)", j.p, size, j.p);
+    if (size != j.p)
+        tpmlp_die(2, "--tp %d but the job has %d rank%s (mpiexec -n %d ...)", j.p, size, tpmlp_plural(size), j.p);
     tpmlp_comm host_comm; /* to assemble the outputs on rank 0 */
     if (comm_mpi_create(&host_comm) != 0) tpmlp_die(1, "tpmlp-cuda: no MPI communicator");
     char id[COMM_NCCL_ID_BYTES] = {0};
@@ -459,6 +462,7 @@ static const char usage[] =
     "usage: tpmlp-cuda [--dtype fp32|tf32|bf16] [--lt] [--tp P] VECTORS -o OUT\n"
     "       tpmlp-cuda --nccl [--launch mpi|local] --tp P [--dtype fp32|tf32] [--lt] VECTORS -o OUT\n"
     "       tpmlp-cuda [--dtype ...] [--lt] --bench N D F\n"
+    "       tpmlp-cuda --version | --help\n"
     "  --kernels V: run version V of every kernel, or its last (1 to 4; default: the fastest measured)";
 
 int main(int argc, char **argv) {
@@ -466,7 +470,13 @@ int main(int argc, char **argv) {
     int bench_dims[3] = {0, 0, 0}; /* --bench N D F */
     int p = 1, nccl = 0, lt = 0;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--dtype") == 0 && i + 1 < argc)
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("tpmlp-cuda %s\n", PACKAGE_VERSION);
+            return 0;
+        } else if (strcmp(argv[i], "--help") == 0) {
+            printf("%s\n", usage);
+            return 0;
+        } else if (strcmp(argv[i], "--dtype") == 0 && i + 1 < argc)
             dtype = argv[++i];
         else if (strcmp(argv[i], "--bench") == 0 && i + 3 < argc)
             for (int k = 0; k < 3; k++) bench_dims[k] = atoi(argv[++i]);
@@ -504,10 +514,9 @@ int main(int argc, char **argv) {
     else
         tpmlp_die(2, "--dtype: '%s' is not one of fp32, tf32, bf16", dtype);
 
-    int count = 0;
-    cudaError_t ce = cudaGetDeviceCount(&count);
-    if (ce != cudaSuccess || count == 0) {
-        fprintf(stderr, "tpmlp: no GPU (%s)\n", ce != cudaSuccess ? cudaGetErrorString(ce) : "no device");
+    char why[160];
+    if (kh_no_gpu(why, sizeof why)) {
+        fprintf(stderr, "tpmlp: %s\n", why);
         return 77;
     }
     char err[512];

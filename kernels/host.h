@@ -4,7 +4,9 @@
 #define TPMLP_KERNELS_HOST_H
 
 #include <cuda_bf16.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 #include <vector>
 
 #include "kernels.h"
@@ -15,6 +17,44 @@
         cudaError_t e_ = (call);                                                                                       \
         if (e_ != cudaSuccess) tpmlp_die(1, "%s:%d: %s: %s", __FILE__, __LINE__, #call, cudaGetErrorString(e_));       \
     } while (0)
+
+// Why there is no GPU to use, in words for one line ("no GPU (no NVIDIA
+// driver)"), from what the CUDA runtime and the system say: e and count from
+// cudaGetDeviceCount; drv and rt from cudaDriverGetVersion (0 when no driver
+// library is installed) and cudaRuntimeGetVersion (1000·major + 10·minor);
+// module: the NVIDIA kernel module is loaded. cudaGetDeviceCount answers
+// cudaErrorInsufficientDriver both without any driver and with one older than
+// this runtime: drv tells which. Returns 0 (and leaves why) if there is a GPU.
+static inline int kh_gpu_why(char *why, size_t len, cudaError_t e, int count, int drv, int rt, int module) {
+    const int no_gpu_error = e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver || e == cudaErrorStubLibrary;
+    if (e == cudaSuccess && count > 0) return 0;
+    if (e == cudaSuccess)
+        snprintf(why, len, "no GPU");
+    else if (drv == 0 || e == cudaErrorStubLibrary)
+        snprintf(why, len, "no GPU (no NVIDIA driver)");
+    else if (e == cudaErrorInsufficientDriver && drv < rt)
+        snprintf(why, len,
+                 "no usable GPU (a GPU driver older than this CUDA runtime: the driver is for CUDA %d.%d, the runtime "
+                 "is CUDA %d.%d)",
+                 drv / 1000, drv % 1000 / 10, rt / 1000, rt % 1000 / 10);
+    else if (no_gpu_error && !module)
+        snprintf(why, len, "no GPU (no NVIDIA driver loaded)");
+    else if (e == cudaErrorNoDevice)
+        snprintf(why, len, "no GPU");
+    else
+        snprintf(why, len, "no usable GPU (%s)", cudaGetErrorString(e));
+    return 1;
+}
+
+// 0 if this process can use a GPU; otherwise 1 and why (kh_gpu_why).
+static inline int kh_no_gpu(char *why, size_t len) {
+    int count = 0, drv = 0, rt = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e == cudaSuccess && count > 0) return 0;
+    if (cudaDriverGetVersion(&drv) != cudaSuccess) drv = 0;
+    if (cudaRuntimeGetVersion(&rt) != cudaSuccess) rt = 0;
+    return kh_gpu_why(why, len, e, count, drv, rt, access("/proc/driver/nvidia/version", F_OK) == 0);
+}
 
 static inline size_t kh_size(kernel_dtype dt) { return dt == KDT_F32 ? 4 : 2; }
 

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "comm.h"
+#include "util.h"
 
 typedef struct {
     pthread_barrier_t barrier;
@@ -90,7 +91,7 @@ int comm_local_create(tpmlp_comm *comms, int size) {
     local_group *g = calloc(1, sizeof *g);
     if (g == NULL || (g->slot = calloc((size_t)size, sizeof *g->slot)) == NULL ||
         pthread_barrier_init(&g->barrier, NULL, (unsigned)size) != 0 || pthread_mutex_init(&g->lock, NULL) != 0) {
-        fprintf(stderr, "tpmlp: comm local: cannot create a group of %d ranks\n", size);
+        fprintf(stderr, "tpmlp: comm local: cannot create a group of %d rank%s\n", size, tpmlp_plural(size));
         if (g) free(g->slot);
         free(g);
         return -1;

@@ -121,7 +121,8 @@ int tp_run_shard(const char *vectors, const char *out, int p, int overlap, const
     tpmlp_comm *comms = tpmlp_alloc((size_t)p, sizeof *comms, "communicators");
     shard_job *jobs = tpmlp_alloc((size_t)p, sizeof *jobs, "jobs");
     pthread_t *th = tpmlp_alloc((size_t)p, sizeof *th, "threads");
-    if (comm_local_create(comms, p) != 0) return snprintf(err, errlen, "shard stage: cannot create %d ranks", p), 1;
+    if (comm_local_create(comms, p) != 0)
+        return snprintf(err, errlen, "shard stage: cannot create %d rank%s", p, tpmlp_plural(p)), 1;
     for (int r = 0; r < p; r++) {
         jobs[r] = (shard_job){&comms[r], &in, &full, rank_dir, &d, overlap, 0};
         if (pthread_create(&th[r], NULL, shard_thread, &jobs[r]) != 0)
@@ -167,10 +168,12 @@ int tp_run_mpi(const char *stage, const char *vectors, const char *out, int p, i
     tpmlp_mlp32 in, full;
     tpmlp_vec_dims d;
     /* every rank reads the same file and reaches the same verdict: no rank waits for another */
-    int rc =
-        size != p
-            ? (snprintf(err, errlen, "--tp %d but the job has %d ranks (run it as mpiexec -n %d ...)", p, size, p), 2)
-            : load(vectors, p, &in, &d, err, errlen);
+    int rc = 2;
+    if (size != p)
+        snprintf(err, errlen, "--tp %d but the job has %d rank%s (run it as mpiexec -n %d ...)", p, size,
+                 tpmlp_plural(size), p);
+    else
+        rc = load(vectors, p, &in, &d, err, errlen);
     const int sequence = strcmp(stage, "sequence") == 0;
     if (rc == 0 && sequence && in.N % p != 0) {
         snprintf(err, errlen,

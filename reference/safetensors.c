@@ -87,12 +87,12 @@ static int parse_tensor(st_tensor *t, const char *name, const json_t *v, size_t 
         return fail(err, errlen, "%s: tensor '%s': data_offsets [%llu, %llu] are reversed", path, name,
                     (unsigned long long)b, (unsigned long long)e);
     if (e > datalen)
-        return fail(err, errlen, "%s: tensor '%s': data_offsets end %llu is past the %zu bytes of data (truncated?)",
-                    path, name, (unsigned long long)e, datalen);
+        return fail(err, errlen, "%s: tensor '%s': data_offsets end %llu is past the %zu byte%s of data (truncated?)",
+                    path, name, (unsigned long long)e, datalen, tpmlp_plural((long long)datalen));
     uint64_t size = dtypes[t->dtype].size;
     if (t->numel > UINT64_MAX / size || t->numel * size != e - b)
-        return fail(err, errlen, "%s: tensor '%s': %s of shape with %llu elements needs %llu bytes, offsets span %llu",
-                    path, name, dtypes[t->dtype].name, (unsigned long long)t->numel,
+        return fail(err, errlen, "%s: tensor '%s': %s of shape with %llu element%s needs %llu bytes, offsets span %llu",
+                    path, name, dtypes[t->dtype].name, (unsigned long long)t->numel, tpmlp_plural((long long)t->numel),
                     (unsigned long long)(t->numel * size), (unsigned long long)(e - b));
     t->begin = (size_t)b, t->end = (size_t)e;
     t->name = strdup(name);
@@ -155,15 +155,17 @@ static int parse_header(st_file *f, json_t *root, char *err, size_t errlen) {
         at = t->end;
     }
     if (at != datalen)
-        return fail(err, errlen, "%s: the tensors cover %zu bytes of data but the file holds %zu after the header",
-                    path, at, datalen);
+        return fail(err, errlen, "%s: the tensors cover %zu byte%s of data but the file holds %zu after the header",
+                    path, at, tpmlp_plural((long long)at), datalen);
     return 0;
 }
 
 /* Validates the header of f->map (f->size bytes); fills the rest of f. */
 static int parse_file(st_file *f, char *err, size_t errlen) {
     const char *path = f->path;
-    if (f->size < 8) return fail(err, errlen, "%s: %zu bytes, too short for the 8-byte header length", path, f->size);
+    if (f->size < 8)
+        return fail(err, errlen, "%s: %zu byte%s, too short for the 8-byte header length", path, f->size,
+                    tpmlp_plural((long long)f->size));
     uint64_t hlen;
     memcpy(&hlen, f->map, 8);
     if (hlen > ST_MAX_HEADER)
@@ -195,7 +197,8 @@ int st_open(st_file *f, const char *path, char *err, size_t errlen) {
     else if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode))
         fail(err, errlen, "%s: not a regular file", path);
     else if ((size_t)sb.st_size < 8)
-        fail(err, errlen, "%s: %zu bytes, too short for the 8-byte header length", path, (size_t)sb.st_size);
+        fail(err, errlen, "%s: %zu byte%s, too short for the 8-byte header length", path, (size_t)sb.st_size,
+             tpmlp_plural((long long)sb.st_size));
     else {
         f->size = (size_t)sb.st_size;
 #ifdef MAP_POPULATE /* every byte is read: fault the pages in at once */

@@ -23,6 +23,9 @@ void *tpmlp_alloc(size_t count, size_t size, const char *what);
 /* a·b·c without overflow; returns 0 and sets *out, or -1 on overflow. */
 int tpmlp_mul3(size_t a, size_t b, size_t c, size_t *out);
 
+/* "" or "s": "%d rank%s", n, tpmlp_plural(n) reads "1 rank", "2 ranks". */
+static inline const char *tpmlp_plural(long long n) { return n == 1 ? "" : "s"; }
+
 /* Progress of long work, for a person at a terminal. Off until the program
  * turns it on (tpmlp_progress_enable: the tpmlp commands do when stderr is a
  * terminal); then tpmlp_progress overwrites one line of stderr with

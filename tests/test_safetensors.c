@@ -88,6 +88,11 @@ static void size_mismatch(void **s) {
     write_file("{\"t\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8);
     expect_error("tensor 't': F32 of shape with 3 elements needs 12 bytes");
 }
+static void size_mismatch_one_element(void **s) { /* and the counts in the message read right */
+    (void)s;
+    write_file("{\"t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,8]}}", 8);
+    expect_error("tensor 't': F32 of shape with 1 element needs 4 bytes, offsets span 8");
+}
 static void negative_dim(void **s) {
     (void)s;
     write_file("{\"t\":{\"dtype\":\"F32\",\"shape\":[-2],\"data_offsets\":[0,8]}}", 8);
@@ -213,6 +218,7 @@ int main(void) {
         cmocka_unit_test(invalid_utf8),
         cmocka_unit_test(unknown_dtype),
         cmocka_unit_test(size_mismatch),
+        cmocka_unit_test(size_mismatch_one_element),
         cmocka_unit_test(negative_dim),
         cmocka_unit_test(fractional_dim),
         cmocka_unit_test(overflowing_dims),
