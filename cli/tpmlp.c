@@ -32,21 +32,25 @@ static void usage(FILE *out) {
     for (size_t i = 0; i < NCOMMANDS; i++) fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].what);
 }
 
-/* OpenBLAS built on pthreads (Debian's default libopenblas0) keeps each
- * worker spinning on its core for about 2^28 cycles (0.1 s) after a call, so
- * the OpenMP passes between the GEMMs (bias + GELU, the bias gradients) get
- * half a core on a 2-core machine. OPENBLAS_THREAD_TIMEOUT shortens the spin,
- * but the library reads it only when it loads: set it and start again, once.
- * (The OpenMP build shares one thread pool with those passes: nothing to do.)
- * A value the user set wins. */
-static void openblas_stop_spinning(char **argv) {
+/* OpenBLAS built on pthreads (Debian's default libopenblas0) has a thread
+ * pool of its own beside OpenMP's, which runs the passes between the GEMMs
+ * (bias + GELU, the bias gradients). Each pool keeps its idle threads
+ * spinning: OpenBLAS's for about 2^28 cycles (0.1 s) after a call, libgomp's
+ * for a while after a parallel region. On a machine with as many threads as
+ * cores, the spinning pool then takes cores from the working one.
+ * OPENBLAS_THREAD_TIMEOUT=4 and OMP_WAIT_POLICY=passive make both sleep at
+ * once, but the libraries read them only when they load: set them and start
+ * again, once. (The OpenMP build of OpenBLAS shares libgomp's pool with the
+ * passes: nothing to do.) Values the user set win. */
+static void one_pool_at_a_time(char **argv) {
     if (openblas_get_parallel() != 1 || getenv("OPENBLAS_THREAD_TIMEOUT")) return;
-    if (setenv("OPENBLAS_THREAD_TIMEOUT", "4", 1) != 0) return; /* then only slower */
+    if (setenv("OPENBLAS_THREAD_TIMEOUT", "4", 1) != 0 || setenv("OMP_WAIT_POLICY", "passive", 0) != 0)
+        return; /* then only slower */
     execv("/proc/self/exe", argv);
 }
 
 int main(int argc, char **argv) {
-    openblas_stop_spinning(argv);
+    one_pool_at_a_time(argv);
     if (argc < 2) {
         fputs("tpmlp: missing command (tpmlp --help lists them)\n", stderr);
         return TPMLP_EXIT_USAGE;
