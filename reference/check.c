@@ -3,6 +3,7 @@
 #include "check.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,61 +116,117 @@ static double *block_of(const double *src, tpmlp_check_id i, const tpmlp_vec_dim
     return out;
 }
 
-/* The form test's inputs for `a`: the reference h at THEIRS's elements. */
+/* The largest share of its bound an element of THEIRS uses in one tensor,
+ * and the largest |error|: what one thread finds, then all of them. The
+ * first element wins among equal shares; NaN or Inf is an infinite share.
+ * num, den: the form test's sums (a). */
 typedef struct {
-    tpmlp_act act;
-    const double *h;
-    double num, den;
-} form_in;
+    double used, err, num, den;
+    uint64_t worst;
+    double worst_ref, worst_bound;
+} cmp_acc;
+
+static void cmp_init(cmp_acc *c) {
+    *c = (cmp_acc){.used = -1, .worst = UINT64_MAX}; /* -1: the first element compared takes it */
+}
+
+static void cmp_merge(cmp_acc *into, const cmp_acc *c) {
+    if (c->used > into->used || (c->used == into->used && c->worst < into->worst))
+        into->used = c->used, into->worst = c->worst, into->worst_ref = c->worst_ref,
+        into->worst_bound = c->worst_bound;
+    if (c->err > into->err) into->err = c->err;
+    into->num += c->num, into->den += c->den;
+}
+
+/* Elements k0 .. k0 + m - 1 of THEIRS (got) against their reference and
+ * bound; e receives the errors, and for --dump ratio and bnd (or NULL) each
+ * element's share and bound. Elements come in increasing order per thread. */
+static void cmp_span(cmp_acc *c, const double *got, const double *ref, const double *bound, size_t m, uint64_t k0,
+                     double *e, float *ratio, float *bnd) {
+    for (size_t i = 0; i < m; i++) { /* the bound is never 0 (it has the format's floor) */
+        e[i] = got[i] - ref[i];
+        const double ae = fabs(e[i]), q = ae / bound[i];   /* NaN or Inf in got: NaN or Inf here */
+        if (q > c->used || (q != q && c->used < INFINITY)) /* rarely taken */
+            c->used = q == q ? q : INFINITY, c->worst = k0 + i, c->worst_ref = ref[i], c->worst_bound = bound[i];
+        if (!(ae <= c->err)) c->err = ae == ae ? ae : INFINITY;
+    }
+    if (ratio)
+        for (size_t i = 0; i < m; i++) {
+            const double q = fabs(e[i]) / bound[i];
+            ratio[k0 + i] = q == q ? (float)q : INFINITY, bnd[k0 + i] = (float)bound[i];
+        }
+}
+
+/* (every tensor has an element: the dims are at least 1, so c->worst is one) */
+static void cmp_finish(tpmlp_check_row *r, const st_file *theirs, const st_tensor *t, const cmp_acc *c) {
+    r->used = c->used, r->max_abs_err = c->err, r->worst = c->worst;
+    r->worst_ref = c->worst_ref, r->worst_bound = c->worst_bound;
+    st_tensor one = *t;
+    one.numel = 1, one.begin = t->begin + (size_t)c->worst * st_dtype_size(t->dtype);
+    st_to_f64(theirs, &one, &r->worst_got);
+    r->pass = c->used <= 1.0;
+}
 
 /* |theirs - ref| / bound over the elements of THEIRS's tensor t, read in
- * parallel chunks; NaN or Inf never passes. Also the form test's sums (fi),
- * and per element the ratio and the bound for --dump (ratio, bnd). */
+ * parallel chunks; NaN or Inf never passes. Per element the ratio and the
+ * bound for --dump (ratio, bnd). */
 static void compare(tpmlp_check_row *r, const st_file *theirs, const st_tensor *t, const double *ref,
-                    const double *bound, form_in *fi, float *ratio, float *bnd) {
+                    const double *bound, float *ratio, float *bnd) {
     const uint64_t chunk = 1 << 14, nchunks = (t->numel + chunk - 1) / chunk;
-    double used = 0, maxerr = 0, num = 0, den = 0;
-    uint64_t worst = 0;
-#pragma omp parallel reduction(+ : num, den)
+    const int nt = omp_get_max_threads();
+    cmp_acc *acc = tpmlp_alloc((size_t)nt, sizeof *acc, "comparison"), all;
+    for (int q = 0; q < nt; q++) cmp_init(&acc[q]);
+#pragma omp parallel
     {
+        cmp_acc *mine = &acc[omp_get_thread_num()];
         double *got = tpmlp_alloc(chunk, sizeof *got, "theirs"), *e = tpmlp_alloc(chunk, sizeof *e, "error");
-        double my_used = 0, my_err = 0;
-        uint64_t my_worst = 0;
 #pragma omp for schedule(static)
         for (uint64_t c = 0; c < nchunks; c++) {
             const uint64_t k0 = c * chunk, m = t->numel - k0 < chunk ? t->numel - k0 : chunk;
             st_tensor part = *t;
             part.numel = m, part.begin = t->begin + (size_t)k0 * st_dtype_size(t->dtype);
             st_to_f64(theirs, &part, got);
-            for (uint64_t i = 0; i < m; i++) { /* the bound is never 0 (it has the format's floor) */
-                const uint64_t k = k0 + i;
-                e[i] = got[i] - ref[k];
-                const double ae = fabs(e[i]), q = ae / bound[k]; /* NaN or Inf in got: NaN or Inf here */
-                if (!(q <= my_used)) my_used = q == q ? q : INFINITY, my_worst = k; /* rarely taken */
-                if (!(ae <= my_err)) my_err = ae == ae ? ae : INFINITY;
-            }
-            if (ratio)
-                for (uint64_t i = 0; i < m; i++) {
-                    const double q = fabs(e[i]) / bound[k0 + i];
-                    ratio[k0 + i] = q == q ? (float)q : INFINITY, bnd[k0 + i] = (float)bound[k0 + i];
-                }
-            if (fi) tpmlp_err_form_sums(fi->act, fi->h + k0, e, bound + k0, m, &num, &den);
+            cmp_span(mine, got, ref + k0, bound + k0, m, k0, e, ratio, bnd);
         }
         free(got), free(e);
-#pragma omp critical
-        { /* the largest share wins; among equal shares, the first element */
-            if (my_used > used || (my_used == used && my_used > 0 && my_worst < worst))
-                used = my_used, worst = my_worst;
-            if (my_err > maxerr) maxerr = my_err;
-        }
     }
-    r->used = used, r->max_abs_err = maxerr, r->worst = worst;
-    r->worst_ref = ref[worst], r->worst_bound = bound[worst];
-    st_tensor one = *t;
-    one.numel = 1, one.begin = t->begin + (size_t)worst * st_dtype_size(t->dtype);
-    st_to_f64(theirs, &one, &r->worst_got);
-    r->pass = used <= 1.0;
-    if (fi) fi->num = num, fi->den = den;
+    cmp_init(&all);
+    for (int q = 0; q < nt; q++) cmp_merge(&all, &acc[q]);
+    free(acc);
+    cmp_finish(r, theirs, t, &all);
+}
+
+/* h and a are compared as their bounds are found, row by row (errmodel.h's
+ * row function): THEIRS's columns [f0, f0 + fr) of each row. */
+typedef struct {
+    const st_file *theirs;
+    const st_tensor *t[2]; /* THEIRS's h and a, or NULL */
+    const double *h, *a;   /* the reference (N,F) */
+    int F, f0, fr;
+    tpmlp_act act;
+    int form;                 /* the form test on a */
+    float *ratio[2], *bnd[2]; /* --dump, or NULL */
+    cmp_acc *acc;             /* [2·thread + i] */
+    double *buf;              /* per thread: THEIRS's row and its errors (2·fr) */
+} row_check;
+
+static void check_row(void *ctx, int thread, int n, const double *bh, const double *ba, const float *a32) {
+    row_check *c = ctx;
+    double *got = c->buf + (size_t)thread * 2 * c->fr, *e = got + c->fr;
+    const size_t at = (size_t)n * c->F + c->f0;
+    const uint64_t k0 = (uint64_t)n * c->fr;
+    for (int i = 0; i < 2; i++) {
+        const st_tensor *t = c->t[i];
+        if (t == NULL) continue;
+        st_tensor part = *t;
+        part.numel = (uint64_t)c->fr, part.begin = t->begin + (size_t)k0 * st_dtype_size(t->dtype);
+        st_to_f64(c->theirs, &part, got);
+        const double *bound = (i ? ba : bh) + c->f0;
+        cmp_acc *acc = &c->acc[2 * thread + i];
+        cmp_span(acc, got, (i ? c->a : c->h) + at, bound, (size_t)c->fr, k0, e, c->ratio[i], c->bnd[i]);
+        if (i == 1 && c->form)
+            tpmlp_err_form_sums(c->act, c->h + at, a32 + c->f0, e, bound, (size_t)c->fr, &acc->num, &acc->den);
+    }
 }
 
 /* The partial references of every rank: the rank's own, and Σ_r |·| for the all-reduce's roundings. */
@@ -195,8 +252,8 @@ static void partials(tpmlp_err_tp *tp, double **keep, const tpmlp_err_inputs *in
 }
 
 /* The form test on a: fails if a holds the other GELU form, where the data can tell. */
-static void form_verdict(tpmlp_check_row *r, tpmlp_act act, const form_in *fi) {
-    r->beta = tpmlp_err_form_beta(fi->num, fi->den, &r->beta_noise);
+static void form_verdict(tpmlp_check_row *r, tpmlp_act act, double num, double den) {
+    r->beta = tpmlp_err_form_beta(num, den, &r->beta_noise);
     if (r->beta_noise < 0.5 && r->beta > 0.5 && r->pass) {
         r->pass = 0;
         snprintf(r->note, sizeof r->note,
@@ -285,39 +342,69 @@ int tpmlp_check(tpmlp_check_result *res, const st_file *vec, const st_file *thei
     tpmlp_err_tp tp = {0};
     double *keep[4] = {NULL, NULL, NULL, NULL};
     if (o->tp) { /* the all-reduces' roundings; and for one rank, its partial sums */
-        tpmlp_progress("check: partial sums of the ranks", 1, C_COUNT + 1);
+        tpmlp_progress("check: partial sums of the ranks", 1, C_COUNT);
         partials(&tp, keep, &in, o);
         tp.f0 = res->f0, tp.f1 = res->f1;
     }
-    tpmlp_err_bounds b;
-    tpmlp_progress("check: error bounds", 1, C_COUNT + 1);
-    tpmlp_err_bounds_compute(&b, &in, o->fmt, o->tp ? &tp : NULL, o->fmt->u_in > 0);
-
     const double *ref_by_vec[V_COUNT];
     for (int i = 0; i < V_COUNT; i++) ref_by_vec[i] = i >= V_FIRST_OUTPUT ? view[i] : NULL;
     float *ratio[C_COUNT] = {0}, *bnd_dump[C_COUNT] = {0};
-    for (int i = 0; i < C_COUNT; i++) {
+    for (int i = 0; i < C_COUNT; i++)
+        if (dump && res->rows[i].present)
+            ratio[i] = tpmlp_alloc(res->rows[i].n, sizeof(float), "dump"),
+            bnd_dump[i] = tpmlp_alloc(res->rows[i].n, sizeof(float), "dump");
+
+    /* the bounds, and h and a compared row by row as their bounds are found */
+    const int nt = omp_get_max_threads();
+    row_check rc_ha = {theirs,
+                       {NULL, NULL},
+                       view[V_H],
+                       view[V_A],
+                       dm->F,
+                       res->f0,
+                       fr ? fr : dm->F,
+                       dm->act,
+                       0,
+                       {ratio[C_H], ratio[C_A]},
+                       {bnd_dump[C_H], bnd_dump[C_A]},
+                       NULL,
+                       NULL};
+    for (int i = C_H; i <= C_A; i++)
+        if (res->rows[i].present) rc_ha.t[i - C_H] = st_find(theirs, tpmlp_check_specs[i].name);
+    rc_ha.form = res->rows[C_A].present && dm->act != TPMLP_RELU;
+    rc_ha.acc = tpmlp_alloc(2 * (size_t)nt, sizeof *rc_ha.acc, "comparison");
+    for (int q = 0; q < 2 * nt; q++) cmp_init(&rc_ha.acc[q]);
+    rc_ha.buf = tpmlp_alloc(2 * (size_t)nt * (size_t)rc_ha.fr, sizeof(double), "theirs");
+    tpmlp_err_bounds b;
+    tpmlp_progress("check: error bounds, h and a", 1, C_COUNT);
+    tpmlp_err_bounds_compute(&b, &in, o->fmt, o->tp ? &tp : NULL, o->fmt->u_in > 0, check_row, &rc_ha);
+    for (int i = C_H; i <= C_A; i++) {
         tpmlp_check_row *r = &res->rows[i];
         if (!r->present) continue;
-        tpmlp_progress(tpmlp_check_specs[i].name, i + 2, C_COUNT + 1);
+        cmp_acc all;
+        cmp_init(&all);
+        for (int q = 0; q < nt; q++) cmp_merge(&all, &rc_ha.acc[2 * q + i - C_H]);
+        cmp_finish(r, theirs, rc_ha.t[i - C_H], &all);
+        if (i == C_A && rc_ha.form) form_verdict(r, dm->act, all.num, all.den);
+        res->pass &= r->pass;
+    }
+    free(rc_ha.acc), free(rc_ha.buf);
+
+    for (int i = C_Y; i < C_COUNT; i++) {
+        tpmlp_check_row *r = &res->rows[i];
+        if (!r->present) continue;
+        tpmlp_progress(tpmlp_check_specs[i].name, i, C_COUNT);
         const double *ref, *bnd;
         sources((tpmlp_check_id)i, &b, ref_by_vec, tp.yr, tp.dxr, &ref, &bnd);
         const int sharded = fr > 0 && tpmlp_check_specs[i].shard >= 0;
-        double *rcopy = NULL, *bcopy = NULL, *hcopy = NULL;
-        const double *rv = ref, *bv = bnd, *hv = view[V_H];
-        if (sharded) { /* the rank's block of the reference, the bounds and h */
+        double *rcopy = NULL, *bcopy = NULL;
+        const double *rv = ref, *bv = bnd;
+        if (sharded) { /* the rank's block of the reference and the bounds */
             rv = rcopy = block_of(ref, (tpmlp_check_id)i, dm, res->f0, fr, r->n);
             bv = bcopy = block_of(bnd, (tpmlp_check_id)i, dm, res->f0, fr, r->n);
-            if (i == C_A) hv = hcopy = block_of(view[V_H], C_A, dm, res->f0, fr, r->n);
         }
-        form_in fi = {dm->act, hv, 0, 0};
-        const int form = i == C_A && dm->act != TPMLP_RELU;
-        if (dump)
-            ratio[i] = tpmlp_alloc(r->n, sizeof(float), "dump"), bnd_dump[i] = tpmlp_alloc(r->n, sizeof(float), "dump");
-        compare(r, theirs, st_find(theirs, tpmlp_check_specs[i].name), rv, bv, form ? &fi : NULL, ratio[i],
-                bnd_dump[i]);
-        if (form) form_verdict(r, dm->act, &fi);
-        free(rcopy), free(bcopy), free(hcopy);
+        compare(r, theirs, st_find(theirs, tpmlp_check_specs[i].name), rv, bv, ratio[i], bnd_dump[i]);
+        free(rcopy), free(bcopy);
         res->pass &= r->pass;
     }
     int rc = dump ? write_dump(dump, res, ratio, bnd_dump, err, errlen) : 0;
