@@ -138,23 +138,47 @@ static void cmp_merge(cmp_acc *into, const cmp_acc *c) {
     into->num += c->num, into->den += c->den;
 }
 
-/* Elements k0 .. k0 + m - 1 of THEIRS (got) against their reference and
- * bound; e receives the errors, and for --dump ratio and bnd (or NULL) each
- * element's share and bound. Elements come in increasing order per thread. */
-static void cmp_span(cmp_acc *c, const double *got, const double *ref, const double *bound, size_t m, uint64_t k0,
-                     double *e, float *ratio, float *bnd) {
+/* x86-64: the compare loop is built for AVX-512, AVX2 and baseline SSE2,
+ * one picked at load time (as act.c's); a max does not depend on the order. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define CHECK_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define CHECK_CLONES
+#endif
+
+/* e = got - ref and q = |e| / bound per element, NaN taken as INFINITY (it
+ * never passes); *qmax, *emax: the largest q and |e| (NaN: INFINITY). */
+CHECK_CLONES static void span_q(double *restrict e, double *restrict q, const double *restrict got,
+                                const double *restrict ref, const double *restrict bound, size_t m, double *qmax,
+                                double *emax) {
+    double qm = 0, em = 0;
+#pragma omp simd reduction(max : qm, em)
     for (size_t i = 0; i < m; i++) { /* the bound is never 0 (it has the format's floor) */
         e[i] = got[i] - ref[i];
-        const double ae = fabs(e[i]), q = ae / bound[i];   /* NaN or Inf in got: NaN or Inf here */
-        if (q > c->used || (q != q && c->used < INFINITY)) /* rarely taken */
-            c->used = q == q ? q : INFINITY, c->worst = k0 + i, c->worst_ref = ref[i], c->worst_bound = bound[i];
-        if (!(ae <= c->err)) c->err = ae == ae ? ae : INFINITY;
+        const double ae = fabs(e[i]), qi = ae / bound[i]; /* NaN or Inf in got: NaN or Inf here */
+        const double qq = qi == qi ? qi : INFINITY, aa = ae == ae ? ae : INFINITY;
+        q[i] = qq;
+        qm = qq > qm ? qq : qm, em = aa > em ? aa : em;
     }
+    *qmax = qm, *emax = em;
+}
+
+/* Elements k0 .. k0 + m - 1 of THEIRS (got) against their reference and
+ * bound; e and q receive the errors and the shares, and for --dump ratio and
+ * bnd (or NULL) each element's share and bound. Elements come in increasing
+ * order per thread. */
+static void cmp_span(cmp_acc *c, const double *got, const double *ref, const double *bound, size_t m, uint64_t k0,
+                     double *e, double *q, float *ratio, float *bnd) {
+    double qm, em;
+    span_q(e, q, got, ref, bound, m, &qm, &em);
+    if (qm > c->used) { /* rarely: the first element of the largest share */
+        size_t i = 0;
+        while (q[i] != qm) i++;
+        c->used = qm, c->worst = k0 + i, c->worst_ref = ref[i], c->worst_bound = bound[i];
+    }
+    if (em > c->err) c->err = em;
     if (ratio)
-        for (size_t i = 0; i < m; i++) {
-            const double q = fabs(e[i]) / bound[i];
-            ratio[k0 + i] = q == q ? (float)q : INFINITY, bnd[k0 + i] = (float)bound[i];
-        }
+        for (size_t i = 0; i < m; i++) ratio[k0 + i] = (float)q[i], bnd[k0 + i] = (float)bound[i];
 }
 
 /* (every tensor has an element: the dims are at least 1, so c->worst is one) */
@@ -179,16 +203,16 @@ static void compare(tpmlp_check_row *r, const st_file *theirs, const st_tensor *
 #pragma omp parallel
     {
         cmp_acc *mine = &acc[omp_get_thread_num()];
-        double *got = tpmlp_alloc(chunk, sizeof *got, "theirs"), *e = tpmlp_alloc(chunk, sizeof *e, "error");
+        double *got = tpmlp_alloc(3 * chunk, sizeof *got, "theirs"), *e = got + chunk, *q = e + chunk;
 #pragma omp for schedule(static)
         for (uint64_t c = 0; c < nchunks; c++) {
             const uint64_t k0 = c * chunk, m = t->numel - k0 < chunk ? t->numel - k0 : chunk;
             st_tensor part = *t;
             part.numel = m, part.begin = t->begin + (size_t)k0 * st_dtype_size(t->dtype);
             st_to_f64(theirs, &part, got);
-            cmp_span(mine, got, ref + k0, bound + k0, m, k0, e, ratio, bnd);
+            cmp_span(mine, got, ref + k0, bound + k0, m, k0, e, q, ratio, bnd);
         }
-        free(got), free(e);
+        free(got);
     }
     cmp_init(&all);
     for (int q = 0; q < nt; q++) cmp_merge(&all, &acc[q]);
@@ -207,12 +231,12 @@ typedef struct {
     int form;                 /* the form test on a */
     float *ratio[2], *bnd[2]; /* --dump, or NULL */
     cmp_acc *acc;             /* [2·thread + i] */
-    double *buf;              /* per thread: THEIRS's row and its errors (2·fr) */
+    double *buf;              /* per thread: THEIRS's row, its errors and shares (3·fr) */
 } row_check;
 
 static void check_row(void *ctx, int thread, int n, const double *bh, const double *ba, const float *a32) {
     row_check *c = ctx;
-    double *got = c->buf + (size_t)thread * 2 * c->fr, *e = got + c->fr;
+    double *got = c->buf + (size_t)thread * 3 * c->fr, *e = got + c->fr, *q = e + c->fr;
     const size_t at = (size_t)n * c->F + c->f0;
     const uint64_t k0 = (uint64_t)n * c->fr;
     for (int i = 0; i < 2; i++) {
@@ -223,7 +247,7 @@ static void check_row(void *ctx, int thread, int n, const double *bh, const doub
         st_to_f64(c->theirs, &part, got);
         const double *bound = (i ? ba : bh) + c->f0;
         cmp_acc *acc = &c->acc[2 * thread + i];
-        cmp_span(acc, got, (i ? c->a : c->h) + at, bound, (size_t)c->fr, k0, e, c->ratio[i], c->bnd[i]);
+        cmp_span(acc, got, (i ? c->a : c->h) + at, bound, (size_t)c->fr, k0, e, q, c->ratio[i], c->bnd[i]);
         if (i == 1 && c->form)
             tpmlp_err_form_sums(c->act, c->h + at, a32 + c->f0, e, bound, (size_t)c->fr, &acc->num, &acc->den);
     }
@@ -374,7 +398,7 @@ int tpmlp_check(tpmlp_check_result *res, const st_file *vec, const st_file *thei
     rc_ha.form = res->rows[C_A].present && dm->act != TPMLP_RELU;
     rc_ha.acc = tpmlp_alloc(2 * (size_t)nt, sizeof *rc_ha.acc, "comparison");
     for (int q = 0; q < 2 * nt; q++) cmp_init(&rc_ha.acc[q]);
-    rc_ha.buf = tpmlp_alloc(2 * (size_t)nt * (size_t)rc_ha.fr, sizeof(double), "theirs");
+    rc_ha.buf = tpmlp_alloc(3 * (size_t)nt * (size_t)rc_ha.fr, sizeof(double), "theirs");
     tpmlp_err_bounds b;
     tpmlp_progress("check: error bounds, h and a", 1, C_COUNT);
     tpmlp_err_bounds_compute(&b, &in, o->fmt, o->tp ? &tp : NULL, o->fmt->u_in > 0, check_row, &rc_ha);

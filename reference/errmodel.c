@@ -44,6 +44,7 @@
 #include "errmodel.h"
 
 #include <cblas.h>
+#include <float.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -98,39 +99,57 @@ static void roots(double *v, size_t n) {
     for (size_t i = 0; i < n; i++) v[i] = sqrt(v[i]);
 }
 
-/* Per row r < R of M (row stride ld), over the columns [c0, c1) in order:
- * s2[r] = Σ v², s4[r] = Σ (v²)² with v² rounded to float32, as the exact
- * GEMMs' squared operands are (either may be NULL). */
+/* Σ v² and Σ (v²)² over v[0 .. n) (v² rounded to float32, as the exact
+ * GEMMs' squared operands are; s4 may be NULL), in eight interleaved partial
+ * sums added in a fixed order: the same on every vector width. */
+ERR_CLONES static void sq_sums(const float *restrict v, int n, double *s2, double *s4) {
+    double a2[8] = {0}, a4[8] = {0};
+    int c = 0;
+    for (; c + 8 <= n; c += 8)
+#pragma omp simd
+        for (int j = 0; j < 8; j++) {
+            const float v2 = v[c + j] * v[c + j];
+            a2[j] += sq(v[c + j]), a4[j] += sq(v2);
+        }
+    for (int j = 0; c + j < n; j++) {
+        const float v2 = v[c + j] * v[c + j];
+        a2[j] += sq(v[c + j]), a4[j] += sq(v2);
+    }
+    *s2 = ((a2[0] + a2[1]) + (a2[2] + a2[3])) + ((a2[4] + a2[5]) + (a2[6] + a2[7]));
+    if (s4) *s4 = ((a4[0] + a4[1]) + (a4[2] + a4[3])) + ((a4[4] + a4[5]) + (a4[6] + a4[7]));
+}
+
+/* Per row r < R of M (row stride ld), over the columns [c0, c1): s2[r] = Σ v²,
+ * s4[r] = Σ (v²)² (sq_sums; s4 may be NULL). */
 static void row_sums(const float *M, int R, size_t ld, int c0, int c1, double *s2, double *s4) {
 #pragma omp parallel for schedule(static)
-    for (int r = 0; r < R; r++) {
-        const float *m = M + (size_t)r * ld;
-        double a2 = 0, a4 = 0;
-        for (int c = c0; c < c1; c++) {
+    for (int r = 0; r < R; r++) sq_sums(M + (size_t)r * ld + c0, c1 - c0, &s2[r], s4 ? &s4[r] : NULL);
+}
+
+/* Columns [c0, c0 + w) of M (C columns), rows [r0, r1) in order, added to a1
+ * (Σ|v|), a2 (Σ v²), a4 (Σ (v²)²). */
+ERR_CLONES static void col_block(const float *restrict M, int C, int c0, int w, int r0, int r1, double *restrict a1,
+                                 double *restrict a2, double *restrict a4) {
+    for (int r = r0; r < r1; r++) {
+        const float *restrict m = M + (size_t)r * C + c0;
+#pragma omp simd
+        for (int c = 0; c < w; c++) {
             const float v2 = m[c] * m[c];
-            a2 += sq(m[c]), a4 += sq(v2);
+            a1[c] += fabs(m[c]), a2[c] += sq(m[c]), a4[c] += sq(v2);
         }
-        if (s2) s2[r] = a2;
-        if (s4) s4[r] = a4;
     }
 }
 
 /* Per column c < C of M (R,C), over the rows [r0, r1) in order: s1[c] = Σ|v|,
  * and s2, s4 as row_sums (any may be NULL). Blocks of columns, rows in order:
- * the reads stay contiguous. */
+ * the reads stay contiguous, and the sums do not depend on the threads. */
 static void col_sums(const float *M, int C, int r0, int r1, double *s1, double *s2, double *s4) {
     enum { CB = 256 };
 #pragma omp parallel for schedule(static)
     for (int c0 = 0; c0 < C; c0 += CB) {
         const int w = C - c0 < CB ? C - c0 : CB;
         double a1[CB] = {0}, a2[CB] = {0}, a4[CB] = {0};
-        for (int r = r0; r < r1; r++) {
-            const float *m = M + (size_t)r * C + c0;
-            for (int c = 0; c < w; c++) {
-                const float v2 = m[c] * m[c];
-                a1[c] += fabs(m[c]), a2[c] += sq(m[c]), a4[c] += sq(v2);
-            }
-        }
+        col_block(M, C, c0, w, r0, r1, a1, a2, a4);
         for (int c = 0; c < w; c++) {
             if (s1) s1[c0 + c] = a1[c];
             if (s2) s2[c0 + c] = a2[c];
@@ -206,6 +225,12 @@ typedef struct {
     void *ctx;
 } nf_pass;
 
+/* o = (float)v */
+ERR_CLONES static void to_f32(float *restrict o, const double *restrict v, int n) {
+#pragma omp simd
+    for (int i = 0; i < n; i++) o[i] = (float)v[i];
+}
+
 /* act(h) and act'(h) in float32, as bias_act_forward_f32 computes them */
 ERR_CLONES static void act_row(const float *restrict h, float *restrict a, float *restrict g, int n, tpmlp_act act) {
     switch (act) {
@@ -259,7 +284,8 @@ ERR_CLONES static void row_gelu(const nf_row *r, double u, double tiny, double u
     for (int f = 0; f < F; f++) {
         const double hv = h[f], av = a[f], bh = bhv[f], gv = g[f];
         const double shp2 = sh2[f] + sq(UNI * rho_(u, tiny, hv));
-        const double s = hv != 0 ? av / hv : 0.5, m = s > 0.5 ? s : 1 - s;
+        const int h0 = hv == 0; /* s = A/H, ½ at H = 0: picked inputs, no branch */
+        const double s = (h0 ? 0.5 : av) / (h0 ? 1 : hv), m = s > 0.5 ? s : 1 - s;
         /* evaluation: TPMLP_ACT_ULPS fp32 ulps of the formula's terms, plus the
          * rounding to the format of its intermediate erf or tanh and of 1 + it
          * (PyTorch's bf16 GELU rounds them): u·(½|H·erf| + |A|). In a's own
@@ -329,11 +355,10 @@ ERR_CLONES static void add_cols(double *restrict acc, const nf_row *r, int F) {
     }
 }
 
-/* the row's Σ v² over [c0, c1), in order */
+/* the row's Σ v² over [c0, c1) (sq_sums) */
 static void add_row(double out[W_N], const nf_row *r, int c0, int c1) {
-    double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-    for (int f = c0; f < c1; f++) a0 += sq(r->sy[f]), a1 += sq(r->absa[f]), a2 += sq(r->s2[f]), a3 += sq(r->absdh[f]);
-    out[W_SY] = a0, out[W_ABSA] = a1, out[W_S2] = a2, out[W_ABSDH] = a3;
+    sq_sums(r->sy + c0, c1 - c0, &out[W_SY], NULL), sq_sums(r->absa + c0, c1 - c0, &out[W_ABSA], NULL);
+    sq_sums(r->s2 + c0, c1 - c0, &out[W_S2], NULL), sq_sums(r->absdh + c0, c1 - c0, &out[W_ABSDH], NULL);
 }
 
 static void nf_run(nf_sums *S, const nf_pass *p) {
@@ -369,7 +394,7 @@ static void nf_run(nf_sums *S, const nf_pass *p) {
             r.sy = p->sy ? p->sy + k0 : fb + (size_t)B_SY * F, r.s2 = p->s2 ? p->s2 + k0 : fb + (size_t)B_S2 * F;
             r.absa = fb + (size_t)B_ABSA * F, r.s = fb + (size_t)B_S * F, r.absdh = fb + (size_t)B_ABSDH * F;
             float *hb = fb + (size_t)B_H * F, *a32 = fb + (size_t)B_A32 * F;
-            for (int f = 0; f < F; f++) hb[f] = (float)r.h[f];
+            to_f32(hb, r.h, F);
             act_row(hb, a32, fb + (size_t)B_G * F, F, in->act); /* act'(H): a bound needs its size, not its last bits */
             /* H = X·W1ᵀ + b1: σH², then its bound λσH + ρ(H) */
             row_sh2(sh2, r.h, in->b1, p->nw1, p->t2h ? p->t2h + k0 : zero, p->nx[n], ch, u, tiny, ui, F);
@@ -607,26 +632,48 @@ void tpmlp_err_bounds_compute(tpmlp_err_bounds *b, const tpmlp_err_inputs *in, c
     input_norms_free(&m);
 }
 
+/* The form test's terms Σ wΔ·e and Σ wΔ² of one element, w = 1/scale²,
+ * scale = ba/λ; nothing from an element without a scale or with e NaN or Inf. */
+static inline void form_term(double *num, double *den, float a1, float a2, double e, double ba) {
+    const double scale = ba / TPMLP_LAMBDA, dlt = (double)a2 - (double)a1;
+    const int use = (scale > 0) & (fabs(e) <= DBL_MAX);
+    /* an element not used enters as 0·0/1 = 0: the inputs are picked, not the
+     * quotients (with AVX-512 masks the loop needs no branch) */
+    const double sc = use ? scale : 1, ev = use ? e : 0, dv = use ? dlt : 0;
+    *num += dv * ev / (sc * sc), *den += dv * dv / (sc * sc);
+}
+
+/* num, den (8 lanes each) += the form test's terms of n elements. Lane j
+ * takes the elements j, j + 8, ...: the same sums on every vector width. */
+ERR_CLONES static void form_terms(double *restrict num, double *restrict den, const float *restrict a1,
+                                  const float *restrict a2, const double *restrict e, const double *restrict ba,
+                                  int n) {
+    int k0 = 0;
+    for (; k0 + 8 <= n; k0 += 8)
+#pragma omp simd
+        for (int j = 0; j < 8; j++) form_term(&num[j], &den[j], a1[k0 + j], a2[k0 + j], e[k0 + j], ba[k0 + j]);
+    for (int j = 0; k0 + j < n; j++) form_term(&num[j], &den[j], a1[k0 + j], a2[k0 + j], e[k0 + j], ba[k0 + j]);
+}
+
 void tpmlp_err_form_sums(tpmlp_act act, const double *h, const float *a1, const double *e, const double *ba, size_t n,
                          double *num, double *den) {
     if (act == TPMLP_RELU) return;
     const tpmlp_act other = act == TPMLP_GELU ? TPMLP_GELU_TANH : TPMLP_GELU;
     enum { BLK = 1024 };
     float hb[BLK], own[BLK], a2[BLK], g[BLK];
+    double nl[8] = {0}, dl[8] = {0};
     for (size_t k0 = 0; k0 < n; k0 += BLK) {
         /* Δ = other(h) - act(h), from the float32 kernels: Δ is about 10⁻⁴ where it
          * matters, their errors about 10⁻⁷ of |a| */
         const int m = (int)(n - k0 < BLK ? n - k0 : BLK);
-        for (int i = 0; i < m; i++) hb[i] = (float)h[k0 + i];
+        to_f32(hb, h + k0, m);
         if (!a1) act_row(hb, own, g, m, act);
         act_row(hb, a2, g, m, other);
-        const float *mine = a1 ? a1 + k0 : own;
-        for (int i = 0; i < m; i++) { /* β = Σ wΔ·e / Σ wΔ², w = 1/scale²: the least-squares share of Δ in e */
-            const double scale = ba[k0 + i] / TPMLP_LAMBDA, dlt = (double)a2[i] - (double)mine[i];
-            if (!(scale > 0) || !isfinite(e[k0 + i])) continue;
-            *num += dlt * e[k0 + i] / (scale * scale), *den += dlt * dlt / (scale * scale);
-        }
+        /* β = Σ wΔ·e / Σ wΔ², w = 1/scale²: the least-squares share of Δ in e */
+        form_terms(nl, dl, a1 ? a1 + k0 : own, a2, e + k0, ba + k0, m);
     }
+    *num += ((nl[0] + nl[1]) + (nl[2] + nl[3])) + ((nl[4] + nl[5]) + (nl[6] + nl[7]));
+    *den += ((dl[0] + dl[1]) + (dl[2] + dl[3])) + ((dl[4] + dl[5]) + (dl[6] + dl[7]));
 }
 
 double tpmlp_err_form_beta(double num, double den, double *noise) {
