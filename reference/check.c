@@ -146,31 +146,58 @@ static void cmp_merge(cmp_acc *into, const cmp_acc *c) {
 #define CHECK_CLONES
 #endif
 
-/* e = got - ref and q = |e| / bound per element, NaN taken as INFINITY (it
- * never passes); *qmax, *emax: the largest q and |e| (NaN: INFINITY). */
-CHECK_CLONES static void span_q(double *restrict e, double *restrict q, const double *restrict got,
-                                const double *restrict ref, const double *restrict bound, size_t m, double *qmax,
-                                double *emax) {
+/* One element: its error *e = got - ref, |e| in *ae and the share |e| / bound
+ * returned, NaN taken as INFINITY (it never passes). The bound is never 0:
+ * it has the format's floor. */
+static inline double share_of(double got, double ref, double bound, double *e, double *ae) {
+    *e = got - ref;
+    const double a = fabs(*e), q = a / bound;
+    *ae = a == a ? a : INFINITY;
+    return q == q ? q : INFINITY;
+}
+
+/* e and q of m elements (share_of), and *qmax, *emax the largest share and
+ * |e|; got float64 (gd) or float32 (gf). */
+CHECK_CLONES static void span_q_f64(double *restrict e, double *restrict q, const double *restrict gd,
+                                    const double *restrict ref, const double *restrict bound, size_t m, double *qmax,
+                                    double *emax) {
     double qm = 0, em = 0;
 #pragma omp simd reduction(max : qm, em)
-    for (size_t i = 0; i < m; i++) { /* the bound is never 0 (it has the format's floor) */
-        e[i] = got[i] - ref[i];
-        const double ae = fabs(e[i]), qi = ae / bound[i]; /* NaN or Inf in got: NaN or Inf here */
-        const double qq = qi == qi ? qi : INFINITY, aa = ae == ae ? ae : INFINITY;
-        q[i] = qq;
-        qm = qq > qm ? qq : qm, em = aa > em ? aa : em;
+    for (size_t i = 0; i < m; i++) {
+        double ae;
+        q[i] = share_of(gd[i], ref[i], bound[i], &e[i], &ae);
+        qm = q[i] > qm ? q[i] : qm, em = ae > em ? ae : em;
+    }
+    *qmax = qm, *emax = em;
+}
+CHECK_CLONES static void span_q_f32(double *restrict e, double *restrict q, const float *restrict gf,
+                                    const double *restrict ref, const double *restrict bound, size_t m, double *qmax,
+                                    double *emax) {
+    double qm = 0, em = 0;
+#pragma omp simd reduction(max : qm, em)
+    for (size_t i = 0; i < m; i++) {
+        double ae;
+        q[i] = share_of(gf[i], ref[i], bound[i], &e[i], &ae);
+        qm = q[i] > qm ? q[i] : qm, em = ae > em ? ae : em;
     }
     *qmax = qm, *emax = em;
 }
 
-/* Elements k0 .. k0 + m - 1 of THEIRS (got) against their reference and
- * bound; e and q receive the errors and the shares, and for --dump ratio and
- * bnd (or NULL) each element's share and bound. Elements come in increasing
- * order per thread. */
-static void cmp_span(cmp_acc *c, const double *got, const double *ref, const double *bound, size_t m, uint64_t k0,
-                     double *e, double *q, float *ratio, float *bnd) {
-    double qm, em;
-    span_q(e, q, got, ref, bound, m, &qm, &em);
+/* Elements k0 .. k0 + m - 1 of THEIRS's tensor t against their reference and
+ * bound. buf (3m): THEIRS's values where they are not float32 in place, the
+ * errors (returned) and the shares. For --dump ratio and bnd (or NULL) get
+ * each element's share and bound. Elements come in increasing order per
+ * thread. */
+static const double *cmp_span(cmp_acc *c, const st_file *theirs, const st_tensor *t, uint64_t k0, size_t m,
+                              const double *ref, const double *bound, double *buf, float *ratio, float *bnd) {
+    double *got = buf, *e = buf + m, *q = e + m, qm, em;
+    st_tensor part = *t;
+    part.numel = m, part.begin = t->begin + (size_t)k0 * st_dtype_size(t->dtype);
+    const void *p = st_data(theirs, &part);
+    if (t->dtype == ST_F32 && (uintptr_t)p % sizeof(float) == 0) /* (the usual case: read in place) */
+        span_q_f32(e, q, p, ref, bound, m, &qm, &em);
+    else
+        st_to_f64(theirs, &part, got), span_q_f64(e, q, got, ref, bound, m, &qm, &em);
     if (qm > c->used) { /* rarely: the first element of the largest share */
         size_t i = 0;
         while (q[i] != qm) i++;
@@ -179,6 +206,7 @@ static void cmp_span(cmp_acc *c, const double *got, const double *ref, const dou
     if (em > c->err) c->err = em;
     if (ratio)
         for (size_t i = 0; i < m; i++) ratio[k0 + i] = (float)q[i], bnd[k0 + i] = (float)bound[i];
+    return e;
 }
 
 /* (every tensor has an element: the dims are at least 1, so c->worst is one) */
@@ -203,16 +231,13 @@ static void compare(tpmlp_check_row *r, const st_file *theirs, const st_tensor *
 #pragma omp parallel
     {
         cmp_acc *mine = &acc[omp_get_thread_num()];
-        double *got = tpmlp_alloc(3 * chunk, sizeof *got, "theirs"), *e = got + chunk, *q = e + chunk;
+        double *buf = tpmlp_alloc(3 * chunk, sizeof *buf, "theirs");
 #pragma omp for schedule(static)
         for (uint64_t c = 0; c < nchunks; c++) {
             const uint64_t k0 = c * chunk, m = t->numel - k0 < chunk ? t->numel - k0 : chunk;
-            st_tensor part = *t;
-            part.numel = m, part.begin = t->begin + (size_t)k0 * st_dtype_size(t->dtype);
-            st_to_f64(theirs, &part, got);
-            cmp_span(mine, got, ref + k0, bound + k0, m, k0, e, q, ratio, bnd);
+            cmp_span(mine, theirs, t, k0, (size_t)m, ref + k0, bound + k0, buf, ratio, bnd);
         }
-        free(got);
+        free(buf);
     }
     cmp_init(&all);
     for (int q = 0; q < nt; q++) cmp_merge(&all, &acc[q]);
@@ -236,18 +261,16 @@ typedef struct {
 
 static void check_row(void *ctx, int thread, int n, const double *bh, const double *ba, const float *a32) {
     row_check *c = ctx;
-    double *got = c->buf + (size_t)thread * 3 * c->fr, *e = got + c->fr, *q = e + c->fr;
+    double *buf = c->buf + (size_t)thread * 3 * c->fr;
     const size_t at = (size_t)n * c->F + c->f0;
     const uint64_t k0 = (uint64_t)n * c->fr;
     for (int i = 0; i < 2; i++) {
         const st_tensor *t = c->t[i];
         if (t == NULL) continue;
-        st_tensor part = *t;
-        part.numel = (uint64_t)c->fr, part.begin = t->begin + (size_t)k0 * st_dtype_size(t->dtype);
-        st_to_f64(c->theirs, &part, got);
         const double *bound = (i ? ba : bh) + c->f0;
         cmp_acc *acc = &c->acc[2 * thread + i];
-        cmp_span(acc, got, (i ? c->a : c->h) + at, bound, (size_t)c->fr, k0, e, q, c->ratio[i], c->bnd[i]);
+        const double *e =
+            cmp_span(acc, c->theirs, t, k0, (size_t)c->fr, (i ? c->a : c->h) + at, bound, buf, c->ratio[i], c->bnd[i]);
         if (i == 1 && c->form)
             tpmlp_err_form_sums(c->act, c->h + at, a32 + c->f0, e, bound, (size_t)c->fr, &acc->num, &acc->den);
     }

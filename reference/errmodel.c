@@ -44,9 +44,9 @@
 #include "errmodel.h"
 
 #include <cblas.h>
-#include <float.h>
 #include <math.h>
 #include <omp.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -632,14 +632,27 @@ void tpmlp_err_bounds_compute(tpmlp_err_bounds *b, const tpmlp_err_inputs *in, c
     input_norms_free(&m);
 }
 
+static inline uint64_t bits_of(double v) {
+    uint64_t u;
+    memcpy(&u, &v, sizeof u);
+    return u;
+}
+static inline double double_of(uint64_t u) {
+    double v;
+    memcpy(&v, &u, sizeof v);
+    return v;
+}
+
 /* The form test's terms Σ wΔ·e and Σ wΔ² of one element, w = 1/scale²,
- * scale = ba/λ; nothing from an element without a scale or with e NaN or Inf. */
+ * scale = ba/λ; nothing from an element whose scale is not positive and
+ * finite or whose e is NaN or Inf. Such an element enters as 0·0/1 = 0,
+ * picked by bit masks: with a compare and a select of the quotients' inputs
+ * the compiler keeps a branch, and the loop scalar. */
 static inline void form_term(double *num, double *den, float a1, float a2, double e, double ba) {
-    const double scale = ba / TPMLP_LAMBDA, dlt = (double)a2 - (double)a1;
-    const int use = (scale > 0) & (fabs(e) <= DBL_MAX);
-    /* an element not used enters as 0·0/1 = 0: the inputs are picked, not the
-     * quotients (with AVX-512 masks the loop needs no branch) */
-    const double sc = use ? scale : 1, ev = use ? e : 0, dv = use ? dlt : 0;
+    const uint64_t inf = 0x7ff0000000000000u, sb = bits_of(ba / TPMLP_LAMBDA), eb = bits_of(e);
+    const uint64_t keep = -(uint64_t)(((eb & inf) != inf) & (sb - 1 < inf - 1)); /* all ones or 0 */
+    const double sc = double_of((sb & keep) | (bits_of(1.0) & ~keep)), ev = double_of(eb & keep);
+    const double dv = double_of(bits_of((double)a2 - (double)a1) & keep);
     *num += dv * ev / (sc * sc), *den += dv * dv / (sc * sc);
 }
 

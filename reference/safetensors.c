@@ -382,6 +382,7 @@ void st_to_f64(const st_file *f, const st_tensor *t, double *out) {
         }
         break;
     case ST_F32:
+#pragma omp simd
         for (uint64_t i = 0; i < n; i++) {
             float v;
             memcpy(&v, p + 4 * i, 4);
