@@ -245,35 +245,47 @@ static void compare(tpmlp_check_row *r, const st_file *theirs, const st_tensor *
     cmp_finish(r, theirs, t, &all);
 }
 
-/* h and a are compared as their bounds are found, row by row (errmodel.h's
- * row function): THEIRS's columns [f0, f0 + fr) of each row. */
+/* The tensors of THEIRS are compared row by row as their bounds are found
+ * (errmodel.h's row function); db1 and db2, from their arrays. A rank's
+ * tensor holds its block of F: the columns [f0, f0 + fr) of each row (h, a,
+ * dW2), or the rows [f0, f0 + fr) (dW1). */
+enum { WHOLE, COLUMNS, ROWS };
+typedef struct {
+    const st_tensor *t; /* THEIRS's tensor, or NULL */
+    const double *ref;  /* the reference, full shape */
+    int width, block;   /* a row's elements; WHOLE, or the rank's COLUMNS or ROWS */
+    float *ratio, *bnd; /* --dump, or NULL */
+} row_stream;
+
 typedef struct {
     const st_file *theirs;
-    const st_tensor *t[2]; /* THEIRS's h and a, or NULL */
-    const double *h, *a;   /* the reference (N,F) */
-    int F, f0, fr;
+    int f0, fr;
+    const double *h; /* the reference h: the form test's */
     tpmlp_act act;
-    int form;                 /* the form test on a */
-    float *ratio[2], *bnd[2]; /* --dump, or NULL */
-    cmp_acc *acc;             /* [2·thread + i] */
-    double *buf;              /* per thread: THEIRS's row, its errors and shares (3·fr) */
+    int form; /* the form test on a */
+    row_stream s[TPMLP_ERR_TENSORS];
+    cmp_acc *acc; /* [thread · TPMLP_ERR_TENSORS + which] */
+    double *buf;  /* per thread 3·bufw: cmp_span's */
+    size_t bufw;
 } row_check;
 
-static void check_row(void *ctx, int thread, int n, const double *bh, const double *ba, const float *a32) {
+static void check_row(void *ctx, int thread, tpmlp_err_tensor which, int r, const double *bound, const float *a32) {
     row_check *c = ctx;
-    double *buf = c->buf + (size_t)thread * 3 * c->fr;
-    const size_t at = (size_t)n * c->F + c->f0;
-    const uint64_t k0 = (uint64_t)n * c->fr;
-    for (int i = 0; i < 2; i++) {
-        const st_tensor *t = c->t[i];
-        if (t == NULL) continue;
-        const double *bound = (i ? ba : bh) + c->f0;
-        cmp_acc *acc = &c->acc[2 * thread + i];
-        const double *e =
-            cmp_span(acc, c->theirs, t, k0, (size_t)c->fr, (i ? c->a : c->h) + at, bound, buf, c->ratio[i], c->bnd[i]);
-        if (i == 1 && c->form)
-            tpmlp_err_form_sums(c->act, c->h + at, a32 + c->f0, e, bound, (size_t)c->fr, &acc->num, &acc->den);
+    const row_stream *s = &c->s[which];
+    if (s->t == NULL) return;
+    size_t m = (size_t)s->width, off = 0;
+    uint64_t k0 = (uint64_t)r * (uint64_t)s->width;
+    if (s->block == COLUMNS) m = (size_t)c->fr, off = (size_t)c->f0, k0 = (uint64_t)r * (uint64_t)c->fr;
+    if (s->block == ROWS) {
+        if (r < c->f0 || r >= c->f0 + c->fr) return;
+        k0 = (uint64_t)(r - c->f0) * (uint64_t)s->width;
     }
+    const size_t at = (size_t)r * (size_t)s->width + off;
+    cmp_acc *acc = &c->acc[(size_t)thread * TPMLP_ERR_TENSORS + which];
+    const double *e = cmp_span(acc, c->theirs, s->t, k0, m, s->ref + at, bound + off,
+                               c->buf + (size_t)thread * 3 * c->bufw, s->ratio, s->bnd);
+    if (which == TPMLP_ERR_A && c->form)
+        tpmlp_err_form_sums(c->act, c->h + at, a32 + off, e, bound + off, m, &acc->num, &acc->den);
 }
 
 /* The partial references of every rank: the rank's own, and Σ_r |·| for the all-reduce's roundings. */
@@ -309,13 +321,14 @@ static void form_verdict(tpmlp_check_row *r, tpmlp_act act, double num, double d
     }
 }
 
-/* Which reference tensor and bound array check tensor i reads. */
-static void sources(tpmlp_check_id i, const tpmlp_err_bounds *b, const double *ref_by_vec[V_COUNT], const double *yr,
-                    const double *dxr, const double **ref, const double **bnd) {
-    const double *bounds[C_COUNT] = {b->h, b->a, b->y, b->dx, b->dw1, b->db1, b->dw2, b->db2, b->y_part, b->dx_part};
-    *bnd = bounds[i];
-    *ref = i == C_YPART ? yr : i == C_DXPART ? dxr : ref_by_vec[tpmlp_check_specs[i].vec];
-}
+/* The row stream of each check tensor (-1: db1 and db2, arrays). */
+static const int stream_of[C_COUNT] = {
+    [C_H] = TPMLP_ERR_H,          [C_A] = TPMLP_ERR_A,
+    [C_Y] = TPMLP_ERR_Y,          [C_DX] = TPMLP_ERR_DX,
+    [C_DW1] = TPMLP_ERR_DW1,      [C_DB1] = -1,
+    [C_DW2] = TPMLP_ERR_DW2,      [C_DB2] = -1,
+    [C_YPART] = TPMLP_ERR_Y_PART, [C_DXPART] = TPMLP_ERR_DX_PART,
+};
 
 static int write_dump(const char *dump, const tpmlp_check_result *res, float *ratio[C_COUNT], float *bnd[C_COUNT],
                       char *err, size_t errlen) {
@@ -389,7 +402,7 @@ int tpmlp_check(tpmlp_check_result *res, const st_file *vec, const st_file *thei
     tpmlp_err_tp tp = {0};
     double *keep[4] = {NULL, NULL, NULL, NULL};
     if (o->tp) { /* the all-reduces' roundings; and for one rank, its partial sums */
-        tpmlp_progress("check: partial sums of the ranks", 1, C_COUNT);
+        tpmlp_progress("check: partial sums of the ranks", 1, 2);
         partials(&tp, keep, &in, o);
         tp.f0 = res->f0, tp.f1 = res->f1;
     }
@@ -401,59 +414,48 @@ int tpmlp_check(tpmlp_check_result *res, const st_file *vec, const st_file *thei
             ratio[i] = tpmlp_alloc(res->rows[i].n, sizeof(float), "dump"),
             bnd_dump[i] = tpmlp_alloc(res->rows[i].n, sizeof(float), "dump");
 
-    /* the bounds, and h and a compared row by row as their bounds are found */
+    /* the bounds, and the tensors compared row by row as their bounds are found */
     const int nt = omp_get_max_threads();
-    row_check rc_ha = {theirs,
-                       {NULL, NULL},
-                       view[V_H],
-                       view[V_A],
-                       dm->F,
-                       res->f0,
-                       fr ? fr : dm->F,
-                       dm->act,
-                       0,
-                       {ratio[C_H], ratio[C_A]},
-                       {bnd_dump[C_H], bnd_dump[C_A]},
-                       NULL,
-                       NULL};
-    for (int i = C_H; i <= C_A; i++)
-        if (res->rows[i].present) rc_ha.t[i - C_H] = st_find(theirs, tpmlp_check_specs[i].name);
-    rc_ha.form = res->rows[C_A].present && dm->act != TPMLP_RELU;
-    rc_ha.acc = tpmlp_alloc(2 * (size_t)nt, sizeof *rc_ha.acc, "comparison");
-    for (int q = 0; q < 2 * nt; q++) cmp_init(&rc_ha.acc[q]);
-    rc_ha.buf = tpmlp_alloc(3 * (size_t)nt * (size_t)rc_ha.fr, sizeof(double), "theirs");
+    row_check rc_rows = {.theirs = theirs, .f0 = res->f0, .fr = fr, .h = view[V_H], .act = dm->act};
+    rc_rows.form = res->rows[C_A].present && dm->act != TPMLP_RELU;
+    rc_rows.bufw = (size_t)(dm->F > dm->D ? dm->F : dm->D);
+    for (int i = 0; i < C_COUNT; i++) {
+        if (stream_of[i] < 0 || !res->rows[i].present) continue;
+        row_stream *st = &rc_rows.s[stream_of[i]];
+        st->t = st_find(theirs, tpmlp_check_specs[i].name), st->ratio = ratio[i], st->bnd = bnd_dump[i];
+        st->ref = i == C_YPART ? tp.yr : i == C_DXPART ? tp.dxr : ref_by_vec[tpmlp_check_specs[i].vec];
+        st->width = i == C_H || i == C_A || i == C_DW2 ? dm->F : dm->D;
+        if (fr > 0 && tpmlp_check_specs[i].shard >= 0) st->block = i == C_DW1 ? ROWS : COLUMNS;
+    }
+    rc_rows.acc = tpmlp_alloc((size_t)nt * TPMLP_ERR_TENSORS, sizeof *rc_rows.acc, "comparison");
+    for (int q = 0; q < nt * TPMLP_ERR_TENSORS; q++) cmp_init(&rc_rows.acc[q]);
+    rc_rows.buf = tpmlp_alloc(3 * (size_t)nt * rc_rows.bufw, sizeof(double), "theirs");
     tpmlp_err_bounds b;
-    tpmlp_progress("check: error bounds, h and a", 1, C_COUNT);
-    tpmlp_err_bounds_compute(&b, &in, o->fmt, o->tp ? &tp : NULL, o->fmt->u_in > 0, check_row, &rc_ha);
-    for (int i = C_H; i <= C_A; i++) {
+    tpmlp_progress("check: error bounds and comparison", o->tp ? 2 : 1, o->tp ? 2 : 1);
+    tpmlp_err_bounds_compute(&b, &in, o->fmt, o->tp ? &tp : NULL, o->fmt->u_in > 0, check_row, &rc_rows);
+    for (int i = 0; i < C_COUNT; i++) {
         tpmlp_check_row *r = &res->rows[i];
         if (!r->present) continue;
-        cmp_acc all;
-        cmp_init(&all);
-        for (int q = 0; q < nt; q++) cmp_merge(&all, &rc_ha.acc[2 * q + i - C_H]);
-        cmp_finish(r, theirs, rc_ha.t[i - C_H], &all);
-        if (i == C_A && rc_ha.form) form_verdict(r, dm->act, all.num, all.den);
-        res->pass &= r->pass;
-    }
-    free(rc_ha.acc), free(rc_ha.buf);
-
-    for (int i = C_Y; i < C_COUNT; i++) {
-        tpmlp_check_row *r = &res->rows[i];
-        if (!r->present) continue;
-        tpmlp_progress(tpmlp_check_specs[i].name, i, C_COUNT);
-        const double *ref, *bnd;
-        sources((tpmlp_check_id)i, &b, ref_by_vec, tp.yr, tp.dxr, &ref, &bnd);
-        const int sharded = fr > 0 && tpmlp_check_specs[i].shard >= 0;
-        double *rcopy = NULL, *bcopy = NULL;
-        const double *rv = ref, *bv = bnd;
-        if (sharded) { /* the rank's block of the reference and the bounds */
-            rv = rcopy = block_of(ref, (tpmlp_check_id)i, dm, res->f0, fr, r->n);
-            bv = bcopy = block_of(bnd, (tpmlp_check_id)i, dm, res->f0, fr, r->n);
+        const int w = stream_of[i];
+        if (w >= 0) { /* the threads' findings */
+            cmp_acc all;
+            cmp_init(&all);
+            for (int q = 0; q < nt; q++) cmp_merge(&all, &rc_rows.acc[(size_t)q * TPMLP_ERR_TENSORS + w]);
+            cmp_finish(r, theirs, rc_rows.s[w].t, &all);
+            if (i == C_A && rc_rows.form) form_verdict(r, dm->act, all.num, all.den);
+        } else { /* db1, db2 */
+            const double *ref = ref_by_vec[tpmlp_check_specs[i].vec], *bnd = i == C_DB1 ? b.db1 : b.db2;
+            double *rcopy = NULL, *bcopy = NULL;
+            if (fr > 0 && tpmlp_check_specs[i].shard >= 0) { /* the rank's block of the reference and the bounds */
+                ref = rcopy = block_of(ref, (tpmlp_check_id)i, dm, res->f0, fr, r->n);
+                bnd = bcopy = block_of(bnd, (tpmlp_check_id)i, dm, res->f0, fr, r->n);
+            }
+            compare(r, theirs, st_find(theirs, tpmlp_check_specs[i].name), ref, bnd, ratio[i], bnd_dump[i]);
+            free(rcopy), free(bcopy);
         }
-        compare(r, theirs, st_find(theirs, tpmlp_check_specs[i].name), rv, bv, ratio[i], bnd_dump[i]);
-        free(rcopy), free(bcopy);
         res->pass &= r->pass;
     }
+    free(rc_rows.acc), free(rc_rows.buf);
     int rc = dump ? write_dump(dump, res, ratio, bnd_dump, err, errlen) : 0;
     for (int i = 0; i < C_COUNT; i++) free(ratio[i]), free(bnd_dump[i]);
     tpmlp_err_free(&b);

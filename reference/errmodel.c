@@ -193,6 +193,24 @@ static double walk_at(const walk *w, int m, int n) {
     return w->gemm ? w->gemm[(size_t)m * w->ld + n] : (float)(w->rows[m] * w->cols[n] * (1 + 1e-6));
 }
 
+/* Where the bounds' rows go: the arrays of b, or the caller's row function. */
+typedef struct {
+    tpmlp_err_bounds *b;
+    tpmlp_err_row_fn fn;
+    void *ctx;
+} rows_out;
+
+static void emit(const rows_out *o, int thread, tpmlp_err_tensor which, int r, int width, const double *v,
+                 const float *a32) {
+    if (o->fn) {
+        o->fn(o->ctx, thread, which, r, v, a32);
+        return;
+    }
+    double *const arrays[TPMLP_ERR_TENSORS] = {o->b->h,   o->b->a,   o->b->y,      o->b->dx,
+                                               o->b->dw1, o->b->dw2, o->b->y_part, o->b->dx_part};
+    memcpy(arrays[which] + (size_t)r * width, v, (size_t)width * sizeof *v);
+}
+
 /* ---- the pass over (n, f) ----
  *
  * Every per-element quantity of the (N,F) arrays (the bounds of h and a, the
@@ -220,9 +238,7 @@ typedef struct {
     const float *da;                    /* (N,F): dA = dY·W2 */
     float *sy, *s2;                     /* (N,F) out, exact: σA'² + ui²A², σdH'² + ui²dH²; else NULL */
     double *hard;                       /* (N,F) out, relu: the crossings' allowance in dH; else NULL */
-    double *bh, *ba;                    /* (N,F) out: the bounds of h and a; or NULL: row receives them */
-    tpmlp_err_row_fn row;
-    void *ctx;
+    const rows_out *out;                /* the bounds of h and a */
 } nf_pass;
 
 /* o = (float)v */
@@ -389,8 +405,8 @@ static void nf_run(nf_sums *S, const nf_pass *p) {
                         .t2da = p->t2da ? p->t2da + k0 : zero,
                         .ndy = cda * p->ndy[n],
                         .hard = p->hard ? p->hard + k0 : NULL};
-            double *bh = p->bh ? p->bh + k0 : sh2 + F;
-            r.bh = bh, r.ba = p->ba ? p->ba + k0 : sh2 + 2 * (size_t)F;
+            double *bh = sh2 + F;
+            r.bh = bh, r.ba = sh2 + 2 * (size_t)F;
             r.sy = p->sy ? p->sy + k0 : fb + (size_t)B_SY * F, r.s2 = p->s2 ? p->s2 + k0 : fb + (size_t)B_S2 * F;
             r.absa = fb + (size_t)B_ABSA * F, r.s = fb + (size_t)B_S * F, r.absdh = fb + (size_t)B_ABSDH * F;
             float *hb = fb + (size_t)B_H * F, *a32 = fb + (size_t)B_A32 * F;
@@ -411,7 +427,7 @@ static void nf_run(nf_sums *S, const nf_pass *p) {
                 add_row(sums, &r, p->f0, p->f1);
                 for (int k = 0; k < W_N; k++) S->rrow[k][n] = sums[k];
             }
-            if (p->row) p->row(p->ctx, t, n, r.bh, r.ba, a32);
+            emit(p->out, t, TPMLP_ERR_H, n, F, r.bh, NULL), emit(p->out, t, TPMLP_ERR_A, n, F, r.ba, a32);
         }
 #pragma omp for schedule(static)
         for (int f = 0; f < F; f++) /* the threads' column sums, added in thread order */
@@ -424,56 +440,83 @@ static void nf_run(nf_sums *S, const nf_pass *p) {
 
 /* ---- the sums over f and over n ---- */
 
-/* Bounds of a sum over f ∈ [f0, f1) of per-(n,f) errors through a (D,F)-shaped
- * or (F,D)-shaped weight: Y = A·W2ᵀ (w_df = W2[d,f]) or dX = dH·W1 (w_df = W1[f,d]).
- * wk: Σ_f w²σ² (N,D); nv (N), nw (D): ‖·‖₂ over f of the terms' other factor
- * and of the weight, for Σ|t|; hard (N,F) or NULL; bias (D) or NULL. out (N,D)
- * receives hard + λσ (without the own rounding). */
-static void sum_over_f(double *out, const walk *wk, const double *nv, const double *nw, const float *bias,
-                       const double *hard, const float *w, int w_is_df, int N, int D, int F, int f0, int f1) {
-    const double ck = UA * sqrt(f1 - f0 + 1.0);
-#pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++)
-        for (int d = 0; d < D; d++) {
-            const double b = bias ? fabs(bias[d]) : 0; /* y's running sums are within Σ|t| + |b2| */
-            out[(size_t)n * D + d] = TPMLP_LAMBDA * sqrt(walk_at(wk, n, d) + sq(ck * (nv[n] * nw[d] + b)));
+/* What a row of y, dx or a partial adds to its hard + λσ, element by element. */
+typedef struct {
+    const float *b2;   /* y: σ² gets ui²b2² + ρ(Y - b2)²: the bound becomes √(bound² + λ²·that) */
+    const double *ref; /* (N,D): the reference value, for its own rounding */
+    const double *sum; /* (N,D) or NULL: Σ_r|partial_r| of a p-way run's all-reduce: p partials
+                          stored, p - 1 additions of at most that */
+    int p;
+} nd_finish;
+
+/* Row by row, the bounds of a sum over f ∈ [f0, f1) of per-(n,f) errors
+ * through a (D,F)-shaped or (F,D)-shaped weight: Y = A·W2ᵀ (w_df = W2[d,f])
+ * or dX = dH·W1 (w_df = W1[f,d]). wk: Σ_f w²σ² (N,D); nv (N), nw (D): ‖·‖₂
+ * over f of the terms' other factor and of the weight, for Σ|t|; bias (D) or
+ * NULL; hard (N,F) or NULL. Each row: hard + λσ, then fin's terms. */
+static void over_f(const rows_out *out, tpmlp_err_tensor which, const walk *wk, const double *nv, const double *nw,
+                   const float *bias, const double *hard, const float *w, int w_is_df, int N, int D, int F, int f0,
+                   int f1, const nd_finish *fin, const tpmlp_format *fm) {
+    const double ck = UA * sqrt(f1 - f0 + 1.0), lam = TPMLP_LAMBDA, ui = fm->u_in * UNI;
+#pragma omp parallel
+    {
+        const int t = omp_get_thread_num();
+        double *row = alloc_d((size_t)D, "a row of bounds");
+#pragma omp for schedule(static)
+        for (int n = 0; n < N; n++) {
+            for (int d = 0; d < D; d++) {
+                const double b = bias ? fabs(bias[d]) : 0; /* y's running sums are within Σ|t| + |b2| */
+                row[d] = lam * sqrt(walk_at(wk, n, d) + sq(ck * (nv[n] * nw[d] + b)));
+            }
+            if (hard) /* sparse: only relu crossings are non-zero */
+                for (int f = f0; f < f1; f++) {
+                    const double hv = hard[(size_t)n * F + f];
+                    if (hv == 0) continue;
+                    for (int d = 0; d < D; d++)
+                        row[d] += hv * fabsf(w_is_df ? w[(size_t)d * F + f] : w[(size_t)f * D + d]);
+                }
+            const double *ref = fin->ref + (size_t)n * D, *sum = fin->sum ? fin->sum + (size_t)n * D : NULL;
+            for (int d = 0; d < D; d++) {
+                if (fin->b2) {
+                    const double b2 = fin->b2[d], s2 = sq(ui * b2) + sq(srho(fm, ref[d] - b2));
+                    row[d] = sqrt(sq(row[d]) + lam * lam * s2) + rho(fm, ref[d]);
+                } else
+                    row[d] += rho(fm, ref[d]);
+                if (sum)
+                    row[d] +=
+                        lam * UNI * sqrt(fin->p * sq(fm->u * sum[d] + fm->tiny) + (fin->p - 1) * sq(fm->u * sum[d]));
+            }
+            emit(out, t, which, n, D, row, NULL);
         }
-    if (hard) /* sparse: only relu crossings are non-zero */
-#pragma omp parallel for schedule(static)
-        for (int n = 0; n < N; n++)
-            for (int f = f0; f < f1; f++) {
-                const double hv = hard[(size_t)n * F + f];
-                if (hv == 0) continue;
-                for (int d = 0; d < D; d++)
-                    out[(size_t)n * D + d] += hv * fabsf(w_is_df ? w[(size_t)d * F + f] : w[(size_t)f * D + d]);
-            }
+        free(row);
+    }
 }
 
-/* Bounds of a sum over the N rows: out (R,C) ≥ hard + λσ for Σ_n G[n,r]·V[n,c],
- * with σ² = wk (R,C), the fp32 accumulation from ng (R), nv (C), the ‖·‖₂ over
- * n of |G| and |V|, and hard (N,R) carried through |V| (V (N,C)). */
-static void sum_over_n(double *out, const walk *wk, const double *ng, const double *nv, const double *hard,
-                       const float *v, int N, int R, int C) {
+/* Row by row, the bounds of a sum over the N rows: out (R,C) ≥ hard + λσ +
+ * ρ(ref) for Σ_n G[n,r]·V[n,c], with σ² = wk (R,C), the fp32 accumulation
+ * from ng (R), nv (C), the ‖·‖₂ over n of |G| and |V|, hard (N,R) carried
+ * through |V| (V (N,C)), and ref (R,C) the reference value. */
+static void over_n(const rows_out *out, tpmlp_err_tensor which, const walk *wk, const double *ng, const double *nv,
+                   const double *hard, const float *v, const double *ref, int N, int R, int C, const tpmlp_format *fm) {
     const double cn = UA * sqrt((double)N);
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < C; c++)
-            out[(size_t)r * C + c] = TPMLP_LAMBDA * sqrt(walk_at(wk, r, c) + sq(cn * ng[r] * nv[c]));
-    if (hard)
-#pragma omp parallel for schedule(static)
-        for (int r = 0; r < R; r++)
-            for (int n = 0; n < N; n++) {
-                const double hv = hard[(size_t)n * R + r];
-                if (hv == 0) continue;
-                for (int c = 0; c < C; c++) out[(size_t)r * C + c] += hv * fabsf(v[(size_t)n * C + c]);
-            }
-}
-
-/* The all-reduce's roundings for a replicated sum: p partials stored, p - 1
- * additions of at most Σ_r|partial_r|. */
-static void add_allreduce(double *b, const tpmlp_err_tp *tp, const double *sum, size_t n, const tpmlp_format *fm) {
-    for (size_t k = 0; k < n; k++)
-        b[k] += TPMLP_LAMBDA * UNI * sqrt(tp->p * sq(fm->u * sum[k] + fm->tiny) + (tp->p - 1) * sq(fm->u * sum[k]));
+#pragma omp parallel
+    {
+        const int t = omp_get_thread_num();
+        double *row = alloc_d((size_t)C, "a row of bounds");
+#pragma omp for schedule(static)
+        for (int r = 0; r < R; r++) {
+            for (int c = 0; c < C; c++) row[c] = TPMLP_LAMBDA * sqrt(walk_at(wk, r, c) + sq(cn * ng[r] * nv[c]));
+            if (hard)
+                for (int n = 0; n < N; n++) {
+                    const double hv = hard[(size_t)n * R + r];
+                    if (hv == 0) continue;
+                    for (int c = 0; c < C; c++) row[c] += hv * fabsf(v[(size_t)n * C + c]);
+                }
+            for (int c = 0; c < C; c++) row[c] += rho(fm, ref[(size_t)r * C + c]);
+            emit(out, t, which, r, C, row, NULL);
+        }
+        free(row);
+    }
 }
 
 /* ‖·‖₂ of what the inputs bring into the sums */
@@ -532,10 +575,14 @@ void tpmlp_err_bounds_compute(tpmlp_err_bounds *b, const tpmlp_err_inputs *in, c
     if (ui > 0) exact = 1; /* the operands' roundings are summed by the GEMMs of squares only */
     const int rank = tp && (tp->yr || tp->dxr), f0 = rank ? tp->f0 : 0, f1 = rank ? tp->f1 : F;
     memset(b, 0, sizeof *b);
-    if (!row) b->h = alloc_d(nf, "bound h"), b->a = alloc_d(nf, "bound a");
-    b->y = alloc_d(nd, "bound y"), b->dx = alloc_d(nd, "bound dx"), b->dw1 = alloc_d(fd, "bound dW1");
-    b->db1 = alloc_d((size_t)F, "bound db1"), b->dw2 = alloc_d(fd, "bound dW2"),
-    b->db2 = alloc_d((size_t)D, "bound db2");
+    if (!row) {
+        b->h = alloc_d(nf, "bound h"), b->a = alloc_d(nf, "bound a"), b->y = alloc_d(nd, "bound y");
+        b->dx = alloc_d(nd, "bound dx"), b->dw1 = alloc_d(fd, "bound dW1"), b->dw2 = alloc_d(fd, "bound dW2");
+        if (tp && tp->yr) b->y_part = alloc_d(nd, "bound y.partial");
+        if (tp && tp->dxr) b->dx_part = alloc_d(nd, "bound dx.partial");
+    }
+    b->db1 = alloc_d((size_t)F, "bound db1"), b->db2 = alloc_d((size_t)D, "bound db2");
+    const rows_out out = {b, row, ctx};
     in_norms m;
     input_norms(&m, in, rank, f0, f1);
 
@@ -558,8 +605,7 @@ void tpmlp_err_bounds_compute(tpmlp_err_bounds *b, const tpmlp_err_inputs *in, c
         S.rrow[k] = rank ? alloc_d((size_t)N, "row sums") : NULL;
     }
     for (int k = 0; k < K_N; k++) S.col[k] = alloc_d((size_t)F, "column sums");
-    nf_pass p = {in,   fm, f0,   f1,   rank, m.x_r, m.w1_r, m.dy_r, m.w2_c, t2h,
-                 t2da, da, NULL, NULL, NULL, b->h,  b->a,   row,    ctx};
+    nf_pass p = {in, fm, f0, f1, rank, m.x_r, m.w1_r, m.dy_r, m.w2_c, t2h, t2da, da, NULL, NULL, NULL, &out};
     if (exact) p.sy = alloc_f(nf, "σA'² + ui²A²"), p.s2 = alloc_f(nf, "σdH'² + ui²dH²");
     if (in->act == TPMLP_RELU) p.hard = alloc_d(nf, "crossings");
     nf_run(&S, &p);
@@ -573,30 +619,21 @@ void tpmlp_err_bounds_compute(tpmlp_err_bounds *b, const tpmlp_err_inputs *in, c
     /* y = A·W2ᵀ + b2, and the rank's partial */
     float *g = exact ? pos_gemm(N, D, F, p.sy, (size_t)F, 0, w2sq, (size_t)F, 1, "Σ W2²σ²") : NULL;
     walk wk = {g, S.row[W_SY], m.w2sq_r, D};
-    sum_over_f(b->y, &wk, S.row[W_ABSA], m.w2_r, in->b2, NULL, in->w2, 1, N, D, F, 0, F);
+    nd_finish fin = {in->b2, in->y, tp ? tp->ysum : NULL, tp ? tp->p : 0};
+    over_f(&out, TPMLP_ERR_Y, &wk, S.row[W_ABSA], m.w2_r, in->b2, NULL, in->w2, 1, N, D, F, 0, F, &fin, fm);
     free(g);
-#pragma omp parallel for schedule(static)
-    for (size_t k = 0; k < nd; k++) {
-        const double b2 = in->b2[k % D];
-        const double s2 = sq(ui * b2) + sq(srho(fm, in->y[k] - b2));
-        b->y[k] = sqrt(sq(b->y[k]) + lam * lam * s2) + rho(fm, in->y[k]);
-    }
     if (tp && tp->yr) {
-        b->y_part = alloc_d(nd, "bound y.partial");
         g = exact ? pos_gemm(N, D, f1 - f0, p.sy + f0, (size_t)F, 0, w2sq + f0, (size_t)F, 1, "Σ W2²σ²") : NULL;
-        walk wr = {g, S.rrow[W_SY], m.w2sq_rr, D};
-        sum_over_f(b->y_part, &wr, S.rrow[W_ABSA], m.w2_rr, NULL, NULL, in->w2, 1, N, D, F, f0, f1);
+        wk = (walk){g, S.rrow[W_SY], m.w2sq_rr, D};
+        fin = (nd_finish){NULL, tp->yr, NULL, 0};
+        over_f(&out, TPMLP_ERR_Y_PART, &wk, S.rrow[W_ABSA], m.w2_rr, NULL, NULL, in->w2, 1, N, D, F, f0, f1, &fin, fm);
         free(g);
-        for (size_t k = 0; k < nd; k++) b->y_part[k] += rho(fm, tp->yr[k]);
     }
-    if (tp) add_allreduce(b->y, tp, tp->ysum, nd, fm);
     /* dW2 = dYᵀ·A, db2 = Σ dY */
     g = exact ? pos_gemm(D, F, N, dy2, (size_t)D, 1, p.sy, (size_t)F, 0, "Σ dY²σ²") : NULL;
     wk = (walk){g, m.dysq_c, S.col[W_SY], F};
-    sum_over_n(b->dw2, &wk, m.dy_c, S.col[W_ABSA], NULL, NULL, N, D, F);
+    over_n(&out, TPMLP_ERR_DW2, &wk, m.dy_c, S.col[W_ABSA], NULL, NULL, in->dw2, N, D, F, fm);
     free(g), free(p.sy), free(dy2);
-#pragma omp parallel for schedule(static)
-    for (size_t k = 0; k < fd; k++) b->dw2[k] += rho(fm, in->dw2[k]);
     for (int d = 0; d < D; d++)
         b->db2[d] = lam * sqrt(sq(ui) * m.dy2[d] + sq(UA * sqrt((double)N) * m.dy1[d])) + rho(fm, in->db2[d]);
 
@@ -606,26 +643,22 @@ void tpmlp_err_bounds_compute(tpmlp_err_bounds *b, const tpmlp_err_inputs *in, c
                     rho(fm, in->db1[f]);
     g = exact ? pos_gemm(F, D, N, p.s2, (size_t)F, 1, x2, (size_t)D, 0, "Σ X²σ²") : NULL;
     wk = (walk){g, S.col[W_S2], m.xsq_c, D};
-    sum_over_n(b->dw1, &wk, S.col[W_ABSDH], m.x_c, p.hard, in->x, N, F, D);
+    over_n(&out, TPMLP_ERR_DW1, &wk, S.col[W_ABSDH], m.x_c, p.hard, in->x, in->dw1, N, F, D, fm);
     free(g), free(x2);
-#pragma omp parallel for schedule(static)
-    for (size_t k = 0; k < fd; k++) b->dw1[k] += rho(fm, in->dw1[k]);
     g = exact ? pos_gemm(N, D, F, p.s2, (size_t)F, 0, w1sq, (size_t)D, 0, "Σ W1²σ²") : NULL;
     wk = (walk){g, S.row[W_S2], m.w1sq_c, D};
-    sum_over_f(b->dx, &wk, S.row[W_ABSDH], m.w1_c, NULL, p.hard, in->w1, 0, N, D, F, 0, F);
+    fin = (nd_finish){NULL, in->dx, tp ? tp->dxsum : NULL, tp ? tp->p : 0};
+    over_f(&out, TPMLP_ERR_DX, &wk, S.row[W_ABSDH], m.w1_c, NULL, p.hard, in->w1, 0, N, D, F, 0, F, &fin, fm);
     free(g);
-#pragma omp parallel for schedule(static)
-    for (size_t k = 0; k < nd; k++) b->dx[k] += rho(fm, in->dx[k]);
     if (tp && tp->dxr) {
-        b->dx_part = alloc_d(nd, "bound dx.partial");
         g = exact ? pos_gemm(N, D, f1 - f0, p.s2 + f0, (size_t)F, 0, w1sq + (size_t)f0 * D, (size_t)D, 0, "Σ W1²σ²")
                   : NULL;
-        walk wr = {g, S.rrow[W_S2], m.w1sq_cr, D};
-        sum_over_f(b->dx_part, &wr, S.rrow[W_ABSDH], m.w1_cr, NULL, p.hard, in->w1, 0, N, D, F, f0, f1);
+        wk = (walk){g, S.rrow[W_S2], m.w1sq_cr, D};
+        fin = (nd_finish){NULL, tp->dxr, NULL, 0};
+        over_f(&out, TPMLP_ERR_DX_PART, &wk, S.rrow[W_ABSDH], m.w1_cr, NULL, p.hard, in->w1, 0, N, D, F, f0, f1, &fin,
+               fm);
         free(g);
-        for (size_t k = 0; k < nd; k++) b->dx_part[k] += rho(fm, tp->dxr[k]);
     }
-    if (tp) add_allreduce(b->dx, tp, tp->dxsum, nd, fm);
     free(p.s2), free(p.hard), free(w1sq), free(w2sq);
     for (int k = 0; k < W_N; k++) free(S.row[k]), free(S.rrow[k]);
     for (int k = 0; k < K_N; k++) free(S.col[k]);

@@ -69,24 +69,40 @@ typedef struct {
 } tpmlp_err_tp;
 
 /* Per-element bounds, full shapes (as the vector file's tensors); y_part,
- * dx_part (N,D) only with a tp argument; h and a NULL where a row function
- * received them instead. */
+ * dx_part (N,D) only with a tp argument that names a rank. Where a row
+ * function receives the bounds, only db1 and db2 are arrays, the rest NULL. */
 typedef struct {
     double *h, *a, *y, *dx, *dw1, *db1, *dw2, *db2, *y_part, *dx_part;
 } tpmlp_err_bounds;
 
-/* Receives the bounds of h and a row by row, as they are found, instead of
- * (N,F) arrays: for row n (0 ≤ n < N), bh and ba (F) its bounds and a32 (F)
- * the asked activation of h rounded to float32 (the form test's). Called from
- * the threads of an OpenMP team at once; thread is omp_get_thread_num(), below
+/* The bounds that come row by row: h, a (N,F); y, dx (N,D); dW1 (F,D);
+ * dW2 (D,F); y.partial, dx.partial (N,D). */
+typedef enum {
+    TPMLP_ERR_H,
+    TPMLP_ERR_A,
+    TPMLP_ERR_Y,
+    TPMLP_ERR_DX,
+    TPMLP_ERR_DW1,
+    TPMLP_ERR_DW2,
+    TPMLP_ERR_Y_PART,
+    TPMLP_ERR_DX_PART,
+    TPMLP_ERR_TENSORS
+} tpmlp_err_tensor;
+
+/* Receives the bounds row by row, as they are found, instead of arrays:
+ * bound, row r of tensor which; with a's rows also a32 (F), the asked
+ * activation of h rounded to float32 (the form test's; NULL otherwise).
+ * Called from the threads of an OpenMP team at once, each thread's rows of
+ * a tensor in increasing order; thread is omp_get_thread_num(), below
  * omp_get_max_threads() at the call of tpmlp_err_bounds_compute. */
-typedef void (*tpmlp_err_row_fn)(void *ctx, int thread, int n, const double *bh, const double *ba, const float *a32);
+typedef void (*tpmlp_err_row_fn)(void *ctx, int thread, tpmlp_err_tensor which, int r, const double *bound,
+                                 const float *a32);
 
 /* Computes every bound. exact: 1 computes the random-walk sums Σ c²·σ²
  * exactly (float32 GEMMs of squares), 0 bounds them by Cauchy–Schwarz
  * (no GEMM: what keeps `check` fast at fp32, where these terms are small);
  * a format that rounds the operands (u_in > 0) is always exact. row: NULL,
- * or where the bounds of h and a go instead of b->h and b->a (with ctx).
+ * or where the bounds go instead of the arrays of b (with ctx).
  * Allocates the arrays; free with tpmlp_err_free. */
 void tpmlp_err_bounds_compute(tpmlp_err_bounds *b, const tpmlp_err_inputs *in, const tpmlp_format *fmt,
                               const tpmlp_err_tp *tp, int exact, tpmlp_err_row_fn row, void *ctx);
