@@ -99,24 +99,33 @@ static void roots(double *v, size_t n) {
     for (size_t i = 0; i < n; i++) v[i] = sqrt(v[i]);
 }
 
-/* Σ v² and Σ (v²)² over v[0 .. n) (v² rounded to float32, as the exact
- * GEMMs' squared operands are; s4 may be NULL), in eight interleaved partial
- * sums added in a fixed order: the same on every vector width. */
+/* Σ v² over v[0 .. n), and if s4 is not NULL Σ (v²)² with v² rounded to
+ * float32, as the exact GEMMs' squared operands are (the inputs': an array
+ * of σ² would square into float32's subnormals, which are slow). Eight
+ * interleaved partial sums, added in a fixed order: the same on every vector
+ * width. */
 ERR_CLONES static void sq_sums(const float *restrict v, int n, double *s2, double *s4) {
     double a2[8] = {0}, a4[8] = {0};
     int c = 0;
-    for (; c + 8 <= n; c += 8)
+    if (s4) {
+        for (; c + 8 <= n; c += 8)
 #pragma omp simd
-        for (int j = 0; j < 8; j++) {
+            for (int j = 0; j < 8; j++) {
+                const float v2 = v[c + j] * v[c + j];
+                a2[j] += sq(v[c + j]), a4[j] += sq(v2);
+            }
+        for (int j = 0; c + j < n; j++) {
             const float v2 = v[c + j] * v[c + j];
             a2[j] += sq(v[c + j]), a4[j] += sq(v2);
         }
-    for (int j = 0; c + j < n; j++) {
-        const float v2 = v[c + j] * v[c + j];
-        a2[j] += sq(v[c + j]), a4[j] += sq(v2);
+        *s4 = ((a4[0] + a4[1]) + (a4[2] + a4[3])) + ((a4[4] + a4[5]) + (a4[6] + a4[7]));
+    } else {
+        for (; c + 8 <= n; c += 8)
+#pragma omp simd
+            for (int j = 0; j < 8; j++) a2[j] += sq(v[c + j]);
+        for (int j = 0; c + j < n; j++) a2[j] += sq(v[c + j]);
     }
     *s2 = ((a2[0] + a2[1]) + (a2[2] + a2[3])) + ((a2[4] + a2[5]) + (a2[6] + a2[7]));
-    if (s4) *s4 = ((a4[0] + a4[1]) + (a4[2] + a4[3])) + ((a4[4] + a4[5]) + (a4[6] + a4[7]));
 }
 
 /* Per row r < R of M (row stride ld), over the columns [c0, c1): s2[r] = Σ v²,
@@ -126,16 +135,28 @@ static void row_sums(const float *M, int R, size_t ld, int c0, int c1, double *s
     for (int r = 0; r < R; r++) sq_sums(M + (size_t)r * ld + c0, c1 - c0, &s2[r], s4 ? &s4[r] : NULL);
 }
 
-/* Columns [c0, c0 + w) of M (C columns), rows [r0, r1) in order, added to a1
- * (Σ|v|), a2 (Σ v²), a4 (Σ (v²)²). */
+/* Columns [c0, c0 + w) of M (C columns), rows [r0, r1) in order, added to
+ * a2 (Σ v²) and where not NULL a1 (Σ|v|) and a4 (Σ (v²)², v² in float32;
+ * a1 only with a4). */
 ERR_CLONES static void col_block(const float *restrict M, int C, int c0, int w, int r0, int r1, double *restrict a1,
                                  double *restrict a2, double *restrict a4) {
     for (int r = r0; r < r1; r++) {
         const float *restrict m = M + (size_t)r * C + c0;
+        if (a1) {
 #pragma omp simd
-        for (int c = 0; c < w; c++) {
-            const float v2 = m[c] * m[c];
-            a1[c] += fabs(m[c]), a2[c] += sq(m[c]), a4[c] += sq(v2);
+            for (int c = 0; c < w; c++) {
+                const float v2 = m[c] * m[c];
+                a1[c] += fabs(m[c]), a2[c] += sq(m[c]), a4[c] += sq(v2);
+            }
+        } else if (a4) {
+#pragma omp simd
+            for (int c = 0; c < w; c++) {
+                const float v2 = m[c] * m[c];
+                a2[c] += sq(m[c]), a4[c] += sq(v2);
+            }
+        } else {
+#pragma omp simd
+            for (int c = 0; c < w; c++) a2[c] += sq(m[c]);
         }
     }
 }
@@ -149,7 +170,7 @@ static void col_sums(const float *M, int C, int r0, int r1, double *s1, double *
     for (int c0 = 0; c0 < C; c0 += CB) {
         const int w = C - c0 < CB ? C - c0 : CB;
         double a1[CB] = {0}, a2[CB] = {0}, a4[CB] = {0};
-        col_block(M, C, c0, w, r0, r1, a1, a2, a4);
+        col_block(M, C, c0, w, r0, r1, s1 ? a1 : NULL, a2, s1 || s4 ? a4 : NULL);
         for (int c = 0; c < w; c++) {
             if (s1) s1[c0 + c] = a1[c];
             if (s2) s2[c0 + c] = a2[c];
