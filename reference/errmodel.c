@@ -55,8 +55,9 @@
 
 /* x86-64: the per-row loops of the pass are built for AVX-512, AVX2 and
  * baseline SSE2 and one is picked at load time, as act.c's are. C11 mode
- * keeps FP contraction off and nothing reassociates, so every clone performs
- * the same IEEE operations: the bounds do not depend on the machine. */
+ * keeps FP contraction off and nothing reassociates (sums run in a fixed
+ * order of lanes), so every clone performs the same IEEE operations: the
+ * bounds do not depend on which one runs. */
 #if defined(__x86_64__) && defined(__GNUC__)
 #define ERR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
