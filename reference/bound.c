@@ -116,7 +116,7 @@ void tpmlp_mlp64_bounds(tpmlp_mlp64 *bd, const tpmlp_mlp64 *ref, const tpmlp_for
     const tpmlp_err_inputs in = {N,  D,      F,      ref->act, x,       w1,       b1,       w2,       b2,
                                  dy, ref->h, ref->a, ref->y,   ref->dx, ref->dw1, ref->db1, ref->dw2, ref->db2};
     tpmlp_err_bounds b;
-    tpmlp_err_bounds_compute(&b, &in, fmt, NULL, 1);
+    tpmlp_err_bounds_compute(&b, &in, fmt, NULL, 1, NULL, NULL);
     const size_t nf = (size_t)N * F;
     memcpy(bd->h, b.h, nf * sizeof(double)), memcpy(bd->a, b.a, nf * sizeof(double));
     memcpy(bd->y, b.y, nd * sizeof(double)), memcpy(bd->dx, b.dx, nd * sizeof(double));

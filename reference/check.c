@@ -3,6 +3,7 @@
 #include "check.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,61 +116,176 @@ static double *block_of(const double *src, tpmlp_check_id i, const tpmlp_vec_dim
     return out;
 }
 
-/* The form test's inputs for `a`: the reference h at THEIRS's elements. */
+/* The largest share of its bound an element of THEIRS uses in one tensor,
+ * and the largest |error|: what one thread finds, then all of them. The
+ * first element wins among equal shares; NaN or Inf is an infinite share.
+ * num, den: the form test's sums (a). */
 typedef struct {
-    tpmlp_act act;
-    const double *h;
-    double num, den;
-} form_in;
+    double used, err, num, den;
+    uint64_t worst;
+    double worst_ref, worst_bound;
+} cmp_acc;
+
+static void cmp_init(cmp_acc *c) {
+    *c = (cmp_acc){.used = -1, .worst = UINT64_MAX}; /* -1: the first element compared takes it */
+}
+
+static void cmp_merge(cmp_acc *into, const cmp_acc *c) {
+    if (c->used > into->used || (c->used == into->used && c->worst < into->worst))
+        into->used = c->used, into->worst = c->worst, into->worst_ref = c->worst_ref,
+        into->worst_bound = c->worst_bound;
+    if (c->err > into->err) into->err = c->err;
+    into->num += c->num, into->den += c->den;
+}
+
+/* x86-64: the compare loop is built for AVX-512, AVX2 and baseline SSE2,
+ * one picked at load time (as act.c's); a max does not depend on the order. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define CHECK_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define CHECK_CLONES
+#endif
+
+/* One element: its error *e = got - ref, |e| in *ae and the share |e| / bound
+ * returned, NaN taken as INFINITY (it never passes). The bound is never 0:
+ * it has the format's floor. */
+static inline double share_of(double got, double ref, double bound, double *e, double *ae) {
+    *e = got - ref;
+    const double a = fabs(*e), q = a / bound;
+    *ae = a == a ? a : INFINITY;
+    return q == q ? q : INFINITY;
+}
+
+/* e and q of m elements (share_of), and *qmax, *emax the largest share and
+ * |e|; got float64 (gd) or float32 (gf). */
+CHECK_CLONES static void span_q_f64(double *restrict e, double *restrict q, const double *restrict gd,
+                                    const double *restrict ref, const double *restrict bound, size_t m, double *qmax,
+                                    double *emax) {
+    double qm = 0, em = 0;
+#pragma omp simd reduction(max : qm, em)
+    for (size_t i = 0; i < m; i++) {
+        double ae;
+        q[i] = share_of(gd[i], ref[i], bound[i], &e[i], &ae);
+        qm = q[i] > qm ? q[i] : qm, em = ae > em ? ae : em;
+    }
+    *qmax = qm, *emax = em;
+}
+CHECK_CLONES static void span_q_f32(double *restrict e, double *restrict q, const float *restrict gf,
+                                    const double *restrict ref, const double *restrict bound, size_t m, double *qmax,
+                                    double *emax) {
+    double qm = 0, em = 0;
+#pragma omp simd reduction(max : qm, em)
+    for (size_t i = 0; i < m; i++) {
+        double ae;
+        q[i] = share_of(gf[i], ref[i], bound[i], &e[i], &ae);
+        qm = q[i] > qm ? q[i] : qm, em = ae > em ? ae : em;
+    }
+    *qmax = qm, *emax = em;
+}
+
+/* Elements k0 .. k0 + m - 1 of THEIRS's tensor t against their reference and
+ * bound. buf (3m): THEIRS's values where they are not float32 in place, the
+ * errors (returned) and the shares. For --dump ratio and bnd (or NULL) get
+ * each element's share and bound. Elements come in increasing order per
+ * thread. */
+static const double *cmp_span(cmp_acc *c, const st_file *theirs, const st_tensor *t, uint64_t k0, size_t m,
+                              const double *ref, const double *bound, double *buf, float *ratio, float *bnd) {
+    double *got = buf, *e = buf + m, *q = e + m, qm, em;
+    st_tensor part = *t;
+    part.numel = m, part.begin = t->begin + (size_t)k0 * st_dtype_size(t->dtype);
+    const void *p = st_data(theirs, &part);
+    if (t->dtype == ST_F32 && (uintptr_t)p % sizeof(float) == 0) /* (the usual case: read in place) */
+        span_q_f32(e, q, p, ref, bound, m, &qm, &em);
+    else
+        st_to_f64(theirs, &part, got), span_q_f64(e, q, got, ref, bound, m, &qm, &em);
+    if (qm > c->used) { /* rarely: the first element of the largest share */
+        size_t i = 0;
+        while (q[i] != qm) i++;
+        c->used = qm, c->worst = k0 + i, c->worst_ref = ref[i], c->worst_bound = bound[i];
+    }
+    if (em > c->err) c->err = em;
+    if (ratio)
+        for (size_t i = 0; i < m; i++) ratio[k0 + i] = (float)q[i], bnd[k0 + i] = (float)bound[i];
+    return e;
+}
+
+/* (every tensor has an element: the dims are at least 1, so c->worst is one) */
+static void cmp_finish(tpmlp_check_row *r, const st_file *theirs, const st_tensor *t, const cmp_acc *c) {
+    r->used = c->used, r->max_abs_err = c->err, r->worst = c->worst;
+    r->worst_ref = c->worst_ref, r->worst_bound = c->worst_bound;
+    st_tensor one = *t;
+    one.numel = 1, one.begin = t->begin + (size_t)c->worst * st_dtype_size(t->dtype);
+    st_to_f64(theirs, &one, &r->worst_got);
+    r->pass = c->used <= 1.0;
+}
 
 /* |theirs - ref| / bound over the elements of THEIRS's tensor t, read in
- * parallel chunks; NaN or Inf never passes. Also the form test's sums (fi),
- * and per element the ratio and the bound for --dump (ratio, bnd). */
+ * parallel chunks; NaN or Inf never passes. Per element the ratio and the
+ * bound for --dump (ratio, bnd). */
 static void compare(tpmlp_check_row *r, const st_file *theirs, const st_tensor *t, const double *ref,
-                    const double *bound, form_in *fi, float *ratio, float *bnd) {
+                    const double *bound, float *ratio, float *bnd) {
     const uint64_t chunk = 1 << 14, nchunks = (t->numel + chunk - 1) / chunk;
-    double used = 0, maxerr = 0, num = 0, den = 0;
-    uint64_t worst = 0;
-#pragma omp parallel reduction(+ : num, den)
+    const int nt = omp_get_max_threads();
+    cmp_acc *acc = tpmlp_alloc((size_t)nt, sizeof *acc, "comparison"), all;
+    for (int q = 0; q < nt; q++) cmp_init(&acc[q]);
+#pragma omp parallel
     {
-        double *got = tpmlp_alloc(chunk, sizeof *got, "theirs"), *e = tpmlp_alloc(chunk, sizeof *e, "error");
-        double my_used = 0, my_err = 0;
-        uint64_t my_worst = 0;
+        cmp_acc *mine = &acc[omp_get_thread_num()];
+        double *buf = tpmlp_alloc(3 * chunk, sizeof *buf, "theirs");
 #pragma omp for schedule(static)
         for (uint64_t c = 0; c < nchunks; c++) {
             const uint64_t k0 = c * chunk, m = t->numel - k0 < chunk ? t->numel - k0 : chunk;
-            st_tensor part = *t;
-            part.numel = m, part.begin = t->begin + (size_t)k0 * st_dtype_size(t->dtype);
-            st_to_f64(theirs, &part, got);
-            for (uint64_t i = 0; i < m; i++) { /* the bound is never 0 (it has the format's floor) */
-                const uint64_t k = k0 + i;
-                e[i] = got[i] - ref[k];
-                const double ae = fabs(e[i]), q = ae / bound[k]; /* NaN or Inf in got: NaN or Inf here */
-                if (!(q <= my_used)) my_used = q == q ? q : INFINITY, my_worst = k; /* rarely taken */
-                if (!(ae <= my_err)) my_err = ae == ae ? ae : INFINITY;
-            }
-            if (ratio)
-                for (uint64_t i = 0; i < m; i++) {
-                    const double q = fabs(e[i]) / bound[k0 + i];
-                    ratio[k0 + i] = q == q ? (float)q : INFINITY, bnd[k0 + i] = (float)bound[k0 + i];
-                }
-            if (fi) tpmlp_err_form_sums(fi->act, fi->h + k0, e, bound + k0, m, &num, &den);
+            cmp_span(mine, theirs, t, k0, (size_t)m, ref + k0, bound + k0, buf, ratio, bnd);
         }
-        free(got), free(e);
-#pragma omp critical
-        { /* the largest share wins; among equal shares, the first element */
-            if (my_used > used || (my_used == used && my_used > 0 && my_worst < worst))
-                used = my_used, worst = my_worst;
-            if (my_err > maxerr) maxerr = my_err;
-        }
+        free(buf);
     }
-    r->used = used, r->max_abs_err = maxerr, r->worst = worst;
-    r->worst_ref = ref[worst], r->worst_bound = bound[worst];
-    st_tensor one = *t;
-    one.numel = 1, one.begin = t->begin + (size_t)worst * st_dtype_size(t->dtype);
-    st_to_f64(theirs, &one, &r->worst_got);
-    r->pass = used <= 1.0;
-    if (fi) fi->num = num, fi->den = den;
+    cmp_init(&all);
+    for (int q = 0; q < nt; q++) cmp_merge(&all, &acc[q]);
+    free(acc);
+    cmp_finish(r, theirs, t, &all);
+}
+
+/* The tensors of THEIRS are compared row by row as their bounds are found
+ * (errmodel.h's row function); db1 and db2, from their arrays. A rank's
+ * tensor holds its block of F: the columns [f0, f0 + fr) of each row (h, a,
+ * dW2), or the rows [f0, f0 + fr) (dW1). */
+enum { WHOLE, COLUMNS, ROWS };
+typedef struct {
+    const st_tensor *t; /* THEIRS's tensor, or NULL */
+    const double *ref;  /* the reference, full shape */
+    int width, block;   /* a row's elements; WHOLE, or the rank's COLUMNS or ROWS */
+    float *ratio, *bnd; /* --dump, or NULL */
+} row_stream;
+
+typedef struct {
+    const st_file *theirs;
+    int f0, fr;
+    const double *h; /* the reference h: the form test's */
+    tpmlp_act act;
+    int form; /* the form test on a */
+    row_stream s[TPMLP_ERR_TENSORS];
+    cmp_acc *acc; /* [thread · TPMLP_ERR_TENSORS + which] */
+    double *buf;  /* per thread 3·bufw: cmp_span's */
+    size_t bufw;
+} row_check;
+
+static void check_row(void *ctx, int thread, tpmlp_err_tensor which, int r, const double *bound, const float *a32) {
+    row_check *c = ctx;
+    const row_stream *s = &c->s[which];
+    if (s->t == NULL) return;
+    size_t m = (size_t)s->width, off = 0;
+    uint64_t k0 = (uint64_t)r * (uint64_t)s->width;
+    if (s->block == COLUMNS) m = (size_t)c->fr, off = (size_t)c->f0, k0 = (uint64_t)r * (uint64_t)c->fr;
+    if (s->block == ROWS) {
+        if (r < c->f0 || r >= c->f0 + c->fr) return;
+        k0 = (uint64_t)(r - c->f0) * (uint64_t)s->width;
+    }
+    const size_t at = (size_t)r * (size_t)s->width + off;
+    cmp_acc *acc = &c->acc[(size_t)thread * TPMLP_ERR_TENSORS + which];
+    const double *e = cmp_span(acc, c->theirs, s->t, k0, m, s->ref + at, bound + off,
+                               c->buf + (size_t)thread * 3 * c->bufw, s->ratio, s->bnd);
+    if (which == TPMLP_ERR_A && c->form)
+        tpmlp_err_form_sums(c->act, c->h + at, a32 + off, e, bound + off, m, &acc->num, &acc->den);
 }
 
 /* The partial references of every rank: the rank's own, and Σ_r |·| for the all-reduce's roundings. */
@@ -195,8 +311,8 @@ static void partials(tpmlp_err_tp *tp, double **keep, const tpmlp_err_inputs *in
 }
 
 /* The form test on a: fails if a holds the other GELU form, where the data can tell. */
-static void form_verdict(tpmlp_check_row *r, tpmlp_act act, const form_in *fi) {
-    r->beta = tpmlp_err_form_beta(fi->num, fi->den, &r->beta_noise);
+static void form_verdict(tpmlp_check_row *r, tpmlp_act act, double num, double den) {
+    r->beta = tpmlp_err_form_beta(num, den, &r->beta_noise);
     if (r->beta_noise < 0.5 && r->beta > 0.5 && r->pass) {
         r->pass = 0;
         snprintf(r->note, sizeof r->note,
@@ -205,13 +321,14 @@ static void form_verdict(tpmlp_check_row *r, tpmlp_act act, const form_in *fi) {
     }
 }
 
-/* Which reference tensor and bound array check tensor i reads. */
-static void sources(tpmlp_check_id i, const tpmlp_err_bounds *b, const double *ref_by_vec[V_COUNT], const double *yr,
-                    const double *dxr, const double **ref, const double **bnd) {
-    const double *bounds[C_COUNT] = {b->h, b->a, b->y, b->dx, b->dw1, b->db1, b->dw2, b->db2, b->y_part, b->dx_part};
-    *bnd = bounds[i];
-    *ref = i == C_YPART ? yr : i == C_DXPART ? dxr : ref_by_vec[tpmlp_check_specs[i].vec];
-}
+/* The row stream of each check tensor (-1: db1 and db2, arrays). */
+static const int stream_of[C_COUNT] = {
+    [C_H] = TPMLP_ERR_H,          [C_A] = TPMLP_ERR_A,
+    [C_Y] = TPMLP_ERR_Y,          [C_DX] = TPMLP_ERR_DX,
+    [C_DW1] = TPMLP_ERR_DW1,      [C_DB1] = -1,
+    [C_DW2] = TPMLP_ERR_DW2,      [C_DB2] = -1,
+    [C_YPART] = TPMLP_ERR_Y_PART, [C_DXPART] = TPMLP_ERR_DX_PART,
+};
 
 static int write_dump(const char *dump, const tpmlp_check_result *res, float *ratio[C_COUNT], float *bnd[C_COUNT],
                       char *err, size_t errlen) {
@@ -285,41 +402,60 @@ int tpmlp_check(tpmlp_check_result *res, const st_file *vec, const st_file *thei
     tpmlp_err_tp tp = {0};
     double *keep[4] = {NULL, NULL, NULL, NULL};
     if (o->tp) { /* the all-reduces' roundings; and for one rank, its partial sums */
-        tpmlp_progress("check: partial sums of the ranks", 1, C_COUNT + 1);
+        tpmlp_progress("check: partial sums of the ranks", 1, 2);
         partials(&tp, keep, &in, o);
         tp.f0 = res->f0, tp.f1 = res->f1;
     }
-    tpmlp_err_bounds b;
-    tpmlp_progress("check: error bounds", 1, C_COUNT + 1);
-    tpmlp_err_bounds_compute(&b, &in, o->fmt, o->tp ? &tp : NULL, o->fmt->u_in > 0);
-
     const double *ref_by_vec[V_COUNT];
     for (int i = 0; i < V_COUNT; i++) ref_by_vec[i] = i >= V_FIRST_OUTPUT ? view[i] : NULL;
     float *ratio[C_COUNT] = {0}, *bnd_dump[C_COUNT] = {0};
+    for (int i = 0; i < C_COUNT; i++)
+        if (dump && res->rows[i].present)
+            ratio[i] = tpmlp_alloc(res->rows[i].n, sizeof(float), "dump"),
+            bnd_dump[i] = tpmlp_alloc(res->rows[i].n, sizeof(float), "dump");
+
+    /* the bounds, and the tensors compared row by row as their bounds are found */
+    const int nt = omp_get_max_threads();
+    row_check rc_rows = {.theirs = theirs, .f0 = res->f0, .fr = fr, .h = view[V_H], .act = dm->act};
+    rc_rows.form = res->rows[C_A].present && dm->act != TPMLP_RELU;
+    rc_rows.bufw = (size_t)(dm->F > dm->D ? dm->F : dm->D);
+    for (int i = 0; i < C_COUNT; i++) {
+        if (stream_of[i] < 0 || !res->rows[i].present) continue;
+        row_stream *st = &rc_rows.s[stream_of[i]];
+        st->t = st_find(theirs, tpmlp_check_specs[i].name), st->ratio = ratio[i], st->bnd = bnd_dump[i];
+        st->ref = i == C_YPART ? tp.yr : i == C_DXPART ? tp.dxr : ref_by_vec[tpmlp_check_specs[i].vec];
+        st->width = i == C_H || i == C_A || i == C_DW2 ? dm->F : dm->D;
+        if (fr > 0 && tpmlp_check_specs[i].shard >= 0) st->block = i == C_DW1 ? ROWS : COLUMNS;
+    }
+    rc_rows.acc = tpmlp_alloc((size_t)nt * TPMLP_ERR_TENSORS, sizeof *rc_rows.acc, "comparison");
+    for (int q = 0; q < nt * TPMLP_ERR_TENSORS; q++) cmp_init(&rc_rows.acc[q]);
+    rc_rows.buf = tpmlp_alloc(3 * (size_t)nt * rc_rows.bufw, sizeof(double), "theirs");
+    tpmlp_err_bounds b;
+    tpmlp_progress("check: error bounds and comparison", o->tp ? 2 : 1, o->tp ? 2 : 1);
+    tpmlp_err_bounds_compute(&b, &in, o->fmt, o->tp ? &tp : NULL, o->fmt->u_in > 0, check_row, &rc_rows);
     for (int i = 0; i < C_COUNT; i++) {
         tpmlp_check_row *r = &res->rows[i];
         if (!r->present) continue;
-        tpmlp_progress(tpmlp_check_specs[i].name, i + 2, C_COUNT + 1);
-        const double *ref, *bnd;
-        sources((tpmlp_check_id)i, &b, ref_by_vec, tp.yr, tp.dxr, &ref, &bnd);
-        const int sharded = fr > 0 && tpmlp_check_specs[i].shard >= 0;
-        double *rcopy = NULL, *bcopy = NULL, *hcopy = NULL;
-        const double *rv = ref, *bv = bnd, *hv = view[V_H];
-        if (sharded) { /* the rank's block of the reference, the bounds and h */
-            rv = rcopy = block_of(ref, (tpmlp_check_id)i, dm, res->f0, fr, r->n);
-            bv = bcopy = block_of(bnd, (tpmlp_check_id)i, dm, res->f0, fr, r->n);
-            if (i == C_A) hv = hcopy = block_of(view[V_H], C_A, dm, res->f0, fr, r->n);
+        const int w = stream_of[i];
+        if (w >= 0) { /* the threads' findings */
+            cmp_acc all;
+            cmp_init(&all);
+            for (int q = 0; q < nt; q++) cmp_merge(&all, &rc_rows.acc[(size_t)q * TPMLP_ERR_TENSORS + w]);
+            cmp_finish(r, theirs, rc_rows.s[w].t, &all);
+            if (i == C_A && rc_rows.form) form_verdict(r, dm->act, all.num, all.den);
+        } else { /* db1, db2 */
+            const double *ref = ref_by_vec[tpmlp_check_specs[i].vec], *bnd = i == C_DB1 ? b.db1 : b.db2;
+            double *rcopy = NULL, *bcopy = NULL;
+            if (fr > 0 && tpmlp_check_specs[i].shard >= 0) { /* the rank's block of the reference and the bounds */
+                ref = rcopy = block_of(ref, (tpmlp_check_id)i, dm, res->f0, fr, r->n);
+                bnd = bcopy = block_of(bnd, (tpmlp_check_id)i, dm, res->f0, fr, r->n);
+            }
+            compare(r, theirs, st_find(theirs, tpmlp_check_specs[i].name), ref, bnd, ratio[i], bnd_dump[i]);
+            free(rcopy), free(bcopy);
         }
-        form_in fi = {dm->act, hv, 0, 0};
-        const int form = i == C_A && dm->act != TPMLP_RELU;
-        if (dump)
-            ratio[i] = tpmlp_alloc(r->n, sizeof(float), "dump"), bnd_dump[i] = tpmlp_alloc(r->n, sizeof(float), "dump");
-        compare(r, theirs, st_find(theirs, tpmlp_check_specs[i].name), rv, bv, form ? &fi : NULL, ratio[i],
-                bnd_dump[i]);
-        if (form) form_verdict(r, dm->act, &fi);
-        free(rcopy), free(bcopy), free(hcopy);
         res->pass &= r->pass;
     }
+    free(rc_rows.acc), free(rc_rows.buf);
     int rc = dump ? write_dump(dump, res, ratio, bnd_dump, err, errlen) : 0;
     for (int i = 0; i < C_COUNT; i++) free(ratio[i]), free(bnd_dump[i]);
     tpmlp_err_free(&b);

@@ -46,10 +46,23 @@
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "act.h"
 #include "util.h"
+
+/* x86-64: the per-row loops of the pass are built for AVX-512, AVX2 and
+ * baseline SSE2 and one is picked at load time, as act.c's are. C11 mode
+ * keeps FP contraction off and nothing reassociates (sums run in a fixed
+ * order of lanes), so every clone performs the same IEEE operations: the
+ * bounds do not depend on which one runs. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define ERR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define ERR_CLONES
+#endif
 
 static const tpmlp_format formats[] = {
     {"fp32", 0x1p-24, 0, 0x1p-150},
@@ -72,418 +85,663 @@ const tpmlp_format *tpmlp_format_find(const char *name) {
 #define UA (0x1p-24 * UNI)      /* fp32 accumulation */
 #define M2 0.8                  /* max |act''| for both GELUs: 2φ(0) ≈ 0.798 */
 
-static double rho(const tpmlp_format *f, double v) { return f->u * fabs(v) + f->tiny; }
-static double srho(const tpmlp_format *f, double v) { return UNI * rho(f, v); } /* its scale */
-static double sq(double v) { return v * v; }
-
-/* The row and column ‖·‖₂ of the (N,F) arrays the sums read again and
- * again, each found in one pass: norms() looks them up here first. */
-typedef struct {
-    int count;
-    struct {
-        const float *m;
-        int R, C;
-        double *rows, *cols;
-    } e[8];
-} norm_cache;
-
-static void cache_add(norm_cache *nc, const float *M, int R, int C) {
-    double *rows = tpmlp_alloc((size_t)R, sizeof *rows, "row norms"),
-           *cols = tpmlp_alloc((size_t)C, sizeof *cols, "col norms");
-    for (int c = 0; c < C; c++) cols[c] = 0;
-#pragma omp parallel
-    {
-        double *mine = tpmlp_alloc((size_t)C, sizeof *mine, "col norms");
-        for (int c = 0; c < C; c++) mine[c] = 0;
-#pragma omp for schedule(static)
-        for (int r = 0; r < R; r++) {
-            double acc = 0;
-            for (int c = 0; c < C; c++) {
-                const double v = (double)M[(size_t)r * C + c] * M[(size_t)r * C + c];
-                acc += v, mine[c] += v;
-            }
-            rows[r] = sqrt(acc);
-        }
-#pragma omp critical
-        for (int c = 0; c < C; c++) cols[c] += mine[c];
-        free(mine);
-    }
-    for (int c = 0; c < C; c++) cols[c] = sqrt(cols[c]);
-    nc->e[nc->count].m = M, nc->e[nc->count].R = R, nc->e[nc->count].C = C;
-    nc->e[nc->count].rows = rows, nc->e[nc->count].cols = cols, nc->count++;
-}
-
-static void cache_free(norm_cache *nc) {
-    for (int i = 0; i < nc->count; i++) free(nc->e[i].rows), free(nc->e[i].cols);
-    nc->count = 0;
-}
-
-/* Set for the length of one tpmlp_err_bounds_compute: one computation at a
- * time per process (check, the demo and the tests make one at a time). */
-static norm_cache *the_cache;
-
-/* ‖·‖₂ along k of op(M)[i, k] for i < n, k < K; op(M)[i,k] = M[i·si + k·sk]. */
-static double *norms(const float *M, int n, int K, size_t si, size_t sk, const char *what) {
-    double *out = tpmlp_alloc((size_t)n, sizeof *out, what);
-    for (int i = 0; the_cache && i < the_cache->count; i++) { /* a whole row or column set already known */
-        const int R = the_cache->e[i].R, C = the_cache->e[i].C;
-        if (the_cache->e[i].m != M) continue;
-        if (n == R && K == C && si == (size_t)C && sk == 1)
-            return memcpy(out, the_cache->e[i].rows, (size_t)n * sizeof *out);
-        if (n == C && K == R && si == 1 && sk == (size_t)C)
-            return memcpy(out, the_cache->e[i].cols, (size_t)n * sizeof *out);
-    }
-    if (sk == 1) {
-#pragma omp parallel for schedule(static)
-        for (int i = 0; i < n; i++) {
-            double s = 0;
-            for (int k = 0; k < K; k++) s += sq(M[i * si + k]);
-            out[i] = sqrt(s);
-        }
-    } else { /* k strided: each thread sweeps the rows of k in order over its block of i */
-#pragma omp parallel
-        {
-#pragma omp for schedule(static)
-            for (int i = 0; i < n; i++) out[i] = 0;
-            const int nt = omp_get_num_threads(), t = omp_get_thread_num();
-            const int i0 = (int)((long long)n * t / nt), i1 = (int)((long long)n * (t + 1) / nt);
-            for (int k = 0; k < K; k++)
-                for (int i = i0; i < i1; i++) out[i] += sq(M[i * si + k * sk]);
-#pragma omp barrier
-#pragma omp for schedule(static)
-            for (int i = 0; i < n; i++) out[i] = sqrt(out[i]);
-        }
-    }
-    return out;
-}
-
-/* C (M,N) ≥ op(A)·op(B) for non-negative A, B, op(A) (M,K), op(B) (K,N):
- * the float32 GEMM inflated by its own worst-case rounding, or Cauchy–Schwarz. */
-static void pos_gemm(float *C, int M, int N, int K, const float *A, size_t lda, int ta, const float *B, size_t ldb,
-                     int tb, int exact) {
-    if (exact) {
-        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, A,
-                    (int)lda, B, (int)ldb, 0.0f, C, N);
-        const float infl = (float)(1.0 + 2.0 * K * 0x1p-24);
-#pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < (size_t)M * N; i++) C[i] *= infl;
-        return;
-    }
-    double *na = norms(A, M, K, ta ? 1 : lda, ta ? lda : 1, "row norms");
-    double *nb = norms(B, N, K, tb ? ldb : 1, tb ? 1 : ldb, "column norms");
-#pragma omp parallel for schedule(static)
-    for (int m = 0; m < M; m++)
-        for (int n = 0; n < N; n++) C[(size_t)m * N + n] = (float)(na[m] * nb[n] * (1 + 1e-6));
-    free(na), free(nb);
-}
+/* ρ(v) = u·|v| + tiny, one rounding of v, and its scale; inline, for the
+ * vectorised row loops (u, tiny: the format's) */
+static inline double rho_(double u, double tiny, double v) { return u * fabs(v) + tiny; }
+static inline double sq(double v) { return v * v; }
+static double rho(const tpmlp_format *f, double v) { return rho_(f->u, f->tiny, v); }
+static double srho(const tpmlp_format *f, double v) { return UNI * rho(f, v); }
 
 static float *alloc_f(size_t n, const char *what) { return tpmlp_alloc(n, sizeof(float), what); }
 static double *alloc_d(size_t n, const char *what) { return tpmlp_alloc(n, sizeof(double), what); }
+static double *zeros_d(size_t n, const char *what) { return memset(alloc_d(n, what), 0, n * sizeof(double)); }
 
-/* elementwise |v| or v², float32 */
-static float *mapf(const float *v, size_t n, int square, const char *what) {
+static void roots(double *v, size_t n) {
+    for (size_t i = 0; i < n; i++) v[i] = sqrt(v[i]);
+}
+
+/* Σ v² over v[0 .. n), and if s4 is not NULL Σ (v²)² with v² rounded to
+ * float32, as the exact GEMMs' squared operands are (the inputs': an array
+ * of σ² would square into float32's subnormals, which are slow). Eight
+ * interleaved partial sums, added in a fixed order: the same on every vector
+ * width. */
+ERR_CLONES static void sq_sums(const float *restrict v, int n, double *s2, double *s4) {
+    double a2[8] = {0}, a4[8] = {0};
+    int c = 0;
+    if (s4) {
+        for (; c + 8 <= n; c += 8)
+#pragma omp simd
+            for (int j = 0; j < 8; j++) {
+                const float v2 = v[c + j] * v[c + j];
+                a2[j] += sq(v[c + j]), a4[j] += sq(v2);
+            }
+        for (int j = 0; c + j < n; j++) {
+            const float v2 = v[c + j] * v[c + j];
+            a2[j] += sq(v[c + j]), a4[j] += sq(v2);
+        }
+        *s4 = ((a4[0] + a4[1]) + (a4[2] + a4[3])) + ((a4[4] + a4[5]) + (a4[6] + a4[7]));
+    } else {
+        for (; c + 8 <= n; c += 8)
+#pragma omp simd
+            for (int j = 0; j < 8; j++) a2[j] += sq(v[c + j]);
+        for (int j = 0; c + j < n; j++) a2[j] += sq(v[c + j]);
+    }
+    *s2 = ((a2[0] + a2[1]) + (a2[2] + a2[3])) + ((a2[4] + a2[5]) + (a2[6] + a2[7]));
+}
+
+/* Per row r < R of M (row stride ld), over the columns [c0, c1): s2[r] = Σ v²,
+ * s4[r] = Σ (v²)² (sq_sums; s4 may be NULL). */
+static void row_sums(const float *M, int R, size_t ld, int c0, int c1, double *s2, double *s4) {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < R; r++) sq_sums(M + (size_t)r * ld + c0, c1 - c0, &s2[r], s4 ? &s4[r] : NULL);
+}
+
+/* Columns [c0, c0 + w) of M (C columns), rows [r0, r1) in order, added to
+ * a2 (Σ v²) and where not NULL a1 (Σ|v|) and a4 (Σ (v²)², v² in float32;
+ * a1 only with a4). */
+ERR_CLONES static void col_block(const float *restrict M, int C, int c0, int w, int r0, int r1, double *restrict a1,
+                                 double *restrict a2, double *restrict a4) {
+    for (int r = r0; r < r1; r++) {
+        const float *restrict m = M + (size_t)r * C + c0;
+        if (a1) {
+#pragma omp simd
+            for (int c = 0; c < w; c++) {
+                const float v2 = m[c] * m[c];
+                a1[c] += fabs(m[c]), a2[c] += sq(m[c]), a4[c] += sq(v2);
+            }
+        } else if (a4) {
+#pragma omp simd
+            for (int c = 0; c < w; c++) {
+                const float v2 = m[c] * m[c];
+                a2[c] += sq(m[c]), a4[c] += sq(v2);
+            }
+        } else {
+#pragma omp simd
+            for (int c = 0; c < w; c++) a2[c] += sq(m[c]);
+        }
+    }
+}
+
+/* Per column c < C of M (R,C), over the rows [r0, r1) in order: s1[c] = Σ|v|,
+ * and s2, s4 as row_sums (any may be NULL). Blocks of columns, rows in order:
+ * the reads stay contiguous, and the sums do not depend on the threads. */
+static void col_sums(const float *M, int C, int r0, int r1, double *s1, double *s2, double *s4) {
+    enum { CB = 256 };
+#pragma omp parallel for schedule(static)
+    for (int c0 = 0; c0 < C; c0 += CB) {
+        const int w = C - c0 < CB ? C - c0 : CB;
+        double a1[CB] = {0}, a2[CB] = {0}, a4[CB] = {0};
+        col_block(M, C, c0, w, r0, r1, s1 ? a1 : NULL, a2, s1 || s4 ? a4 : NULL);
+        for (int c = 0; c < w; c++) {
+            if (s1) s1[c0 + c] = a1[c];
+            if (s2) s2[c0 + c] = a2[c];
+            if (s4) s4[c0 + c] = a4[c];
+        }
+    }
+}
+
+/* elementwise v², float32: the exact GEMMs' operands */
+static float *squares(const float *v, size_t n, const char *what) {
     float *o = alloc_f(n, what);
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) o[i] = square ? v[i] * v[i] : fabsf(v[i]);
+    for (size_t i = 0; i < n; i++) o[i] = v[i] * v[i];
     return o;
 }
 
-/* act'(h) into g and, if a is not NULL, act(h) into a, from float64 h, by the
- * vectorised float32 kernel in blocks. */
-static void acts_f32(float *g, float *a, const double *h, size_t n, tpmlp_act act) {
-    enum { BLK = 4096 };
-    static const float zero[BLK];
+/* C (M,N) ≥ op(A)·op(B) for non-negative A, B, op(A) (M,K), op(B) (K,N):
+ * the float32 GEMM inflated by its own worst-case rounding. */
+static float *pos_gemm(int M, int N, int K, const float *A, size_t lda, int ta, const float *B, size_t ldb, int tb,
+                       const char *what) {
+    float *C = alloc_f((size_t)M * N, what);
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, A,
+                (int)lda, B, (int)ldb, 0.0f, C, N);
+    const float infl = (float)(1.0 + 2.0 * K * 0x1p-24);
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < (size_t)M * N; i++) C[i] *= infl;
+    return C;
+}
+
+/* A random-walk sum Σ_k c²σ² at (m, n) of an (M,N) result: the exact GEMM's
+ * element, or the Cauchy–Schwarz bound ‖row m‖₂·‖column n‖₂ of the two
+ * factors, inflated by 10⁻⁶ for the roundings of the norms and of the
+ * float32 it is kept in (as the GEMM's result is). */
+typedef struct {
+    const float *gemm; /* (M,N), or NULL */
+    const double *rows, *cols;
+    int ld; /* N */
+} walk;
+
+static double walk_at(const walk *w, int m, int n) {
+    return w->gemm ? w->gemm[(size_t)m * w->ld + n] : (float)(w->rows[m] * w->cols[n] * (1 + 1e-6));
+}
+
+/* Where the bounds' rows go: the arrays of b, or the caller's row function. */
+typedef struct {
+    tpmlp_err_bounds *b;
+    tpmlp_err_row_fn fn;
+    void *ctx;
+} rows_out;
+
+static void emit(const rows_out *o, int thread, tpmlp_err_tensor which, int r, int width, const double *v,
+                 const float *a32) {
+    if (o->fn) {
+        o->fn(o->ctx, thread, which, r, v, a32);
+        return;
+    }
+    double *const arrays[TPMLP_ERR_TENSORS] = {o->b->h,   o->b->a,   o->b->y,      o->b->dx,
+                                               o->b->dw1, o->b->dw2, o->b->y_part, o->b->dx_part};
+    memcpy(arrays[which] + (size_t)r * width, v, (size_t)width * sizeof *v);
+}
+
+/* ---- the pass over (n, f) ----
+ *
+ * Every per-element quantity of the (N,F) arrays (the bounds of h and a, the
+ * σ² and |value| of A and dH) is found in one pass over the rows, which keeps
+ * only what the sums over f and over n read: per row and per column the Σ v²
+ * of Cauchy–Schwarz, per column db1's sums. An (N,F) array is stored only
+ * where a GEMM or a sparse sum reads it element by element (exact: σ² of A
+ * and of dH; relu: the kink crossings). */
+
+/* the Σ v² kept per row and per column */
+enum { W_SY, W_ABSA, W_S2, W_ABSDH, W_N }; /* σA'² + ui²A², |A|, σdH'² + ui²dH², |dH| */
+enum { K_S = W_N, K_DH, K_HARD, K_N };     /* per column also Σ σdH'², Σ|dH|, Σ hard (db1) */
+typedef struct {
+    double *row[W_N];  /* (N), over every f */
+    double *rrow[W_N]; /* (N), over the rank's columns [f0, f1); NULL for whole outputs */
+    double *col[K_N];  /* (F), over every n */
+} nf_sums;
+
+typedef struct {
+    const tpmlp_err_inputs *in;
+    const tpmlp_format *fm;
+    int f0, f1, rank;                   /* rank: row sums over [f0, f1) too */
+    const double *nx, *nw1, *ndy, *nw2; /* ‖x_n‖, ‖W1_f‖, ‖dY_n‖, ‖W2_:f‖: Σ|t| of H and of dA */
+    const float *t2h, *t2da;            /* (N,F), exact: ‖t‖₂² of H and of dA; NULL at fp32 */
+    const float *da;                    /* (N,F): dA = dY·W2 */
+    float *sy, *s2;                     /* (N,F) out, exact: σA'² + ui²A², σdH'² + ui²dH²; else NULL */
+    double *hard;                       /* (N,F) out, relu: the crossings' allowance in dH; else NULL */
+    const rows_out *out;                /* the bounds of h and a */
+} nf_pass;
+
+/* o = (float)v */
+ERR_CLONES static void to_f32(float *restrict o, const double *restrict v, int n) {
+#pragma omp simd
+    for (int i = 0; i < n; i++) o[i] = (float)v[i];
+}
+
+/* act(h) and act'(h) in float32, as bias_act_forward_f32 computes them */
+ERR_CLONES static void act_row(const float *restrict h, float *restrict a, float *restrict g, int n, tpmlp_act act) {
+    switch (act) {
+    case TPMLP_GELU:
+#pragma omp simd
+        for (int j = 0; j < n; j++) act_gelu_both_f32(h[j], &a[j], &g[j]);
+        break;
+    case TPMLP_GELU_TANH:
+#pragma omp simd
+        for (int j = 0; j < n; j++) act_gelu_tanh_both_f32(h[j], &a[j], &g[j]);
+        break;
+    default:
+#pragma omp simd
+        for (int j = 0; j < n; j++) a[j] = act_relu_f32(h[j]), g[j] = act_relu_grad_f32(h[j]);
+        break;
+    }
+}
+
+/* σH² of a row (before its own rounding): sh2 (F). t2: ‖t‖₂² or zeros. */
+ERR_CLONES static void row_sh2(double *restrict sh2, const double *restrict h, const float *restrict b1,
+                               const double *restrict nw1, const float *restrict t2, double nx, double ch, double u,
+                               double tiny, double ui, int F) {
+#pragma omp simd
+    for (int f = 0; f < F; f++) {
+        const double b = b1[f];
+        double s = sq(ch * (nx * nw1[f] + fabs(b))) + sq(UNI * rho_(u, tiny, h[f] - b));
+        s += sq(ui) * (2.0 * t2[f] + b * b);
+        sh2[f] = s;
+    }
+}
+
+/* One row's pointers in the pass: inputs, then outputs (each F long). */
+typedef struct {
+    const double *h, *a, *sh2, *bh, *nw2;
+    const float *g, *da, *t2da; /* t2da: ‖t‖₂² of dA, or zeros */
+    double ndy;                 /* ua√D·‖dY_n‖ */
+    double *ba, *hard;
+    float *sy, *absa, *s, *s2, *absdh;
+} nf_row;
+
+/* gelu, both forms: the bound of a, what A brings into Y and dW2, and dH's σ² and size */
+ERR_CLONES static void row_gelu(const nf_row *r, double u, double tiny, double ui, int F) {
+    const double *restrict h = r->h, *restrict a = r->a, *restrict sh2 = r->sh2, *restrict bhv = r->bh;
+    const double *restrict nw2 = r->nw2;
+    const float *restrict g = r->g, *restrict dA = r->da, *restrict t2 = r->t2da;
+    double *restrict ba = r->ba;
+    float *restrict sy = r->sy, *restrict absa = r->absa, *restrict sv = r->s, *restrict s2v = r->s2;
+    float *restrict absdh = r->absdh;
+    const double ue = TPMLP_ACT_ULPS * 0x1p-24, cd = r->ndy, c2 = 2 * sq(ui);
+#pragma omp simd
+    for (int f = 0; f < F; f++) {
+        const double hv = h[f], av = a[f], bh = bhv[f], gv = g[f];
+        const double shp2 = sh2[f] + sq(UNI * rho_(u, tiny, hv));
+        const int h0 = hv == 0; /* s = A/H, ½ at H = 0: picked inputs, no branch */
+        const double s = (h0 ? 0.5 : av) / (h0 ? 1 : hv), m = s > 0.5 ? s : 1 - s;
+        /* evaluation: TPMLP_ACT_ULPS fp32 ulps of the formula's terms, plus the
+         * rounding to the format of its intermediate erf or tanh and of 1 + it
+         * (PyTorch's bf16 GELU rounds them): u·(½|H·erf| + |A|). In a's own
+         * bound that part counts twice: the roundings reach u·|value| where
+         * the value sits just above a power of 2, and a correct implementation
+         * must keep half of its budget. */
+        const double ef = u * (fabs(hv) * fabs(s - 0.5) + fabs(av));
+        const double ea = ue * (fabs(hv) * m + fabs(av)) + ef;
+        const double eg = ue * (m + fabs(gv - s) * (1 + 0.5 * hv * hv)) + u * (fabs(s - 0.5) + s + fabs(gv - s));
+        ba[f] = fabs(gv) * bh + ea + ef + 0.5 * M2 * bh * bh + rho_(u, tiny, av);
+        const double sa2 = gv * gv * shp2 + ea * ea + sq(UNI * rho_(u, tiny, av)) + sq(0.5 * M2 * shp2);
+        const float sg2 = (float)(M2 * M2 * shp2 + eg * eg + sq(UNI * rho_(u, tiny, gv)));
+        sy[f] = (float)(sa2 + sq(ui * av)), absa[f] = (float)fabs(av);
+        /* dH = dA ⊙ act'(H); dA's own sgemm error is far below 10⁻⁶ of it */
+        const double da = dA[f] * (1 + 1e-6);
+        double sda2 = sq(cd * nw2[f]);
+        sda2 += c2 * t2[f];
+        const double sdap2 = sda2 + sq(UNI * rho_(u, tiny, da)), dh = da * gv;
+        const double s_ = gv * gv * sdap2 + da * da * sg2 + sq(UNI * rho_(u, tiny, dh));
+        sv[f] = (float)s_, absdh[f] = (float)fabs(dh), s2v[f] = (float)(s_ + sq(ui * dh));
+    }
+}
+
+/* relu: slope 1 where h may cross 0 (|H| ≤ its bound) or H > 0 */
+static void row_relu(const nf_row *r, double u, double tiny, double ui, int F) {
+    const double lam = TPMLP_LAMBDA, cd = r->ndy, c2 = 2 * sq(ui);
+    for (int f = 0; f < F; f++) {
+        const double hv = r->h[f], av = r->a[f], bh = r->bh[f];
+        const double shp2 = r->sh2[f] + sq(UNI * rho_(u, tiny, hv));
+        const int cross = fabs(hv) <= bh;
+        const double slope = (hv > 0 || cross) ? 1.0 : 0.0;
+        r->ba[f] = slope * bh + rho_(u, tiny, av);
+        const double sa2 = slope * shp2 + sq(UNI * rho_(u, tiny, av));
+        r->sy[f] = (float)(sa2 + sq(ui * av)), r->absa[f] = (float)fabs(av);
+        const double da = r->da[f] * (1 + 1e-6);
+        double sda2 = sq(cd * r->nw2[f]);
+        sda2 += c2 * r->t2da[f];
+        const double bda = lam * sqrt(sda2) + rho_(u, tiny, da), sdap2 = sda2 + sq(UNI * rho_(u, tiny, da));
+        /* where h may cross 0 at the λ level, dH may be off by all of dA: a
+         * full-size error, added in full (an on/off event is no random walk),
+         * and twice, as every full-size allowance: a correct implementation
+         * keeps half of its budget */
+        const double dh = hv > 0 ? da : 0;
+        r->hard[f] = cross ? 2 * (fabs(da) + bda) : 0;
+        const double s_ = (hv > 0 && !cross ? sdap2 : 0) + sq(UNI * rho_(u, tiny, dh));
+        r->s[f] = (float)s_, r->absdh[f] = (float)fabs(dh), r->s2[f] = (float)(s_ + sq(ui * dh));
+    }
+}
+
+/* acc (K_N × F): the row's Σ v² and db1's sums added to the columns */
+ERR_CLONES static void add_cols(double *restrict acc, const nf_row *r, int F) {
+    const float *restrict sy = r->sy, *restrict absa = r->absa, *restrict s2 = r->s2, *restrict absdh = r->absdh;
+    const float *restrict s = r->s;
+    double *restrict c0 = acc + (size_t)W_SY * F, *restrict c1 = acc + (size_t)W_ABSA * F;
+    double *restrict c2 = acc + (size_t)W_S2 * F, *restrict c3 = acc + (size_t)W_ABSDH * F;
+    double *restrict c4 = acc + (size_t)K_S * F, *restrict c5 = acc + (size_t)K_DH * F;
+#pragma omp simd
+    for (int f = 0; f < F; f++) {
+        c0[f] += sq(sy[f]), c1[f] += sq(absa[f]), c2[f] += sq(s2[f]), c3[f] += sq(absdh[f]);
+        c4[f] += s[f], c5[f] += absdh[f];
+    }
+    if (r->hard) {
+        const double *restrict hard = r->hard;
+        double *restrict c6 = acc + (size_t)K_HARD * F;
+#pragma omp simd
+        for (int f = 0; f < F; f++) c6[f] += hard[f];
+    }
+}
+
+/* the row's Σ v² over [c0, c1) (sq_sums) */
+static void add_row(double out[W_N], const nf_row *r, int c0, int c1) {
+    sq_sums(r->sy + c0, c1 - c0, &out[W_SY], NULL), sq_sums(r->absa + c0, c1 - c0, &out[W_ABSA], NULL);
+    sq_sums(r->s2 + c0, c1 - c0, &out[W_S2], NULL), sq_sums(r->absdh + c0, c1 - c0, &out[W_ABSDH], NULL);
+}
+
+static void nf_run(nf_sums *S, const nf_pass *p) {
+    const tpmlp_err_inputs *in = p->in;
+    const int N = in->N, F = in->F;
+    const double u = p->fm->u, tiny = p->fm->tiny, ui = p->fm->u_in * UNI, lam = TPMLP_LAMBDA;
+    const double ch = UA * sqrt(in->D + 1.0), cda = UA * sqrt((double)in->D);
+    for (int k = 0; k < K_N; k++) memset(S->col[k], 0, (size_t)F * sizeof(double));
+    double **part = tpmlp_alloc((size_t)omp_get_max_threads(), sizeof *part, "column sums");
 #pragma omp parallel
     {
-        float *hb = tpmlp_alloc(BLK, sizeof *hb, "h block"), *ab = tpmlp_alloc(BLK, sizeof *ab, "act block");
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        enum { B_H, B_A32, B_G, B_SY, B_ABSA, B_S, B_S2, B_ABSDH, B_ZERO, B_N };
+        float *fb = alloc_f((size_t)B_N * F, "row buffers");
+        double *sh2 = alloc_d((size_t)3 * F, "row buffers"), *acc = zeros_d((size_t)K_N * F, "column sums");
+        float *zero = fb + (size_t)B_ZERO * F;
+        memset(zero, 0, (size_t)F * sizeof *zero);
+        part[t] = acc;
 #pragma omp for schedule(static)
-        for (size_t k0 = 0; k0 < n; k0 += BLK) {
-            const int m = (int)(n - k0 < BLK ? n - k0 : BLK);
-            for (int i = 0; i < m; i++) hb[i] = (float)h[k0 + i];
-            bias_act_forward_f32(hb, a ? a + k0 : ab, g + k0, zero, 1, m, act);
-        }
-        free(hb), free(ab);
-    }
-}
-
-/* What the forward pass leaves for the rest: per (n,f). */
-typedef struct {
-    float *shp2; /* σH'² */
-    float *g;    /* act'(H) */
-    float *sg2;  /* σg² (gelu); relu: 1 where h may cross 0 (|H| ≤ its bound), else 0 */
-    float *sy;   /* σA'² + ui²A²: what A brings into Y and dW2 */
-    float *absa; /* |A| */
-} fwd_state;
-
-static void forward(tpmlp_err_bounds *b, fwd_state *st, const tpmlp_err_inputs *in, const tpmlp_format *fm, int exact) {
-    const int N = in->N, D = in->D, F = in->F;
-    const size_t nf = (size_t)N * F;
-    const double lam = TPMLP_LAMBDA, ui = fm->u_in * UNI, ue = TPMLP_ACT_ULPS * 0x1p-24;
-    float *t2 = NULL;
-    if (ui > 0) { /* ‖t‖₂² = (X²·W1²ᵀ)[n,f] */
-        float *x2 = mapf(in->x, (size_t)N * D, 1, "x²"), *w2 = mapf(in->w1, (size_t)F * D, 1, "W1²");
-        t2 = alloc_f(nf, "‖t‖₂² of H");
-        pos_gemm(t2, N, F, D, x2, D, 0, w2, D, 1, exact);
-        free(x2), free(w2);
-    }
-    double *nx = norms(in->x, N, D, D, 1, "‖x_n‖"), *nw = norms(in->w1, F, D, D, 1, "‖W1_f‖");
-    st->shp2 = alloc_f(nf, "σH'²"), st->g = alloc_f(nf, "act'");
-    st->sg2 = alloc_f(nf, "σg²"), st->sy = alloc_f(nf, "σA'²"), st->absa = alloc_f(nf, "|A|");
-    acts_f32(st->g, NULL, in->h, nf, in->act); /* act'(H): a bound needs its size, not its last bits */
-#pragma omp parallel for schedule(static)
-    for (size_t k = 0; k < nf; k++) {
-        const int n = (int)(k / F), f = (int)(k % F);
-        const double h = in->h[k], a = in->a[k], b1 = in->b1[f];
-        double sh2 = sq(UA * sqrt(D + 1.0) * (nx[n] * nw[f] + fabs(b1))) + sq(srho(fm, h - b1));
-        if (t2) sh2 += sq(ui) * (2.0 * t2[k] + b1 * b1);
-        const double bh = lam * sqrt(sh2) + rho(fm, h), shp2 = sh2 + sq(srho(fm, h));
-        const double g = st->g[k];
-        double ba, sa2, sg2 = 0;
-        if (in->act == TPMLP_RELU) {
-            sg2 = fabs(h) <= bh; /* relu: marks where h may cross 0 */
-            const double slope = (h > 0 || sg2) ? 1.0 : 0.0;
-            ba = slope * bh + rho(fm, a);
-            sa2 = slope * shp2 + sq(srho(fm, a));
-        } else {
-            const double s = h != 0 ? a / h : 0.5, m = s > 0.5 ? s : 1 - s;
-            /* evaluation: TPMLP_ACT_ULPS fp32 ulps of the formula's terms, plus the
-             * rounding to the format of its intermediate erf or tanh and of 1 + it
-             * (PyTorch's bf16 GELU rounds them): u·(½|H·erf| + |A|). In a's own
-             * bound that part counts twice: the roundings reach u·|value| where
-             * the value sits just above a power of 2, and a correct implementation
-             * must keep half of its budget. */
-            const double ef = fm->u * (fabs(h) * fabs(s - 0.5) + fabs(a));
-            const double ea = ue * (fabs(h) * m + fabs(a)) + ef;
-            const double eg = ue * (m + fabs(g - s) * (1 + 0.5 * h * h)) + fm->u * (fabs(s - 0.5) + s + fabs(g - s));
-            ba = fabs(g) * bh + ea + ef + 0.5 * M2 * bh * bh + rho(fm, a);
-            sa2 = g * g * shp2 + ea * ea + sq(srho(fm, a)) + sq(0.5 * M2 * shp2);
-            sg2 = M2 * M2 * shp2 + eg * eg + sq(srho(fm, g));
-        }
-        b->h[k] = bh, b->a[k] = ba;
-        st->shp2[k] = (float)shp2, st->sg2[k] = (float)sg2;
-        st->sy[k] = (float)(sa2 + sq(ui * a)), st->absa[k] = (float)fabs(a);
-    }
-    free(t2), free(nx), free(nw);
-}
-
-/* Bounds of a sum over f ∈ [f0, f1) of per-(n,f) errors through a (D,F)-shaped
- * or (F,D)-shaped weight: Y = A·W2ᵀ (w_df = W2[d,f]) or dX = dH·W1 (w_df = W1[f,d]).
- * s2 (N,F): σ² entering each term; absv (N,F): |terms' other factor| for Σ|t|;
- * hard (N,F) or NULL; bias (D) or NULL, added last; out (N,D) receives hard + λσ
- * (without the own rounding). */
-static void sum_over_f(double *out, const float *s2, const float *absv, const double *hard, const float *w, int w_is_df,
-                       const float *bias, int N, int D, int F, int f0, int f1, int exact) {
-    const int K = f1 - f0;
-    float *w2 = mapf(w, (size_t)F * D, 1, "w²");
-    float *rw = alloc_f((size_t)N * D, "Σ w²σ²");
-    /* w_is_df: w (D,F), the sum runs along its rows -> op(B) = w2ᵀ (K, D) */
-    if (w_is_df)
-        pos_gemm(rw, N, D, K, s2 + f0, F, 0, w2 + f0, F, 1, exact);
-    else
-        pos_gemm(rw, N, D, K, s2 + f0, F, 0, w2 + (size_t)f0 * D, D, 0, exact);
-    double *nv = norms(absv + f0, N, K, F, 1, "‖row‖");
-    double *nw = w_is_df ? norms(w + f0, D, K, F, 1, "‖W_d‖") : norms(w + (size_t)f0 * D, D, K, 1, D, "‖W_:d‖");
-#pragma omp parallel for schedule(static)
-    for (size_t k = 0; k < (size_t)N * D; k++) {
-        const int n = (int)(k / D), d = (int)(k % D);
-        const double b = bias ? fabs(bias[d]) : 0; /* y's running sums are within Σ|t| + |b2| */
-        out[k] = TPMLP_LAMBDA * sqrt(rw[k] + sq(UA * sqrt(K + 1.0) * (nv[n] * nw[d] + b)));
-    }
-    if (hard) /* sparse: only relu crossings are non-zero */
-#pragma omp parallel for schedule(static)
-        for (int n = 0; n < N; n++)
-            for (int f = f0; f < f1; f++) {
-                const double hv = hard[(size_t)n * F + f];
-                if (hv == 0) continue;
-                for (int d = 0; d < D; d++)
-                    out[(size_t)n * D + d] += hv * fabsf(w_is_df ? w[(size_t)d * F + f] : w[(size_t)f * D + d]);
+        for (int n = 0; n < N; n++) {
+            const size_t k0 = (size_t)n * F;
+            nf_row r = {.h = in->h + k0,
+                        .a = in->a + k0,
+                        .sh2 = sh2,
+                        .nw2 = p->nw2,
+                        .g = fb + (size_t)B_G * F,
+                        .da = p->da + k0,
+                        .t2da = p->t2da ? p->t2da + k0 : zero,
+                        .ndy = cda * p->ndy[n],
+                        .hard = p->hard ? p->hard + k0 : NULL};
+            double *bh = sh2 + F;
+            r.bh = bh, r.ba = sh2 + 2 * (size_t)F;
+            r.sy = p->sy ? p->sy + k0 : fb + (size_t)B_SY * F, r.s2 = p->s2 ? p->s2 + k0 : fb + (size_t)B_S2 * F;
+            r.absa = fb + (size_t)B_ABSA * F, r.s = fb + (size_t)B_S * F, r.absdh = fb + (size_t)B_ABSDH * F;
+            float *hb = fb + (size_t)B_H * F, *a32 = fb + (size_t)B_A32 * F;
+            to_f32(hb, r.h, F);
+            act_row(hb, a32, fb + (size_t)B_G * F, F, in->act); /* act'(H): a bound needs its size, not its last bits */
+            /* H = X·W1ᵀ + b1: σH², then its bound λσH + ρ(H) */
+            row_sh2(sh2, r.h, in->b1, p->nw1, p->t2h ? p->t2h + k0 : zero, p->nx[n], ch, u, tiny, ui, F);
+            for (int f = 0; f < F; f++) bh[f] = lam * sqrt(sh2[f]) + rho_(u, tiny, r.h[f]);
+            if (in->act == TPMLP_RELU)
+                row_relu(&r, u, tiny, ui, F);
+            else
+                row_gelu(&r, u, tiny, ui, F);
+            add_cols(acc, &r, F);
+            double sums[W_N];
+            add_row(sums, &r, 0, F);
+            for (int k = 0; k < W_N; k++) S->row[k][n] = sums[k];
+            if (p->rank) {
+                add_row(sums, &r, p->f0, p->f1);
+                for (int k = 0; k < W_N; k++) S->rrow[k][n] = sums[k];
             }
-    free(w2), free(rw), free(nv), free(nw);
-}
-
-/* Bounds of a sum over the N rows: out (R,C) ≥ hard + λσ for Σ_n G[n,r]·V[n,c],
- * with σ² = Σ_n P[n,r]·Q[n,c] (P, Q: the squared factors and carried σ²), the
- * fp32 accumulation from |G| and |V|, and hard (N,R) carried through |V|. */
-static void sum_over_n(double *out, const float *P, const float *Q, const float *absg, const float *absv,
-                       const double *hard, int N, int R, int C, int exact) {
-    float *rw = alloc_f((size_t)R * C, "Σ σ² over rows");
-    pos_gemm(rw, R, C, N, P, R, 1, Q, C, 0, exact);
-    double *ng = norms(absg, R, N, 1, R, "‖G_:r‖"), *nv = norms(absv, C, N, 1, C, "‖V_:c‖");
-#pragma omp parallel for schedule(static)
-    for (size_t k = 0; k < (size_t)R * C; k++)
-        out[k] = TPMLP_LAMBDA * sqrt(rw[k] + sq(UA * sqrt((double)N) * ng[k / C] * nv[k % C]));
-    if (hard)
-#pragma omp parallel for schedule(static)
-        for (int r = 0; r < R; r++)
-            for (int n = 0; n < N; n++) {
-                const double hv = hard[(size_t)n * R + r];
-                if (hv == 0) continue;
-                for (int c = 0; c < C; c++) out[(size_t)r * C + c] += hv * absv[(size_t)n * C + c];
-            }
-    free(rw), free(ng), free(nv);
-}
-
-/* The all-reduce's roundings for a replicated sum: p partials stored, p - 1
- * additions of at most Σ_r|partial_r|. */
-static void add_allreduce(double *b, const tpmlp_err_tp *tp, const double *sum, size_t n, const tpmlp_format *fm) {
-    for (size_t k = 0; k < n; k++)
-        b[k] += TPMLP_LAMBDA * UNI * sqrt(tp->p * sq(fm->u * sum[k] + fm->tiny) + (tp->p - 1) * sq(fm->u * sum[k]));
-}
-
-/* What the backward needs per (n,f): σdH'² (s), σdH'² + ui²dH² (s2), |dH|, hard. */
-typedef struct {
-    float *s, *s2, *absdh;
-    double *hard; /* relu only; NULL otherwise */
-} bwd_state;
-
-static void backward_dh(bwd_state *bs, const fwd_state *st, const tpmlp_err_inputs *in, const tpmlp_format *fm,
-                        int exact) {
-    const int N = in->N, D = in->D, F = in->F;
-    const size_t nf = (size_t)N * F;
-    const double ui = fm->u_in * UNI;
-    float *dA = alloc_f(nf, "dA");
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, F, D, 1.0f, in->dy, D, in->w2, F, 0.0f, dA, F);
-    float *t2 = NULL;
-    if (ui > 0) { /* ‖t‖₂² = (dY²·W2²)[n,f] */
-        float *dy2 = mapf(in->dy, (size_t)N * D, 1, "dy²"), *w22 = mapf(in->w2, (size_t)F * D, 1, "W2²");
-        t2 = alloc_f(nf, "‖t‖₂² of dA");
-        pos_gemm(t2, N, F, D, dy2, D, 0, w22, F, 0, exact);
-        free(dy2), free(w22);
-    }
-    double *ndy = norms(in->dy, N, D, D, 1, "‖dy_n‖"), *nw = norms(in->w2, F, D, 1, F, "‖W2_:f‖");
-    bs->s = alloc_f(nf, "σdH'²"), bs->absdh = alloc_f(nf, "|dH|");
-    bs->s2 = ui > 0 ? alloc_f(nf, "σdH'² + ui²dH²") : bs->s; /* the same at fp32 */
-    bs->hard = in->act == TPMLP_RELU ? alloc_d(nf, "crossings") : NULL;
-#pragma omp parallel for schedule(static)
-    for (size_t k = 0; k < nf; k++) {
-        const int n = (int)(k / F), f = (int)(k % F);
-        const double da = dA[k] * (1 + 1e-6), h = in->h[k], g = st->g[k]; /* the sgemm's own error is far below */
-        double sda2 = sq(UA * sqrt((double)D) * ndy[n] * nw[f]);
-        if (t2) sda2 += 2 * sq(ui) * t2[k];
-        const double bda = TPMLP_LAMBDA * sqrt(sda2) + rho(fm, da), sdap2 = sda2 + sq(srho(fm, da));
-        double dh, s;
-        if (bs->hard) {
-            /* where h may cross 0 at the λ level, dH may be off by all of dA: a
-             * full-size error, added in full (an on/off event is no random walk),
-             * and twice, as every full-size allowance: a correct implementation
-             * keeps half of its budget */
-            const int cross = st->sg2[k] != 0;
-            dh = h > 0 ? da : 0;
-            bs->hard[k] = cross ? 2 * (fabs(da) + bda) : 0;
-            s = (h > 0 && !cross ? sdap2 : 0) + sq(srho(fm, dh));
-        } else {
-            dh = da * g;
-            s = g * g * sdap2 + da * da * st->sg2[k] + sq(srho(fm, dh));
+            emit(p->out, t, TPMLP_ERR_H, n, F, r.bh, NULL), emit(p->out, t, TPMLP_ERR_A, n, F, r.ba, a32);
         }
-        bs->s[k] = (float)s, bs->absdh[k] = (float)fabs(dh);
-        if (bs->s2 != bs->s) bs->s2[k] = (float)(s + sq(ui * dh));
+#pragma omp for schedule(static)
+        for (int f = 0; f < F; f++) /* the threads' column sums, added in thread order */
+            for (int q = 0; q < nt; q++)
+                for (int k = 0; k < K_N; k++) S->col[k][f] += part[q][(size_t)k * F + f];
+        free(fb), free(sh2), free(acc);
     }
-    free(dA), free(t2), free(ndy), free(nw);
+    free(part);
+}
+
+/* ---- the sums over f and over n ---- */
+
+/* What a row of y, dx or a partial adds to its hard + λσ, element by element. */
+typedef struct {
+    const float *b2;   /* y: σ² gets ui²b2² + ρ(Y - b2)²: the bound becomes √(bound² + λ²·that) */
+    const double *ref; /* (N,D): the reference value, for its own rounding */
+    const double *sum; /* (N,D) or NULL: Σ_r|partial_r| of a p-way run's all-reduce: p partials
+                          stored, p - 1 additions of at most that */
+    int p;
+} nd_finish;
+
+/* Row by row, the bounds of a sum over f ∈ [f0, f1) of per-(n,f) errors
+ * through a (D,F)-shaped or (F,D)-shaped weight: Y = A·W2ᵀ (w_df = W2[d,f])
+ * or dX = dH·W1 (w_df = W1[f,d]). wk: Σ_f w²σ² (N,D); nv (N), nw (D): ‖·‖₂
+ * over f of the terms' other factor and of the weight, for Σ|t|; bias (D) or
+ * NULL; hard (N,F) or NULL. Each row: hard + λσ, then fin's terms. */
+static void over_f(const rows_out *out, tpmlp_err_tensor which, const walk *wk, const double *nv, const double *nw,
+                   const float *bias, const double *hard, const float *w, int w_is_df, int N, int D, int F, int f0,
+                   int f1, const nd_finish *fin, const tpmlp_format *fm) {
+    const double ck = UA * sqrt(f1 - f0 + 1.0), lam = TPMLP_LAMBDA, ui = fm->u_in * UNI;
+#pragma omp parallel
+    {
+        const int t = omp_get_thread_num();
+        double *row = alloc_d((size_t)D, "a row of bounds");
+#pragma omp for schedule(static)
+        for (int n = 0; n < N; n++) {
+            for (int d = 0; d < D; d++) {
+                const double b = bias ? fabs(bias[d]) : 0; /* y's running sums are within Σ|t| + |b2| */
+                row[d] = lam * sqrt(walk_at(wk, n, d) + sq(ck * (nv[n] * nw[d] + b)));
+            }
+            if (hard) /* sparse: only relu crossings are non-zero */
+                for (int f = f0; f < f1; f++) {
+                    const double hv = hard[(size_t)n * F + f];
+                    if (hv == 0) continue;
+                    for (int d = 0; d < D; d++)
+                        row[d] += hv * fabsf(w_is_df ? w[(size_t)d * F + f] : w[(size_t)f * D + d]);
+                }
+            const double *ref = fin->ref + (size_t)n * D, *sum = fin->sum ? fin->sum + (size_t)n * D : NULL;
+            for (int d = 0; d < D; d++) {
+                if (fin->b2) {
+                    const double b2 = fin->b2[d], s2 = sq(ui * b2) + sq(srho(fm, ref[d] - b2));
+                    row[d] = sqrt(sq(row[d]) + lam * lam * s2) + rho(fm, ref[d]);
+                } else
+                    row[d] += rho(fm, ref[d]);
+                if (sum)
+                    row[d] +=
+                        lam * UNI * sqrt(fin->p * sq(fm->u * sum[d] + fm->tiny) + (fin->p - 1) * sq(fm->u * sum[d]));
+            }
+            emit(out, t, which, n, D, row, NULL);
+        }
+        free(row);
+    }
+}
+
+/* Row by row, the bounds of a sum over the N rows: out (R,C) ≥ hard + λσ +
+ * ρ(ref) for Σ_n G[n,r]·V[n,c], with σ² = wk (R,C), the fp32 accumulation
+ * from ng (R), nv (C), the ‖·‖₂ over n of |G| and |V|, hard (N,R) carried
+ * through |V| (V (N,C)), and ref (R,C) the reference value. */
+static void over_n(const rows_out *out, tpmlp_err_tensor which, const walk *wk, const double *ng, const double *nv,
+                   const double *hard, const float *v, const double *ref, int N, int R, int C, const tpmlp_format *fm) {
+    const double cn = UA * sqrt((double)N);
+#pragma omp parallel
+    {
+        const int t = omp_get_thread_num();
+        double *row = alloc_d((size_t)C, "a row of bounds");
+#pragma omp for schedule(static)
+        for (int r = 0; r < R; r++) {
+            for (int c = 0; c < C; c++) row[c] = TPMLP_LAMBDA * sqrt(walk_at(wk, r, c) + sq(cn * ng[r] * nv[c]));
+            if (hard)
+                for (int n = 0; n < N; n++) {
+                    const double hv = hard[(size_t)n * R + r];
+                    if (hv == 0) continue;
+                    for (int c = 0; c < C; c++) row[c] += hv * fabsf(v[(size_t)n * C + c]);
+                }
+            for (int c = 0; c < C; c++) row[c] += rho(fm, ref[(size_t)r * C + c]);
+            emit(out, t, which, r, C, row, NULL);
+        }
+        free(row);
+    }
+}
+
+/* ‖·‖₂ of what the inputs bring into the sums */
+typedef struct {
+    double *x_r, *w1_r, *dy_r, *w2_c; /* rows of x, W1, dY; per f over d of W2: Σ|t| of H and dA */
+    double *w2_r, *w2sq_r;            /* per d over f of W2 and W2²: y */
+    double *w1_c, *w1sq_c;            /* per d over f of W1 and W1²: dx */
+    double *w2_rr, *w2sq_rr;          /* the same over the rank's columns [f0, f1) */
+    double *w1_cr, *w1sq_cr;
+    double *dy1, *dy2, *dy_c, *dysq_c; /* per d over n: Σ|dY|, Σ dY² (db2), ‖dY‖, ‖dY²‖ (dW2) */
+    double *x_c, *xsq_c;               /* per d over n of x and x²: dW1 */
+} in_norms;
+
+static void input_norms(in_norms *m, const tpmlp_err_inputs *in, int rank, int f0, int f1) {
+    const int N = in->N, D = in->D, F = in->F;
+    memset(m, 0, sizeof *m);
+    m->x_r = alloc_d((size_t)N, "‖x_n‖"), m->w1_r = alloc_d((size_t)F, "‖W1_f‖");
+    m->dy_r = alloc_d((size_t)N, "‖dY_n‖"), m->w2_c = alloc_d((size_t)F, "‖W2_:f‖");
+    row_sums(in->x, N, (size_t)D, 0, D, m->x_r, NULL), roots(m->x_r, (size_t)N);
+    row_sums(in->w1, F, (size_t)D, 0, D, m->w1_r, NULL), roots(m->w1_r, (size_t)F);
+    row_sums(in->dy, N, (size_t)D, 0, D, m->dy_r, NULL), roots(m->dy_r, (size_t)N);
+    col_sums(in->w2, F, 0, D, NULL, m->w2_c, NULL), roots(m->w2_c, (size_t)F);
+    m->w2_r = alloc_d((size_t)D, "‖W2_d‖"), m->w2sq_r = alloc_d((size_t)D, "‖W2²_d‖");
+    row_sums(in->w2, D, (size_t)F, 0, F, m->w2_r, m->w2sq_r);
+    m->w1_c = alloc_d((size_t)D, "‖W1_:d‖"), m->w1sq_c = alloc_d((size_t)D, "‖W1²_:d‖");
+    col_sums(in->w1, D, 0, F, NULL, m->w1_c, m->w1sq_c);
+    roots(m->w2_r, (size_t)D), roots(m->w2sq_r, (size_t)D), roots(m->w1_c, (size_t)D), roots(m->w1sq_c, (size_t)D);
+    if (rank) {
+        m->w2_rr = alloc_d((size_t)D, "‖W2_d‖"), m->w2sq_rr = alloc_d((size_t)D, "‖W2²_d‖");
+        m->w1_cr = alloc_d((size_t)D, "‖W1_:d‖"), m->w1sq_cr = alloc_d((size_t)D, "‖W1²_:d‖");
+        row_sums(in->w2, D, (size_t)F, f0, f1, m->w2_rr, m->w2sq_rr);
+        col_sums(in->w1, D, f0, f1, NULL, m->w1_cr, m->w1sq_cr);
+        roots(m->w2_rr, (size_t)D), roots(m->w2sq_rr, (size_t)D), roots(m->w1_cr, (size_t)D);
+        roots(m->w1sq_cr, (size_t)D);
+    }
+    m->dy1 = alloc_d((size_t)D, "Σ|dY|"), m->dy2 = alloc_d((size_t)D, "Σ dY²");
+    m->dy_c = alloc_d((size_t)D, "‖dY_:d‖"), m->dysq_c = alloc_d((size_t)D, "‖dY²_:d‖");
+    col_sums(in->dy, D, 0, N, m->dy1, m->dy2, m->dysq_c);
+    for (int d = 0; d < D; d++) m->dy_c[d] = sqrt(m->dy2[d]);
+    roots(m->dysq_c, (size_t)D);
+    m->x_c = alloc_d((size_t)D, "‖x_:d‖"), m->xsq_c = alloc_d((size_t)D, "‖x²_:d‖");
+    col_sums(in->x, D, 0, N, NULL, m->x_c, m->xsq_c), roots(m->x_c, (size_t)D), roots(m->xsq_c, (size_t)D);
+}
+
+static void input_norms_free(in_norms *m) {
+    double *all[] = {m->x_r,     m->w1_r,  m->dy_r,    m->w2_c, m->w2_r, m->w2sq_r, m->w1_c,   m->w1sq_c, m->w2_rr,
+                     m->w2sq_rr, m->w1_cr, m->w1sq_cr, m->dy1,  m->dy2,  m->dy_c,   m->dysq_c, m->x_c,    m->xsq_c};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) free(all[i]);
 }
 
 void tpmlp_err_bounds_compute(tpmlp_err_bounds *b, const tpmlp_err_inputs *in, const tpmlp_format *fm,
-                              const tpmlp_err_tp *tp, int exact) {
+                              const tpmlp_err_tp *tp, int exact, tpmlp_err_row_fn row, void *ctx) {
     const int N = in->N, D = in->D, F = in->F;
     const size_t nf = (size_t)N * F, nd = (size_t)N * D, fd = (size_t)F * D;
     const double lam = TPMLP_LAMBDA, ui = fm->u_in * UNI;
+    if (ui > 0) exact = 1; /* the operands' roundings are summed by the GEMMs of squares only */
+    const int rank = tp && (tp->yr || tp->dxr), f0 = rank ? tp->f0 : 0, f1 = rank ? tp->f1 : F;
     memset(b, 0, sizeof *b);
-    b->h = alloc_d(nf, "bound h"), b->a = alloc_d(nf, "bound a"), b->y = alloc_d(nd, "bound y");
-    b->dx = alloc_d(nd, "bound dx"), b->dw1 = alloc_d(fd, "bound dW1"), b->db1 = alloc_d((size_t)F, "bound db1");
-    b->dw2 = alloc_d(fd, "bound dW2"), b->db2 = alloc_d((size_t)D, "bound db2");
-    fwd_state st;
-    forward(b, &st, in, fm, exact);
-    norm_cache nc = {0};
-    the_cache = &nc;
-    if (!exact) cache_add(&nc, st.sy, N, F); /* Cauchy–Schwarz reads its rows (y) and columns (dW2) */
-    cache_add(&nc, st.absa, N, F);           /* Σ|t| of y and dW2 */
+    if (!row) {
+        b->h = alloc_d(nf, "bound h"), b->a = alloc_d(nf, "bound a"), b->y = alloc_d(nd, "bound y");
+        b->dx = alloc_d(nd, "bound dx"), b->dw1 = alloc_d(fd, "bound dW1"), b->dw2 = alloc_d(fd, "bound dW2");
+        if (tp && tp->yr) b->y_part = alloc_d(nd, "bound y.partial");
+        if (tp && tp->dxr) b->dx_part = alloc_d(nd, "bound dx.partial");
+    }
+    b->db1 = alloc_d((size_t)F, "bound db1"), b->db2 = alloc_d((size_t)D, "bound db2");
+    const rows_out out = {b, row, ctx};
+    in_norms m;
+    input_norms(&m, in, rank, f0, f1);
+
+    /* exact: the operands' squares, and ‖t‖₂² of H = X·W1ᵀ and of dA = dY·W2 */
+    float *x2 = NULL, *w1sq = NULL, *w2sq = NULL, *dy2 = NULL, *t2h = NULL, *t2da = NULL;
+    if (exact) {
+        x2 = squares(in->x, nd, "x²"), w1sq = squares(in->w1, fd, "W1²");
+        w2sq = squares(in->w2, fd, "W2²"), dy2 = squares(in->dy, nd, "dY²");
+        if (ui > 0) {
+            t2h = pos_gemm(N, F, D, x2, (size_t)D, 0, w1sq, (size_t)D, 1, "‖t‖₂² of H");
+            t2da = pos_gemm(N, F, D, dy2, (size_t)D, 0, w2sq, (size_t)F, 0, "‖t‖₂² of dA");
+        }
+    }
+    float *da = alloc_f(nf, "dA"); /* its value: one sgemm */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, F, D, 1.0f, in->dy, D, in->w2, F, 0.0f, da, F);
+
+    nf_sums S;
+    for (int k = 0; k < W_N; k++) {
+        S.row[k] = alloc_d((size_t)N, "row sums");
+        S.rrow[k] = rank ? alloc_d((size_t)N, "row sums") : NULL;
+    }
+    for (int k = 0; k < K_N; k++) S.col[k] = alloc_d((size_t)F, "column sums");
+    nf_pass p = {in, fm, f0, f1, rank, m.x_r, m.w1_r, m.dy_r, m.w2_c, t2h, t2da, da, NULL, NULL, NULL, &out};
+    if (exact) p.sy = alloc_f(nf, "σA'² + ui²A²"), p.s2 = alloc_f(nf, "σdH'² + ui²dH²");
+    if (in->act == TPMLP_RELU) p.hard = alloc_d(nf, "crossings");
+    nf_run(&S, &p);
+    free(da), free(t2h), free(t2da);
+    for (int k = 0; k < W_N; k++) {
+        roots(S.row[k], (size_t)N);
+        if (rank) roots(S.rrow[k], (size_t)N);
+        roots(S.col[k], (size_t)F);
+    }
 
     /* y = A·W2ᵀ + b2, and the rank's partial */
-    sum_over_f(b->y, st.sy, st.absa, NULL, in->w2, 1, in->b2, N, D, F, 0, F, exact);
-#pragma omp parallel for schedule(static)
-    for (size_t k = 0; k < nd; k++) {
-        const double b2 = in->b2[k % D];
-        const double s2 = sq(ui * b2) + sq(srho(fm, in->y[k] - b2));
-        b->y[k] = sqrt(sq(b->y[k]) + lam * lam * s2) + rho(fm, in->y[k]);
-    }
+    float *g = exact ? pos_gemm(N, D, F, p.sy, (size_t)F, 0, w2sq, (size_t)F, 1, "Σ W2²σ²") : NULL;
+    walk wk = {g, S.row[W_SY], m.w2sq_r, D};
+    nd_finish fin = {in->b2, in->y, tp ? tp->ysum : NULL, tp ? tp->p : 0};
+    over_f(&out, TPMLP_ERR_Y, &wk, S.row[W_ABSA], m.w2_r, in->b2, NULL, in->w2, 1, N, D, F, 0, F, &fin, fm);
+    free(g);
     if (tp && tp->yr) {
-        b->y_part = alloc_d(nd, "bound y.partial");
-        sum_over_f(b->y_part, st.sy, st.absa, NULL, in->w2, 1, NULL, N, D, F, tp->f0, tp->f1, exact);
-        for (size_t k = 0; k < nd; k++) b->y_part[k] += rho(fm, tp->yr[k]);
+        g = exact ? pos_gemm(N, D, f1 - f0, p.sy + f0, (size_t)F, 0, w2sq + f0, (size_t)F, 1, "Σ W2²σ²") : NULL;
+        wk = (walk){g, S.rrow[W_SY], m.w2sq_rr, D};
+        fin = (nd_finish){NULL, tp->yr, NULL, 0};
+        over_f(&out, TPMLP_ERR_Y_PART, &wk, S.rrow[W_ABSA], m.w2_rr, NULL, NULL, in->w2, 1, N, D, F, f0, f1, &fin, fm);
+        free(g);
     }
-    if (tp) add_allreduce(b->y, tp, tp->ysum, nd, fm);
     /* dW2 = dYᵀ·A, db2 = Σ dY */
-    float *dy2 = mapf(in->dy, nd, 1, "dy²"), *ady = mapf(in->dy, nd, 0, "|dy|");
-    sum_over_n(b->dw2, dy2, st.sy, ady, st.absa, NULL, N, D, F, exact);
-#pragma omp parallel for schedule(static)
-    for (size_t k = 0; k < fd; k++) b->dw2[k] += rho(fm, in->dw2[k]);
-    for (int d = 0; d < D; d++) {
-        double s2 = 0, s1 = 0;
-        for (int n = 0; n < N; n++) s2 += sq(in->dy[(size_t)n * D + d]), s1 += fabs(in->dy[(size_t)n * D + d]);
-        b->db2[d] = lam * sqrt(sq(ui) * s2 + sq(UA * sqrt((double)N) * s1)) + rho(fm, in->db2[d]);
-    }
-    cache_free(&nc); /* before the arrays go: their addresses may come back */
-    free(dy2), free(ady), free(st.sy), free(st.absa);
+    g = exact ? pos_gemm(D, F, N, dy2, (size_t)D, 1, p.sy, (size_t)F, 0, "Σ dY²σ²") : NULL;
+    wk = (walk){g, m.dysq_c, S.col[W_SY], F};
+    over_n(&out, TPMLP_ERR_DW2, &wk, m.dy_c, S.col[W_ABSA], NULL, NULL, in->dw2, N, D, F, fm);
+    free(g), free(p.sy), free(dy2);
+    for (int d = 0; d < D; d++)
+        b->db2[d] = lam * sqrt(sq(ui) * m.dy2[d] + sq(UA * sqrt((double)N) * m.dy1[d])) + rho(fm, in->db2[d]);
 
-    /* dH, then db1 = Σ dH, dW1 = dHᵀ·X, dX = dH·W1 */
-    bwd_state bs;
-    backward_dh(&bs, &st, in, fm, exact);
-    if (!exact) cache_add(&nc, bs.s2, N, F); /* rows (dX), columns (dW1) */
-    cache_add(&nc, bs.absdh, N, F);
-    free(st.shp2), free(st.g), free(st.sg2);
-#pragma omp parallel for schedule(static)
-    for (int f0 = 0; f0 < F; f0 += 256) { /* column blocks, rows in order: the reads stay contiguous */
-        const int f1 = f0 + 256 < F ? f0 + 256 : F;
-        double s2[256] = {0}, s1[256] = {0}, hard[256] = {0};
-        for (int n = 0; n < N; n++)
-            for (int f = f0; f < f1; f++) {
-                const size_t k = (size_t)n * F + f;
-                s2[f - f0] += bs.s[k], s1[f - f0] += bs.absdh[k], hard[f - f0] += bs.hard ? bs.hard[k] : 0;
-            }
-        for (int f = f0; f < f1; f++)
-            b->db1[f] =
-                hard[f - f0] + lam * sqrt(s2[f - f0] + sq(UA * sqrt((double)N) * s1[f - f0])) + rho(fm, in->db1[f]);
-    }
-    float *x2 = mapf(in->x, nd, 1, "x²"), *ax = mapf(in->x, nd, 0, "|x|");
-    sum_over_n(b->dw1, bs.s2, x2, bs.absdh, ax, bs.hard, N, F, D, exact);
-#pragma omp parallel for schedule(static)
-    for (size_t k = 0; k < fd; k++) b->dw1[k] += rho(fm, in->dw1[k]);
-    free(x2), free(ax);
-    sum_over_f(b->dx, bs.s2, bs.absdh, bs.hard, in->w1, 0, NULL, N, D, F, 0, F, exact);
-#pragma omp parallel for schedule(static)
-    for (size_t k = 0; k < nd; k++) b->dx[k] += rho(fm, in->dx[k]);
+    /* db1 = Σ dH, dW1 = dHᵀ·X, dX = dH·W1 */
+    for (int f = 0; f < F; f++)
+        b->db1[f] = S.col[K_HARD][f] + lam * sqrt(S.col[K_S][f] + sq(UA * sqrt((double)N) * S.col[K_DH][f])) +
+                    rho(fm, in->db1[f]);
+    g = exact ? pos_gemm(F, D, N, p.s2, (size_t)F, 1, x2, (size_t)D, 0, "Σ X²σ²") : NULL;
+    wk = (walk){g, S.col[W_S2], m.xsq_c, D};
+    over_n(&out, TPMLP_ERR_DW1, &wk, S.col[W_ABSDH], m.x_c, p.hard, in->x, in->dw1, N, F, D, fm);
+    free(g), free(x2);
+    g = exact ? pos_gemm(N, D, F, p.s2, (size_t)F, 0, w1sq, (size_t)D, 0, "Σ W1²σ²") : NULL;
+    wk = (walk){g, S.row[W_S2], m.w1sq_c, D};
+    fin = (nd_finish){NULL, in->dx, tp ? tp->dxsum : NULL, tp ? tp->p : 0};
+    over_f(&out, TPMLP_ERR_DX, &wk, S.row[W_ABSDH], m.w1_c, NULL, p.hard, in->w1, 0, N, D, F, 0, F, &fin, fm);
+    free(g);
     if (tp && tp->dxr) {
-        b->dx_part = alloc_d(nd, "bound dx.partial");
-        sum_over_f(b->dx_part, bs.s2, bs.absdh, bs.hard, in->w1, 0, NULL, N, D, F, tp->f0, tp->f1, exact);
-        for (size_t k = 0; k < nd; k++) b->dx_part[k] += rho(fm, tp->dxr[k]);
+        g = exact ? pos_gemm(N, D, f1 - f0, p.s2 + f0, (size_t)F, 0, w1sq + (size_t)f0 * D, (size_t)D, 0, "Σ W1²σ²")
+                  : NULL;
+        wk = (walk){g, S.rrow[W_S2], m.w1sq_cr, D};
+        fin = (nd_finish){NULL, tp->dxr, NULL, 0};
+        over_f(&out, TPMLP_ERR_DX_PART, &wk, S.rrow[W_ABSDH], m.w1_cr, NULL, p.hard, in->w1, 0, N, D, F, f0, f1, &fin,
+               fm);
+        free(g);
     }
-    if (tp) add_allreduce(b->dx, tp, tp->dxsum, nd, fm);
-    cache_free(&nc);
-    the_cache = NULL;
-    if (bs.s2 != bs.s) free(bs.s2);
-    free(bs.s), free(bs.absdh), free(bs.hard);
+    free(p.s2), free(p.hard), free(w1sq), free(w2sq);
+    for (int k = 0; k < W_N; k++) free(S.row[k]), free(S.rrow[k]);
+    for (int k = 0; k < K_N; k++) free(S.col[k]);
+    input_norms_free(&m);
 }
 
-void tpmlp_err_form_sums(tpmlp_act act, const double *h, const double *e, const double *ba, size_t n, double *num,
-                         double *den) {
+static inline uint64_t bits_of(double v) {
+    uint64_t u;
+    memcpy(&u, &v, sizeof u);
+    return u;
+}
+static inline double double_of(uint64_t u) {
+    double v;
+    memcpy(&v, &u, sizeof v);
+    return v;
+}
+
+/* The form test's terms Σ wΔ·e and Σ wΔ² of one element, w = 1/scale²,
+ * scale = ba/λ; nothing from an element whose scale is not positive and
+ * finite or whose e is NaN or Inf. Such an element enters as 0·0/1 = 0,
+ * picked by bit masks: with a compare and a select of the quotients' inputs
+ * the compiler keeps a branch, and the loop scalar. */
+static inline void form_term(double *num, double *den, float a1, float a2, double e, double ba) {
+    const uint64_t inf = 0x7ff0000000000000u, sb = bits_of(ba / TPMLP_LAMBDA), eb = bits_of(e);
+    const uint64_t keep = -(uint64_t)(((eb & inf) != inf) & (sb - 1 < inf - 1)); /* all ones or 0 */
+    const double sc = double_of((sb & keep) | (bits_of(1.0) & ~keep)), ev = double_of(eb & keep);
+    const double dv = double_of(bits_of((double)a2 - (double)a1) & keep);
+    *num += dv * ev / (sc * sc), *den += dv * dv / (sc * sc);
+}
+
+/* num, den (8 lanes each) += the form test's terms of n elements. Lane j
+ * takes the elements j, j + 8, ...: the same sums on every vector width. */
+ERR_CLONES static void form_terms(double *restrict num, double *restrict den, const float *restrict a1,
+                                  const float *restrict a2, const double *restrict e, const double *restrict ba,
+                                  int n) {
+    int k0 = 0;
+    for (; k0 + 8 <= n; k0 += 8)
+#pragma omp simd
+        for (int j = 0; j < 8; j++) form_term(&num[j], &den[j], a1[k0 + j], a2[k0 + j], e[k0 + j], ba[k0 + j]);
+    for (int j = 0; k0 + j < n; j++) form_term(&num[j], &den[j], a1[k0 + j], a2[k0 + j], e[k0 + j], ba[k0 + j]);
+}
+
+void tpmlp_err_form_sums(tpmlp_act act, const double *h, const float *a1, const double *e, const double *ba, size_t n,
+                         double *num, double *den) {
     if (act == TPMLP_RELU) return;
     const tpmlp_act other = act == TPMLP_GELU ? TPMLP_GELU_TANH : TPMLP_GELU;
     enum { BLK = 1024 };
-    static const float zero[BLK];
-    float hb[BLK], a1[BLK], a2[BLK], g[BLK];
+    float hb[BLK], own[BLK], a2[BLK], g[BLK];
+    double nl[8] = {0}, dl[8] = {0};
     for (size_t k0 = 0; k0 < n; k0 += BLK) {
         /* Δ = other(h) - act(h), from the float32 kernels: Δ is about 10⁻⁴ where it
          * matters, their errors about 10⁻⁷ of |a| */
         const int m = (int)(n - k0 < BLK ? n - k0 : BLK);
-        for (int i = 0; i < m; i++) hb[i] = (float)h[k0 + i];
-        bias_act_forward_f32(hb, a1, g, zero, 1, m, act);
-        for (int i = 0; i < m; i++) hb[i] = (float)h[k0 + i];
-        bias_act_forward_f32(hb, a2, g, zero, 1, m, other);
-        for (int i = 0; i < m; i++) { /* β = Σ wΔ·e / Σ wΔ², w = 1/scale²: the least-squares share of Δ in e */
-            const double scale = ba[k0 + i] / TPMLP_LAMBDA, dlt = (double)a2[i] - (double)a1[i];
-            if (!(scale > 0) || !isfinite(e[k0 + i])) continue;
-            *num += dlt * e[k0 + i] / (scale * scale), *den += dlt * dlt / (scale * scale);
-        }
+        to_f32(hb, h + k0, m);
+        if (!a1) act_row(hb, own, g, m, act);
+        act_row(hb, a2, g, m, other);
+        /* β = Σ wΔ·e / Σ wΔ², w = 1/scale²: the least-squares share of Δ in e */
+        form_terms(nl, dl, a1 ? a1 + k0 : own, a2, e + k0, ba + k0, m);
     }
+    *num += ((nl[0] + nl[1]) + (nl[2] + nl[3])) + ((nl[4] + nl[5]) + (nl[6] + nl[7]));
+    *den += ((dl[0] + dl[1]) + (dl[2] + dl[3])) + ((dl[4] + dl[5]) + (dl[6] + dl[7]));
 }
 
 double tpmlp_err_form_beta(double num, double den, double *noise) {

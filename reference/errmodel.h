@@ -69,28 +69,55 @@ typedef struct {
 } tpmlp_err_tp;
 
 /* Per-element bounds, full shapes (as the vector file's tensors); y_part,
- * dx_part (N,D) only with a tp argument. */
+ * dx_part (N,D) only with a tp argument that names a rank. Where a row
+ * function receives the bounds, only db1 and db2 are arrays, the rest NULL. */
 typedef struct {
     double *h, *a, *y, *dx, *dw1, *db1, *dw2, *db2, *y_part, *dx_part;
 } tpmlp_err_bounds;
 
+/* The bounds that come row by row: h, a (N,F); y, dx (N,D); dW1 (F,D);
+ * dW2 (D,F); y.partial, dx.partial (N,D). */
+typedef enum {
+    TPMLP_ERR_H,
+    TPMLP_ERR_A,
+    TPMLP_ERR_Y,
+    TPMLP_ERR_DX,
+    TPMLP_ERR_DW1,
+    TPMLP_ERR_DW2,
+    TPMLP_ERR_Y_PART,
+    TPMLP_ERR_DX_PART,
+    TPMLP_ERR_TENSORS
+} tpmlp_err_tensor;
+
+/* Receives the bounds row by row, as they are found, instead of arrays:
+ * bound, row r of tensor which; with a's rows also a32 (F), the asked
+ * activation of h rounded to float32 (the form test's; NULL otherwise).
+ * Called from the threads of an OpenMP team at once, each thread's rows of
+ * a tensor in increasing order; thread is omp_get_thread_num(), below
+ * omp_get_max_threads() at the call of tpmlp_err_bounds_compute. */
+typedef void (*tpmlp_err_row_fn)(void *ctx, int thread, tpmlp_err_tensor which, int r, const double *bound,
+                                 const float *a32);
+
 /* Computes every bound. exact: 1 computes the random-walk sums Σ c²·σ²
  * exactly (float32 GEMMs of squares), 0 bounds them by Cauchy–Schwarz
- * (no GEMM: what keeps `check` fast at fp32, where these terms are small).
+ * (no GEMM: what keeps `check` fast at fp32, where these terms are small);
+ * a format that rounds the operands (u_in > 0) is always exact. row: NULL,
+ * or where the bounds go instead of the arrays of b (with ctx).
  * Allocates the arrays; free with tpmlp_err_free. */
 void tpmlp_err_bounds_compute(tpmlp_err_bounds *b, const tpmlp_err_inputs *in, const tpmlp_format *fmt,
-                              const tpmlp_err_tp *tp, int exact);
+                              const tpmlp_err_tp *tp, int exact, tpmlp_err_row_fn row, void *ctx);
 void tpmlp_err_free(tpmlp_err_bounds *b);
 
 /* The form test: how much of the difference Δ between the asked GELU form
  * and the other one (erf vs tanh) the error e = theirs - reference in `a`
  * carries. tpmlp_err_form_sums adds, for n elements with reference h and
  * bounds ba (each element's error taken at scale ba/λ), their terms to *num
- * and *den (relu: nothing); tpmlp_err_form_beta turns the totals into beta
+ * and *den (relu: nothing); a1: the asked form of h rounded to float32 (the
+ * row function's a32), or NULL to compute it here; tpmlp_err_form_beta turns the totals into beta
  * (≈ 0 for a correct implementation, ≈ 1 for the other form) and *noise,
  * the λ-level bound on |beta| for a correct one (INFINITY if den is 0). */
-void tpmlp_err_form_sums(tpmlp_act act, const double *h, const double *e, const double *ba, size_t n, double *num,
-                         double *den);
+void tpmlp_err_form_sums(tpmlp_act act, const double *h, const float *a1, const double *e, const double *ba, size_t n,
+                         double *num, double *den);
 double tpmlp_err_form_beta(double num, double den, double *noise);
 
 #ifdef __cplusplus
