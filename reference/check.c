@@ -157,31 +157,23 @@ static inline double share_of(double got, double ref, double bound, double *e, d
 }
 
 /* e and q of m elements (share_of), and *qmax, *emax the largest share and
- * |e|; got float64 (gd) or float32 (gf). */
-CHECK_CLONES static void span_q_f64(double *restrict e, double *restrict q, const double *restrict gd,
-                                    const double *restrict ref, const double *restrict bound, size_t m, double *qmax,
-                                    double *emax) {
-    double qm = 0, em = 0;
-#pragma omp simd reduction(max : qm, em)
-    for (size_t i = 0; i < m; i++) {
-        double ae;
-        q[i] = share_of(gd[i], ref[i], bound[i], &e[i], &ae);
-        qm = q[i] > qm ? q[i] : qm, em = ae > em ? ae : em;
+ * |e|; got float64 (span_q_f64) or float32 (span_q_f32): one body, two
+ * element types, each loop vectorised for its own. */
+#define SPAN_Q(name, T)                                                                                                \
+    CHECK_CLONES static void name(double *restrict e, double *restrict q, const T *restrict got,                       \
+                                  const double *restrict ref, const double *restrict bound, size_t m, double *qmax,    \
+                                  double *emax) {                                                                      \
+        double qm = 0, em = 0;                                                                                         \
+        _Pragma("omp simd reduction(max : qm, em)") for (size_t i = 0; i < m; i++) {                                   \
+            double ae;                                                                                                 \
+            q[i] = share_of(got[i], ref[i], bound[i], &e[i], &ae);                                                     \
+            qm = q[i] > qm ? q[i] : qm, em = ae > em ? ae : em;                                                        \
+        }                                                                                                              \
+        *qmax = qm, *emax = em;                                                                                        \
     }
-    *qmax = qm, *emax = em;
-}
-CHECK_CLONES static void span_q_f32(double *restrict e, double *restrict q, const float *restrict gf,
-                                    const double *restrict ref, const double *restrict bound, size_t m, double *qmax,
-                                    double *emax) {
-    double qm = 0, em = 0;
-#pragma omp simd reduction(max : qm, em)
-    for (size_t i = 0; i < m; i++) {
-        double ae;
-        q[i] = share_of(gf[i], ref[i], bound[i], &e[i], &ae);
-        qm = q[i] > qm ? q[i] : qm, em = ae > em ? ae : em;
-    }
-    *qmax = qm, *emax = em;
-}
+SPAN_Q(span_q_f64, double)
+SPAN_Q(span_q_f32, float)
+#undef SPAN_Q
 
 /* Elements k0 .. k0 + m - 1 of THEIRS's tensor t against their reference and
  * bound. buf (3m): THEIRS's values where they are not float32 in place, the
