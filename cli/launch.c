@@ -13,8 +13,10 @@
 #include "util.h"
 
 int launch_under_mpi(void) {
-    /* Open MPI, MPICH/Hydra and PMIx (Slurm's srun, prterun) each give every
-     * rank its place in the job through the environment */
+    /* Open MPI, MPICH/Hydra and PMIx or PMI-2 launchers (prterun; Slurm's srun
+     * with --mpi=pmix or pmi2) each give every rank its place in the job
+     * through the environment. srun without a PMI plugin sets none of these:
+     * there, start the ranks with mpiexec inside the allocation. */
     static const char *const vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "PMI_RANK"};
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
         if (getenv(vars[i])) return 1;
@@ -36,7 +38,7 @@ void launch_ranks(int p, int argc, char **argv) {
     if (getenv("TPMLP_LAUNCHED"))
         tpmlp_die(1,
                   "launch: started by %s, but this process is not one of its ranks (it set none of "
-                  "OMPI_COMM_WORLD_SIZE, PMI_SIZE, PMIX_RANK); run the ranks with mpiexec -n %d yourself",
+                  "OMPI_COMM_WORLD_SIZE, PMI_SIZE, PMIX_RANK, PMI_RANK); run the ranks with mpiexec -n %d yourself",
                   TPMLP_MPIEXEC, p);
     const char *mpiexec = getenv("TPMLP_MPIEXEC") ? getenv("TPMLP_MPIEXEC") : TPMLP_MPIEXEC;
     char self[4096];
@@ -68,7 +70,9 @@ void launch_ranks(int p, int argc, char **argv) {
     setenv_default("TPMLP_LAUNCHED", np);
 
     fflush(NULL);
-    execv(mpiexec, args); /* the job's exit status becomes this command's */
-    tpmlp_die(1, "launch: cannot run %s: %s (TPMLP_MPIEXEC names another launcher)", mpiexec, strerror(errno));
+    execvp(mpiexec, args); /* the job's exit status becomes this command's; a bare name is looked up in PATH */
+    tpmlp_die(
+        1, "launch: cannot run %s: %s (set TPMLP_MPIEXEC to the MPI launcher, or start the ranks with mpiexec -n %d)",
+        mpiexec, strerror(errno), p);
 #endif
 }

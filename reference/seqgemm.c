@@ -9,6 +9,13 @@
 
 #include "util.h"
 
+/* The bits depend on every product being rounded before it is added: the
+ * build passes -ffp-contract=off (Makefile.am), and fast-math would reorder
+ * the sums. */
+#ifdef __FAST_MATH__
+#error "seqgemm.c must not be built with -ffast-math: the oracle's sums would change order"
+#endif
+
 /* Register tile MR×NR; blocks of k (KC), rows of A (MC) and columns of B (NC)
  * sized for the caches. None of them changes a bit of the result. */
 enum { MR = 4, NR = 8, KC = 256, MC = 128, NC = 2048 };

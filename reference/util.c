@@ -8,6 +8,7 @@
 #include <time.h>
 
 void tpmlp_die(int code, const char *fmt, ...) {
+    tpmlp_progress_done(); /* the message on a line of its own */
     va_list ap;
     va_start(ap, fmt);
     fputs("tpmlp: ", stderr);

@@ -211,6 +211,7 @@ void tpmlp_vec_reference(double *h, double *a, double *y, double *dx, double *dw
     tpmlp_seq_gemm(D, F, N, view(dy, 1, (size_t)D), view(a, (size_t)F, 1), dw2, (size_t)F);
     column_sums(db2, dy, N, D, (size_t)D);
     free(dh);
+    tpmlp_progress_done();
 }
 
 void tpmlp_vec_partial_sums(double *yp, double *dxp, const double *dy, const double *w1, const double *w2,
