@@ -35,11 +35,8 @@ The tpmlp program: --tpmlp, else $TPMLP, else tpmlp on PATH, else ./tpmlp of thi
 """
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
-import time
 
 import numpy as np
 
@@ -227,21 +224,11 @@ def main(argv=None):
     args, prog, meta = tp_harness.parse_args(__doc__, "host CPU devices", argv)
 
     set_device_count(args.tp)  # before jax is imported (in run)
-    d = args.keep or tempfile.mkdtemp(prefix="jax_tp-")
-    os.makedirs(d, exist_ok=True)
-    cfg = {"meta": meta, "dir": d, "tpmlp": prog, "vectors": os.path.abspath(args.vectors), "bug": args.bug}
-    t0 = time.monotonic()
-    try:
-        results = run(args.tp, cfg)
-    finally:
-        if not args.keep:
-            shutil.rmtree(d, ignore_errors=True)
-    secs = time.monotonic() - t0
+    results, secs = tp_harness.run_in_workdir(args, prog, meta, "jax_tp", lambda cfg: run(args.tp, cfg))
     import jax
 
-    title = (f"jax_tp: {os.path.basename(args.vectors)}: B={meta['B']} T={meta['T']} D={meta['D']} "
-          f"F={meta['F']} act={meta['activation']}; {args.tp} ranks as cpu devices under shard_map, "
-          f"jax {jax.__version__}{'; bug: ' + args.bug if args.bug else ''}")
+    title = tp_harness.title("jax_tp", args, meta,
+                             f"{args.tp} ranks as cpu devices under shard_map, jax {jax.__version__}")
     return tp_harness.report(title, results, [0] * len(results), args.tp, args.verbose, secs)
 
 

@@ -30,11 +30,9 @@ The tpmlp program: --tpmlp, else $TPMLP, else tpmlp on PATH, else ./tpmlp of thi
 import datetime
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 import torch
@@ -255,29 +253,23 @@ def run_rank(rank, tp, cfg):
 def main(argv=None):
     args, prog, meta = tp_harness.parse_args(__doc__, "processes", argv)
 
-    d = args.keep or tempfile.mkdtemp(prefix="torch_tp-")
-    os.makedirs(d, exist_ok=True)
-    cfg = {"meta": meta, "dir": d, "tpmlp": prog, "vectors": os.path.abspath(args.vectors), "bug": args.bug}
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     backend = "nccl" if gpus >= args.tp else "gloo"
-    t0 = time.monotonic()
-    try:
+
+    def ranks(cfg):
         codes = launch(args.tp, run_rank, cfg)
         results = []
         for r in range(args.tp):
             try:
-                with open(os.path.join(d, f"rank-{r}.json")) as f:
+                with open(os.path.join(cfg["dir"], f"rank-{r}.json")) as f:
                     results.append(json.load(f))
             except (OSError, ValueError):
                 results.append({"rank": r, "ok": False, "error": "it wrote no verdict"})
-    finally:
-        if not args.keep:
-            shutil.rmtree(d, ignore_errors=True)
-    secs = time.monotonic() - t0
+        return codes, results
 
-    title = (f"torch_tp: {os.path.basename(args.vectors)}: B={meta['B']} T={meta['T']} D={meta['D']} "
-          f"F={meta['F']} act={meta['activation']}; {args.tp} ranks over {backend}, torch {torch.__version__}"
-          f"{'; bug: ' + args.bug if args.bug else ''}")
+    (codes, results), secs = tp_harness.run_in_workdir(args, prog, meta, "torch_tp", ranks)
+    title = tp_harness.title("torch_tp", args, meta,
+                             f"{args.tp} ranks over {backend}, torch {torch.__version__}")
     return tp_harness.report(title, results, codes, args.tp, args.verbose, secs)
 
 

@@ -1,10 +1,14 @@
 """What torch_tp.py and jax_tp.py share: the command line, finding the tpmlp
-program, and the table of the ranks' verdicts. Each rank's result is a dict
+program, the working folder the ranks write to, and the table of the ranks'
+verdicts. Each rank's result is a dict
 with "rank", "ok", and from `tpmlp.check(..., tp=P, rank=R)` the JSON's
 "slice" and "tensors" and the printed "table" (or an "error")."""
 import argparse
 import os
+import shutil
 import sys
+import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -57,6 +61,28 @@ def parse_args(doc, ranks_are, argv=None):
     if args.tp > int(meta["F"]):
         ap.error(f"--tp {args.tp} is more than F = {meta['F']}")
     return args, prog, meta
+
+
+def run_in_workdir(args, prog, meta, name, body):
+    """Runs body(cfg), where cfg names the working folder the ranks write to
+    (--keep's, kept; or a temporary one, removed after), the tpmlp program,
+    the vector file and its metadata, and the planted bug. Returns body's
+    result and the seconds it took."""
+    d = args.keep or tempfile.mkdtemp(prefix=name + "-")
+    os.makedirs(d, exist_ok=True)
+    cfg = {"meta": meta, "dir": d, "tpmlp": prog, "vectors": os.path.abspath(args.vectors), "bug": args.bug}
+    t0 = time.monotonic()
+    try:
+        return body(cfg), time.monotonic() - t0
+    finally:
+        if not args.keep:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def title(name, args, meta, how):
+    """The report's first line: the vector file, its sizes, how the ranks ran, the planted bug."""
+    return (f"{name}: {os.path.basename(args.vectors)}: B={meta['B']} T={meta['T']} D={meta['D']} "
+            f"F={meta['F']} act={meta['activation']}; {how}{'; bug: ' + args.bug if args.bug else ''}")
 
 
 def report(title, results, codes, p, verbose, secs):
