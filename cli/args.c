@@ -82,6 +82,12 @@ int args_shape_finish(tpmlp_shape_args *s) {
     return (int)n;
 }
 
+int args_on_off(const char *flag, const char *value) {
+    if (value && strcmp(value, "on") == 0) return 1;
+    if (value && strcmp(value, "off") == 0) return 0;
+    tpmlp_die(TPMLP_EXIT_USAGE, "%s: expected on or off, got '%s'", flag, value ? value : "nothing");
+}
+
 void args_share_str(char *buf, size_t len, double used) {
     const double pct = 100 * used;
     if (!isfinite(used))

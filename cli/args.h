@@ -19,6 +19,8 @@ typedef struct {
 
 /* A positive int (1..INT_MAX) for flag; dies on anything else. */
 int args_positive_int(const char *flag, const char *value);
+/* "on" 1 or "off" 0 for flag; dies on anything else. */
+int args_on_off(const char *flag, const char *value);
 unsigned long long args_u64(const char *flag, const char *value);
 tpmlp_act args_act(const char *flag, const char *value);
 

@@ -109,18 +109,15 @@ static int bench_tp(const char *stage, int p, tpmlp_shape_args *s, int reps, int
     double *t1 = tpmlp_alloc((size_t)reps, sizeof *t1, "times");
     double *tother = tpmlp_alloc((size_t)reps, sizeof *tother, "times");
     for (int r = -1; r < reps; r++) { /* r = -1: warm-up */
-        /* the other mode too, for the overlap line; which goes first alternates */
-        double a, other;
-        sh.overlap = (r & 1) ? overlap : !overlap;
-        double first = timed_max(tp_step, &j);
-        sh.overlap = !sh.overlap;
-        double second = timed_max(tp_step, &j);
-        if (sh.overlap == overlap)
-            other = first, a = second;
-        else
-            a = first, other = second;
+        /* the step in both modes (t[m]: overlap m), for the overlap line;
+         * which goes first alternates */
+        double t[2];
+        for (int k = 0; k < 2; k++) {
+            sh.overlap = (r & 1) ^ k;
+            t[sh.overlap] = timed_max(tp_step, &j);
+        }
         sh.overlap = overlap;
-        double b = timed_max(tp_allreduce_only, &j);
+        double a = t[overlap], other = t[!overlap], b = timed_max(tp_allreduce_only, &j);
         comm_mpi_check(MPI_Barrier(MPI_COMM_WORLD), "mpi", "MPI_Barrier");
         double t0 = tpmlp_now();
         if (rank == 0) tpmlp_mlp32_run(&one);
@@ -185,10 +182,8 @@ int cmd_bench(int argc, char **argv) {
             continue;
         }
         if (strcmp(argv[i], "--overlap") == 0) {
-            const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-            if (v == NULL || (strcmp(v, "on") != 0 && strcmp(v, "off") != 0))
-                tpmlp_die(TPMLP_EXIT_USAGE, "--overlap: expected on or off, got '%s'", v ? v : "nothing");
-            overlap = strcmp(v, "on") == 0, i++;
+            overlap = args_on_off("--overlap", i + 1 < argc ? argv[i + 1] : NULL);
+            i++;
             continue;
         }
         if (strcmp(argv[i], "--reps") == 0) {

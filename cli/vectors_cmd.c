@@ -64,9 +64,7 @@ int cmd_gen(int argc, char **argv) {
         if (tpmlp_vec_generate_rank(out, &d, ra.tp, ra.rank, ra.split, err, sizeof err) != 0) tpmlp_die(1, "%s", err);
         return 0;
     }
-    int rc = tpmlp_vec_generate(out, &d, err, sizeof err);
-    tpmlp_progress_done();
-    if (rc != 0) tpmlp_die(1, "%s", err);
+    if (tpmlp_vec_generate(out, &d, err, sizeof err) != 0) tpmlp_die(1, "%s", err);
     return 0;
 }
 
@@ -272,9 +270,7 @@ static int report_check(const char *vec_path, const char *theirs_path, const tpm
     open_or_die(&theirs, theirs_path);
     tpmlp_check_result res;
     char err[512];
-    int rc = tpmlp_check(&res, &vec, &theirs, o, dump, err, sizeof err);
-    tpmlp_progress_done();
-    if (rc != 0) tpmlp_die(TPMLP_EXIT_USAGE, "%s", err);
+    if (tpmlp_check(&res, &vec, &theirs, o, dump, err, sizeof err) != 0) tpmlp_die(TPMLP_EXIT_USAGE, "%s", err);
     if (mode == 'j')
         print_json(&res, &theirs, vec_path, o);
     else {
@@ -409,9 +405,7 @@ int cmd_run(int argc, char **argv) {
             if (v == NULL) tpmlp_die(TPMLP_EXIT_USAGE, "--rank-outputs: missing folder name");
             rank_dir = v, i++;
         } else if (strcmp(argv[i], "--overlap") == 0) {
-            if (v == NULL || (strcmp(v, "on") != 0 && strcmp(v, "off") != 0))
-                tpmlp_die(TPMLP_EXIT_USAGE, "--overlap: expected on or off, got '%s'", v ? v : "nothing");
-            overlap = strcmp(v, "on") == 0, overlap_given = 1, i++;
+            overlap = args_on_off("--overlap", v), overlap_given = 1, i++;
         } else if (strcmp(argv[i], "--lt") == 0) {
             lt = 1;
         } else if (strcmp(argv[i], "--launch") == 0) {

@@ -448,6 +448,7 @@ int tpmlp_check(tpmlp_check_result *res, const st_file *vec, const st_file *thei
         res->pass &= r->pass;
     }
     free(rc_rows.acc), free(rc_rows.buf);
+    tpmlp_progress_done();
     int rc = dump ? write_dump(dump, res, ratio, bnd_dump, err, errlen) : 0;
     for (int i = 0; i < C_COUNT; i++) free(ratio[i]), free(bnd_dump[i]);
     tpmlp_err_free(&b);

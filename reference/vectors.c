@@ -335,6 +335,7 @@ int tpmlp_vec_generate(const char *path, const tpmlp_vec_dims *d, char *err, siz
     tpmlp_vec_meta(&m, TPMLP_FORMAT_NAME, d);
     tpmlp_progress("writing the file", 1, 1);
     int rc = st_write(path, out, V_COUNT, m.keys, m.vals, m.n, err, errlen);
+    tpmlp_progress_done();
     for (int i = 0; i < V_COUNT; i++) free(buf[i]);
     return rc;
 }
