@@ -16,7 +16,7 @@
 #ifndef TPMLP_TP_MLP_H
 #define TPMLP_TP_MLP_H
 
-#include "bound.h"
+#include "step.h"
 #include "comm.h"
 #include "mlp.h"
 #include "vectors.h"

@@ -5,14 +5,16 @@
 #include <string.h>
 
 #include "util.h"
-#include "vectors.h"
+#include "oracle.h"
 
-const char *const tpmlp_gradcheck_names[GC_COUNT] = {"dx", "linear_fc1.weight.grad", "linear_fc1.bias.grad",
-                                                     "linear_fc2.weight.grad", "linear_fc2.bias.grad"};
+const char *tpmlp_gradcheck_name(int g) {
+    static const tpmlp_vec_id ids[GC_COUNT] = {V_DX, V_DW1, V_DB1, V_DW2, V_DB2};
+    return tpmlp_vec_specs[ids[g]].name;
+}
 
 /* L = Σ Y⊙dY for t's current inputs; h, a, y are scratch. */
 static double loss(const tpmlp_mlp64 *t, double *h, double *a, double *y) {
-    tpmlp_vec_forward(h, a, y, t->x, t->w1, t->b1, t->w2, t->b2, t->N, t->D, t->F, t->act);
+    tpmlp_oracle_forward(h, a, y, t->x, t->w1, t->b1, t->w2, t->b2, t->N, t->D, t->F, t->act);
     double s = 0;
     for (size_t k = 0; k < (size_t)t->N * t->D; k++) s += y[k] * t->dy[k];
     return s;

@@ -2,10 +2,11 @@
 #ifndef TPMLP_GRADCHECK_H
 #define TPMLP_GRADCHECK_H
 
-#include "bound.h"
+#include "step.h"
 
 enum { GC_DX, GC_DW1, GC_DB1, GC_DW2, GC_DB2, GC_COUNT };
-extern const char *const tpmlp_gradcheck_names[GC_COUNT];
+/* The gradient g's vector name (GC_DX: "dx", ...). */
+const char *tpmlp_gradcheck_name(int g);
 
 /* For the loss L = Σ Y⊙dY (so dL/dY = dY), compares each analytic gradient in
  * t (run tpmlp_mlp64_run first) with (L(θ+s) - L(θ-s)) / 2s, s = step·max(1,|θ|).

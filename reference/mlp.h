@@ -6,7 +6,7 @@
  *
  * float32: OpenBLAS sgemm + vectorised, OpenMP-threaded elementwise passes
  * (our own erf/exp, see act.h). The float64 oracle it is tested against is
- * the vector files' fixed-order reference (vectors.h: tpmlp_vec_reference).
+ * the vector files' fixed-order reference (oracle.h: tpmlp_oracle_step).
  * The building blocks are public so that the tensor-parallel stages call them
  * on their shards instead of writing them again. */
 #ifndef TPMLP_MLP_H

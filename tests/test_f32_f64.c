@@ -6,6 +6,7 @@
 #include <math.h>
 
 #include "bound.h"
+#include "vectors.h"
 #include "testutil.h"
 #include "util.h"
 

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "bound.h"
+#include "vectors.h"
 #include "testutil.h"
 
 static const float X[] = {1, 2, -1, 0.5f}, W1[] = {1, 0, 0, 1, 1, -1}, B1[] = {0, -1, 0.5f};

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "oracle.h"
 #include "util.h"
 
 const tpmlp_check_spec tpmlp_check_specs[C_COUNT] = {
@@ -287,12 +288,12 @@ static void partials(tpmlp_err_tp *tp, double **keep, const tpmlp_err_inputs *in
     double *yr = tpmlp_alloc(nd, sizeof(double), "Y_r"), *dxr = tpmlp_alloc(nd, sizeof(double), "dX_r");
     double *yq = tpmlp_alloc(nd, sizeof(double), "Y_q"), *dxq = tpmlp_alloc(nd, sizeof(double), "dX_q");
     memset(ysum, 0, nd * sizeof *ysum), memset(dxsum, 0, nd * sizeof *dxsum);
-    double *dy = tpmlp_vec_widen(in->dy, nd, "dy"), *w1 = tpmlp_vec_widen(in->w1, (size_t)in->F * in->D, "w1"),
-           *w2 = tpmlp_vec_widen(in->w2, (size_t)in->F * in->D, "w2");
+    double *dy = tpmlp_widen(in->dy, nd, "dy"), *w1 = tpmlp_widen(in->w1, (size_t)in->F * in->D, "w1"),
+           *w2 = tpmlp_widen(in->w2, (size_t)in->F * in->D, "w2");
     for (int q = 0; q < o->tp; q++) {
         int f0, fr;
         if (tpmlp_split_slice(o->split, in->F, o->tp, q, &f0, &fr) != 0) continue;
-        tpmlp_vec_partial_sums(yq, dxq, dy, w1, w2, in->h, in->a, in->N, in->D, in->F, f0, f0 + fr, in->act);
+        tpmlp_oracle_partial_sums(yq, dxq, dy, w1, w2, in->h, in->a, in->N, in->D, in->F, f0, f0 + fr, in->act);
         for (size_t k = 0; k < nd; k++) ysum[k] += fabs(yq[k]), dxsum[k] += fabs(dxq[k]);
         if (q == o->rank) memcpy(yr, yq, nd * sizeof *yr), memcpy(dxr, dxq, nd * sizeof *dxr);
     }

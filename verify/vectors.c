@@ -7,25 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "seqgemm.h"
+#include "oracle.h"
 #include "util.h"
-
-const tpmlp_vec_spec tpmlp_vec_specs[V_COUNT] = {
-    [V_X] = {"x", "BTD", "input activations"},
-    [V_W1] = {"linear_fc1.weight", "FD", "fc1 weight (nn.Linear layout: out, in)"},
-    [V_B1] = {"linear_fc1.bias", "F", "fc1 bias"},
-    [V_W2] = {"linear_fc2.weight", "DF", "fc2 weight (nn.Linear layout: out, in)"},
-    [V_B2] = {"linear_fc2.bias", "D", "fc2 bias"},
-    [V_DY] = {"dy", "BTD", "gradient of the loss with respect to y"},
-    [V_H] = {"h", "BTF", "fc1 output before the activation: x·W1ᵀ + b1"},
-    [V_A] = {"a", "BTF", "activation output: act(h)"},
-    [V_Y] = {"y", "BTD", "block output: a·W2ᵀ + b2"},
-    [V_DX] = {"dx", "BTD", "gradient with respect to x"},
-    [V_DW1] = {"linear_fc1.weight.grad", "FD", "gradient with respect to fc1 weight"},
-    [V_DB1] = {"linear_fc1.bias.grad", "F", "gradient with respect to fc1 bias"},
-    [V_DW2] = {"linear_fc2.weight.grad", "DF", "gradient with respect to fc2 weight"},
-    [V_DB2] = {"linear_fc2.bias.grad", "D", "gradient with respect to fc2 bias"},
-};
 
 static uint64_t dim_of(char c, const tpmlp_vec_dims *d) {
     return c == 'B' ? (uint64_t)d->B : c == 'T' ? (uint64_t)d->T : c == 'D' ? (uint64_t)d->D : (uint64_t)d->F;
@@ -75,6 +58,11 @@ void tpmlp_vec_fill(float *out, tpmlp_vec_id id, const tpmlp_vec_dims *d, uint64
         for (uint64_t c = c0; c < c1; c++) out[(r - r0) * (c1 - c0) + (c - c0)] = tpmlp_vec_input(id, d, r, c);
 }
 
+void tpmlp_mlp32_random_inputs(tpmlp_mlp32 *t, unsigned long long seed) {
+    const tpmlp_vec_dims d = {1, t->N, t->D, t->F, t->act, seed};
+    tpmlp_vec_fill_inputs(t->x, t->w1, t->b1, t->w2, t->b2, t->dy, &d);
+}
+
 void tpmlp_vec_fill_inputs(float *x, float *w1, float *b1, float *w2, float *b2, float *dy, const tpmlp_vec_dims *d) {
     const uint64_t N = (uint64_t)d->B * (uint64_t)d->T, D = (uint64_t)d->D, F = (uint64_t)d->F;
     tpmlp_vec_fill(x, V_X, d, 0, N, 0, D);
@@ -83,175 +71,6 @@ void tpmlp_vec_fill_inputs(float *x, float *w1, float *b1, float *w2, float *b2,
     tpmlp_vec_fill(w2, V_W2, d, 0, D, 0, F);
     tpmlp_vec_fill(b2, V_B2, d, 0, 1, 0, D);
     tpmlp_vec_fill(dy, V_DY, d, 0, N, 0, D);
-}
-
-/* ---------------------------------------------------- deterministic math */
-
-/* e^y by Cody–Waite reduction y = k·ln2 + r (ln2_hi has 21 trailing zero bits,
- * so k·ln2_hi is exact for |k| < 2^21) and a degree-14 Taylor polynomial on
- * |r| ≤ 0.35 (truncation below 1e-18); 2^k by ldexp, which is exact. */
-static double det_exp(double y) {
-    if (y < -745.0) return 0.0;
-    if (y > 709.0) return INFINITY;
-    double k = floor(y * 1.4426950408889634 + 0.5);
-    double r = (y - k * 6.93147180369123816490e-01) - k * 1.90821492927058770002e-10;
-    double p = 1.0, term = 1.0;
-    for (int i = 1; i <= 14; i++) {
-        term = term * r / i;
-        p = p + term;
-    }
-    return ldexp(p, (int)k);
-}
-
-/* erfc(z): for z < 2 from the positive series erf(z) = 2z/√π·e^{-z²}·Σ (2z²)^n / (1·3·…·(2n+1))
- * (relative error of erfc below 1e-13 there); for z ≥ 2 from the continued
- * fraction erfc(z) = e^{-z²}/√π / (z + (1/2)/(z + 1/(z + (3/2)/(z + …)))), 60 levels. */
-static double det_erfc(double z) {
-    if (z < 0) return 2.0 - det_erfc(-z);
-    if (z > 27.3) return 0.0;
-    double e = det_exp(-z * z);
-    if (z < 2.0) {
-        double s = 0.0, term = 1.0;
-        for (int n = 0; n < 200 && term > 1e-18 * s; n++) {
-            s = s + term;
-            term = term * (2.0 * z * z) / (2.0 * n + 3.0);
-        }
-        return 1.0 - 2.0 * z * 0.56418958354775628695 * e * s;
-    }
-    double f = z;
-    for (int k = 60; k >= 1; k--) f = z + (k * 0.5) / f;
-    return e * 0.56418958354775628695 / f;
-}
-
-double tpmlp_det_act(tpmlp_act act, double x) {
-    switch (act) {
-    case TPMLP_GELU: return x * 0.5 * det_erfc(-x * 0.70710678118654752440);
-    case TPMLP_GELU_TANH: {
-        double u = 0.79788456080286535588 * (x + 0.044715 * x * x * x);
-        double e = det_exp(-2.0 * fabs(u));
-        return u >= 0 ? x / (1.0 + e) : x * e / (1.0 + e);
-    }
-    default: return x > 0 ? x : 0.0;
-    }
-}
-
-double tpmlp_det_act_grad(tpmlp_act act, double x) {
-    switch (act) {
-    case TPMLP_GELU:
-        return 0.5 * det_erfc(-x * 0.70710678118654752440) + x * 0.39894228040143267794 * det_exp(-0.5 * x * x);
-    case TPMLP_GELU_TANH: {
-        double u = 0.79788456080286535588 * (x + 0.044715 * x * x * x);
-        double e = det_exp(-2.0 * fabs(u)), inv = 1.0 / (1.0 + e);
-        double s = u >= 0 ? inv : e * inv;
-        return s + x * (e * inv * inv) * 2.0 * 0.79788456080286535588 * (1.0 + 3.0 * 0.044715 * x * x);
-    }
-    default: return x > 0 ? 1.0 : 0.0;
-    }
-}
-
-/* ---------------------------------------------------- reference outputs */
-
-/* Each sum of the reference in increasing index order from 0.0, the bias
- * added after it (tpmlp_seq_gemm: the bits of the plain loops, blocked and
- * threaded). */
-static tpmlp_dview view(const double *p, size_t rs, size_t cs) { return (tpmlp_dview){p, rs, cs}; }
-
-/* db (R) = Σ over the N rows of g (N, R, row stride ld), n in increasing order */
-static void column_sums(double *db, const double *g, int N, int R, size_t ld) {
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < R; r++) {
-        double s = 0.0;
-        for (int n = 0; n < N; n++) s = s + g[(size_t)n * ld + r];
-        db[r] = s;
-    }
-}
-
-/* dH (N, f1-f0) = (dY·W2[:, f0:f1]) ⊙ act'(H[:, f0:f1]): the columns [f0, f1) of F */
-static void dh_block(double *dh, const double *dy, const double *w2, const double *h, int N, int D, int F, int f0,
-                     int f1, tpmlp_act act) {
-    const int fr = f1 - f0;
-    tpmlp_seq_gemm(N, fr, D, view(dy, (size_t)D, 1), view(w2 + f0, (size_t)F, 1), dh, (size_t)fr);
-#pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++)
-        for (int f = 0; f < fr; f++)
-            dh[(size_t)n * fr + f] = dh[(size_t)n * fr + f] * tpmlp_det_act_grad(act, h[(size_t)n * F + f0 + f]);
-}
-
-void tpmlp_vec_forward(double *h, double *a, double *y, const double *x, const double *w1, const double *b1,
-                       const double *w2, const double *b2, int N, int D, int F, tpmlp_act act) {
-    /* h = x·W1ᵀ + b1, a = act(h); y = a·W2ᵀ + b2 */
-    tpmlp_seq_gemm(N, F, D, view(x, (size_t)D, 1), view(w1, 1, (size_t)D), h, (size_t)F);
-#pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++)
-        for (int f = 0; f < F; f++) {
-            const size_t i = (size_t)n * F + f;
-            h[i] = h[i] + b1[f];
-            a[i] = tpmlp_det_act(act, h[i]);
-        }
-    tpmlp_seq_gemm(N, D, F, view(a, (size_t)F, 1), view(w2, 1, (size_t)F), y, (size_t)D);
-#pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++)
-        for (int d = 0; d < D; d++) y[(size_t)n * D + d] = y[(size_t)n * D + d] + b2[d];
-}
-
-void tpmlp_vec_reference(double *h, double *a, double *y, double *dx, double *dw1, double *db1, double *dw2,
-                         double *db2, const double *x, const double *w1, const double *b1, const double *w2,
-                         const double *b2, const double *dy, int N, int D, int F, tpmlp_act act) {
-    double *dh = tpmlp_alloc((size_t)N * F, sizeof *dh, "reference dh");
-    tpmlp_progress("float64 reference: forward", 1, 4);
-    tpmlp_vec_forward(h, a, y, x, w1, b1, w2, b2, N, D, F, act);
-    tpmlp_progress("float64 reference: dH and dX", 2, 4);
-    dh_block(dh, dy, w2, h, N, D, F, 0, F, act);
-    tpmlp_seq_gemm(N, D, F, view(dh, (size_t)F, 1), view(w1, (size_t)D, 1), dx, (size_t)D); /* dX = dH·W1 */
-    /* parameter gradients: dW1 = dHᵀ·X, db1 = Σ dH; dW2 = dYᵀ·A, db2 = Σ dY */
-    tpmlp_progress("float64 reference: dW1", 3, 4);
-    tpmlp_seq_gemm(F, D, N, view(dh, 1, (size_t)F), view(x, (size_t)D, 1), dw1, (size_t)D);
-    column_sums(db1, dh, N, F, (size_t)F);
-    tpmlp_progress("float64 reference: dW2", 4, 4);
-    tpmlp_seq_gemm(D, F, N, view(dy, 1, (size_t)D), view(a, (size_t)F, 1), dw2, (size_t)F);
-    column_sums(db2, dy, N, D, (size_t)D);
-    free(dh);
-    tpmlp_progress_done();
-}
-
-void tpmlp_vec_partial_sums(double *yp, double *dxp, const double *dy, const double *w1, const double *w2,
-                            const double *h, const double *a, int N, int D, int F, int f0, int f1, tpmlp_act act) {
-    const int fr = f1 - f0;
-    double *dh = tpmlp_alloc((size_t)N * fr, sizeof *dh, "partial dh");
-    tpmlp_seq_gemm(N, D, fr, view(a + f0, (size_t)F, 1), view(w2 + f0, 1, (size_t)F), yp, (size_t)D);
-    dh_block(dh, dy, w2, h, N, D, F, f0, f1, act);
-    tpmlp_seq_gemm(N, D, fr, view(dh, (size_t)fr, 1), view(w1 + (size_t)f0 * D, (size_t)D, 1), dxp, (size_t)D);
-    free(dh);
-}
-
-double *tpmlp_vec_widen(const float *v, size_t n, const char *what) {
-    double *d = tpmlp_alloc(n, sizeof *d, what);
-    for (size_t i = 0; i < n; i++) d[i] = v[i]; /* exact */
-    return d;
-}
-
-/* ------------------------------------------------------ tensor parallel */
-
-int tpmlp_split_parse(const char *name, tpmlp_split *out) {
-    if (strcmp(name, "balanced") == 0) return *out = TPMLP_SPLIT_BALANCED, 0;
-    if (strcmp(name, "chunk") == 0) return *out = TPMLP_SPLIT_CHUNK, 0;
-    return -1;
-}
-
-const char *tpmlp_split_name(tpmlp_split s) { return s == TPMLP_SPLIT_CHUNK ? "chunk" : "balanced"; }
-
-int tpmlp_split_slice(tpmlp_split s, int F, int p, int r, int *f0, int *fr) {
-    if (s == TPMLP_SPLIT_CHUNK) { /* torch.chunk: ⌈F/p⌉ each, the last smaller (or none) */
-        const int c = F / p + (F % p != 0);
-        const long long b = (long long)r * c;
-        *f0 = b < F ? (int)b : F;
-        *fr = b < F ? (F - b < c ? (int)(F - b) : c) : 0;
-    } else {
-        const int q = F / p, rem = F % p;
-        *f0 = r * q + (r < rem ? r : rem);
-        *fr = q + (r < rem ? 1 : 0);
-    }
-    return *fr > 0 ? 0 : -1;
 }
 
 /* ---------------------------------------------------------------- files */
@@ -327,9 +146,9 @@ int tpmlp_vec_generate(const char *path, const tpmlp_vec_dims *d, char *err, siz
     tpmlp_vec_fill_inputs(buf[V_X], buf[V_W1], buf[V_B1], buf[V_W2], buf[V_B2], buf[V_DY], d);
     double *in64[V_FIRST_OUTPUT];
     for (int i = 0; i < V_FIRST_OUTPUT; i++)
-        in64[i] = tpmlp_vec_widen(buf[i], tpmlp_vec_numel((tpmlp_vec_id)i, d), tpmlp_vec_specs[i].name);
-    tpmlp_vec_reference(buf[V_H], buf[V_A], buf[V_Y], buf[V_DX], buf[V_DW1], buf[V_DB1], buf[V_DW2], buf[V_DB2],
-                        in64[V_X], in64[V_W1], in64[V_B1], in64[V_W2], in64[V_B2], in64[V_DY], N, d->D, d->F, d->act);
+        in64[i] = tpmlp_widen(buf[i], tpmlp_vec_numel((tpmlp_vec_id)i, d), tpmlp_vec_specs[i].name);
+    tpmlp_oracle_step(buf[V_H], buf[V_A], buf[V_Y], buf[V_DX], buf[V_DW1], buf[V_DB1], buf[V_DW2], buf[V_DB2],
+                      in64[V_X], in64[V_W1], in64[V_B1], in64[V_W2], in64[V_B2], in64[V_DY], N, d->D, d->F, d->act);
     for (int i = 0; i < V_FIRST_OUTPUT; i++) free(in64[i]);
     tpmlp_meta m;
     tpmlp_vec_meta(&m, TPMLP_FORMAT_NAME, d);
@@ -390,18 +209,9 @@ int tpmlp_vec_read_dims(const st_file *f, tpmlp_vec_dims *d, char *err, size_t e
     return 0;
 }
 
-/* Pointers to the tensors of an MLP step, in tpmlp_vec_id order. */
-static void mlp32_fields(const tpmlp_mlp32 *t, float *p[V_COUNT]) {
-    float *fields[V_COUNT] = {t->x, t->w1, t->b1, t->w2,  t->b2,  t->dy,  t->h,
-                              t->a, t->y,  t->dx, t->dw1, t->db1, t->dw2, t->db2};
-    memcpy(p, fields, sizeof fields);
-}
-
 int tpmlp_vec_load_inputs(const st_file *f, tpmlp_mlp32 *t, tpmlp_vec_dims *d, char *err, size_t errlen) {
     if (tpmlp_vec_read_dims(f, d, err, errlen) != 0) return -1;
     tpmlp_mlp32_alloc(t, d->B * d->T, d->D, d->F, d->act);
-    float *p[V_COUNT];
-    mlp32_fields(t, p);
     for (int i = 0; i < V_FIRST_OUTPUT; i++) {
         const st_tensor *s = st_find(f, tpmlp_vec_specs[i].name);
         if (s == NULL || s->dtype != ST_F32) {
@@ -410,18 +220,16 @@ int tpmlp_vec_load_inputs(const st_file *f, tpmlp_mlp32 *t, tpmlp_vec_dims *d, c
                             s ? "is not F32" : "is missing"),
                    -1;
         }
-        memcpy(p[i], st_data(f, s), (size_t)s->numel * sizeof(float));
+        memcpy(tpmlp_mlp32_tensor(t, (tpmlp_vec_id)i), st_data(f, s), (size_t)s->numel * sizeof(float));
     }
     return 0;
 }
 
 int tpmlp_vec_write_outputs(const char *path, const tpmlp_mlp32 *t, const tpmlp_vec_dims *d, char *err, size_t errlen) {
-    float *p[V_COUNT];
-    mlp32_fields(t, p);
     st_out out[V_COUNT - V_FIRST_OUTPUT];
     for (int i = V_FIRST_OUTPUT; i < V_COUNT; i++) {
         st_out *o = &out[i - V_FIRST_OUTPUT];
-        *o = (st_out){.name = tpmlp_vec_specs[i].name, .dtype = ST_F32, .data = p[i]};
+        *o = (st_out){.name = tpmlp_vec_specs[i].name, .dtype = ST_F32, .data = tpmlp_mlp32_tensor(t, (tpmlp_vec_id)i)};
         o->ndim = tpmlp_vec_shape((tpmlp_vec_id)i, d, o->shape);
     }
     tpmlp_meta m;

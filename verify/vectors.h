@@ -7,9 +7,9 @@
 
 #include <stdint.h>
 
-#include "bound.h"
 #include "mlp.h"
 #include "safetensors.h"
+#include "step.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -18,32 +18,6 @@ extern "C" {
 #define TPMLP_FORMAT_NAME "tpmlp-mlp-vectors"
 #define TPMLP_FORMAT_VERSION "1"
 #define TPMLP_GENERATOR_VERSION "1"
-
-typedef enum {
-    V_X,
-    V_W1,
-    V_B1,
-    V_W2,
-    V_B2,
-    V_DY, /* inputs, F32 */
-    V_H,
-    V_A,
-    V_Y,
-    V_DX,
-    V_DW1,
-    V_DB1,
-    V_DW2,
-    V_DB2, /* reference outputs, F64 */
-    V_COUNT
-} tpmlp_vec_id;
-#define V_FIRST_OUTPUT V_H
-
-typedef struct {
-    const char *name;
-    const char *dims; /* letters of B, T, D, F, e.g. "BTD" or "FD" */
-    const char *what;
-} tpmlp_vec_spec;
-extern const tpmlp_vec_spec tpmlp_vec_specs[V_COUNT];
 
 /* The sizes a vector file is made for. */
 typedef struct {
@@ -72,38 +46,6 @@ void tpmlp_vec_fill(float *out, tpmlp_vec_id id, const tpmlp_vec_dims *d, uint64
 /* All six input tensors, whole (N = B·T rows): x, dy (N,D), w1 (F,D), b1 (F), w2 (D,F), b2 (D). */
 void tpmlp_vec_fill_inputs(float *x, float *w1, float *b1, float *w2, float *b2, float *dy, const tpmlp_vec_dims *d);
 
-/* The float64 reference: the one oracle of tpmlp (the vector files, the demo
- * and the tests). tpmlp's own fixed summation order (each sum in increasing
- * index order from 0.0, bias added last) and own erfc/exp, so the bytes do not
- * depend on BLAS, libm, the CPU or the thread count. N = B·T rows. The
- * forward alone (h, a, y) is what finite differences differentiate. */
-void tpmlp_vec_reference(double *h, double *a, double *y, double *dx, double *dw1, double *db1, double *dw2,
-                         double *db2, const double *x, const double *w1, const double *b1, const double *w2,
-                         const double *b2, const double *dy, int N, int D, int F, tpmlp_act act);
-void tpmlp_vec_forward(double *h, double *a, double *y, const double *x, const double *w1, const double *b1,
-                       const double *w2, const double *b2, int N, int D, int F, tpmlp_act act);
-/* A float32 tensor as float64 (exact); free() it. */
-double *tpmlp_vec_widen(const float *v, size_t n, const char *what);
-
-/* Deterministic float64 activations (no libm transcendental calls). */
-double tpmlp_det_act(tpmlp_act act, double x);
-double tpmlp_det_act_grad(tpmlp_act act, double x);
-
-/* How F is cut over p ranks: balanced (Megatron's: the first F mod p ranks
- * one larger) or chunk (torch.chunk's and DTensor's: ⌈F/p⌉ each, the last
- * smaller). */
-typedef enum { TPMLP_SPLIT_BALANCED, TPMLP_SPLIT_CHUNK } tpmlp_split;
-int tpmlp_split_parse(const char *name, tpmlp_split *out); /* 0, or -1 if unknown */
-const char *tpmlp_split_name(tpmlp_split s);
-/* Rank r's columns [*f0, *f0 + *fr); returns -1 (and *fr = 0) if it gets none. */
-int tpmlp_split_slice(tpmlp_split s, int F, int p, int r, int *f0, int *fr);
-
-/* The partial sums of the columns [f0, f1) of F, in the reference's fixed
- * order: yp (N,D) = A[:, f0:f1]·W2[:, f0:f1]ᵀ and dxp (N,D) = dH[:, f0:f1]·W1[f0:f1, :],
- * from the inputs and the reference h and a. */
-void tpmlp_vec_partial_sums(double *yp, double *dxp, const double *dy, const double *w1, const double *w2,
-                            const double *h, const double *a, int N, int D, int F, int f0, int f1, tpmlp_act act);
-
 /* Writes rank r's inputs alone: x, dy, linear_fc2.bias whole, its rows of
  * linear_fc1.weight and .bias, its columns of linear_fc2.weight. */
 int tpmlp_vec_generate_rank(const char *path, const tpmlp_vec_dims *d, int p, int r, tpmlp_split s, char *err,
@@ -119,6 +61,9 @@ typedef struct {
 } tpmlp_meta;
 void tpmlp_vec_meta(tpmlp_meta *m, const char *format, const tpmlp_vec_dims *d);
 void tpmlp_vec_meta_rank(tpmlp_meta *m, int p, int r, tpmlp_split s, int f0, int f1);
+
+/* t's inputs from seed, by the generator above (B = 1, T = N). */
+void tpmlp_mlp32_random_inputs(tpmlp_mlp32 *t, unsigned long long seed);
 
 /* Generates the whole file. Returns 0, or -1 with a message in err. */
 int tpmlp_vec_generate(const char *path, const tpmlp_vec_dims *d, char *err, size_t errlen);

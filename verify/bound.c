@@ -1,0 +1,61 @@
+#include "bound.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+#include "vectors.h"
+
+void tpmlp_output_views(tpmlp_output_view v[TPMLP_NUM_OUTPUTS], const tpmlp_mlp32 *t, const tpmlp_mlp64 *ref,
+                        const tpmlp_mlp64 *bd) {
+    /* the outputs of the step list, in its order */
+#define VIEW_(id, field, name, shape, role, what)                                                                      \
+    if (id >= V_FIRST_OUTPUT && id < V_COUNT)                                                                          \
+        v[id - V_FIRST_OUTPUT] = (tpmlp_output_view){name, t->field, ref->field, bd ? bd->field : NULL,                \
+                                                     tpmlp_step_numel(id, t->N, t->D, t->F)};
+    TPMLP_STEP_TENSORS(VIEW_)
+#undef VIEW_
+}
+
+double tpmlp_budget_used(const float *got, const double *ref, const double *bound, size_t n, size_t *worst,
+                         double *max_abs_err) {
+    double used = 0, maxerr = 0;
+    size_t w = 0;
+    for (size_t k = 0; k < n; k++) {
+        if (!isfinite(got[k])) {
+            *worst = k, *max_abs_err = INFINITY;
+            return INFINITY;
+        }
+        double e = fabs((double)got[k] - ref[k]);
+        double r = e == 0 ? 0 : bound[k] > 0 ? e / bound[k] : INFINITY;
+        if (r > used) used = r, w = k;
+        if (e > maxerr) maxerr = e;
+    }
+    *worst = w, *max_abs_err = maxerr;
+    return used;
+}
+
+static float *to_f32(const double *v, size_t n, const char *what) {
+    float *o = tpmlp_alloc(n, sizeof *o, what);
+    for (size_t i = 0; i < n; i++) o[i] = (float)v[i]; /* the inputs are float32 values: exact */
+    return o;
+}
+
+void tpmlp_mlp64_bounds(tpmlp_mlp64 *bd, const tpmlp_mlp64 *ref, const tpmlp_format *fmt) {
+    const int N = ref->N, D = ref->D, F = ref->F;
+    const size_t nd = (size_t)N * D, fd = (size_t)F * D;
+    float *x = to_f32(ref->x, nd, "x"), *w1 = to_f32(ref->w1, fd, "w1"), *b1 = to_f32(ref->b1, (size_t)F, "b1");
+    float *w2 = to_f32(ref->w2, fd, "w2"), *b2 = to_f32(ref->b2, (size_t)D, "b2"), *dy = to_f32(ref->dy, nd, "dy");
+    const tpmlp_err_inputs in = {N,  D,      F,      ref->act, x,       w1,       b1,       w2,       b2,
+                                 dy, ref->h, ref->a, ref->y,   ref->dx, ref->dw1, ref->db1, ref->dw2, ref->db2};
+    tpmlp_err_bounds b;
+    tpmlp_err_bounds_compute(&b, &in, fmt, NULL, 1, NULL, NULL);
+    const size_t nf = (size_t)N * F;
+    memcpy(bd->h, b.h, nf * sizeof(double)), memcpy(bd->a, b.a, nf * sizeof(double));
+    memcpy(bd->y, b.y, nd * sizeof(double)), memcpy(bd->dx, b.dx, nd * sizeof(double));
+    memcpy(bd->dw1, b.dw1, fd * sizeof(double)), memcpy(bd->db1, b.db1, (size_t)F * sizeof(double));
+    memcpy(bd->dw2, b.dw2, fd * sizeof(double)), memcpy(bd->db2, b.db2, (size_t)D * sizeof(double));
+    tpmlp_err_free(&b);
+    free(x), free(w1), free(b1), free(w2), free(b2), free(dy);
+}
