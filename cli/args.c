@@ -1,3 +1,5 @@
+#include "config.h"
+
 #include "args.h"
 
 #include <cblas.h>

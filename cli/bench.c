@@ -1,6 +1,8 @@
 /* tpmlp bench: the reference fwd+bwd against the same six GEMMs alone, timed
  * alternately in one run (median of --reps after a warm-up), so the ratio is
  * taken under the same conditions. */
+#include "config.h"
+
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -2,6 +2,8 @@
  * reference on a default shape, checks every output against the float64
  * oracle within the error-analysis bound, and checks the float64 gradients by
  * central finite differences. Exit 0 only if everything holds. */
+#include "config.h"
+
 #include <stdio.h>
 #include <string.h>
 

@@ -2,6 +2,8 @@
  * publishes every rank's buffer, waits at a barrier, and lets every rank sum
  * the published buffers in rank order 0..p-1 — so all ranks compute the same
  * bits — before a second barrier lets the buffers be reused. */
+#include "config.h"
+
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -2,6 +2,8 @@
  * are returned, not fatal (MPI_ERRORS_RETURN), so each is reported in one line
  * and the job is ended with MPI_Abort: a failing rank never leaves the others
  * waiting in a collective. */
+#include "config.h"
+
 #include <limits.h>
 #include <mpi.h>
 #include <stdio.h>

@@ -8,6 +8,8 @@
  * ring. Each rank sends 2(p-1)/p of the buffer in all — the bus-bandwidth
  * factor nccl-tests reports. Every chunk is summed once, along the ring, and
  * then copied: all ranks end with the same bits. */
+#include "config.h"
+
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

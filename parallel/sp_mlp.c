@@ -1,3 +1,5 @@
+#include "config.h"
+
 #include "sp_mlp.h"
 
 #include <stdlib.h>

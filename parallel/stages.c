@@ -1,3 +1,5 @@
+#include "config.h"
+
 #include "stages.h"
 
 #include <cblas.h>

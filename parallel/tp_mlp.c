@@ -1,3 +1,5 @@
+#include "config.h"
+
 #include "tp_mlp.h"
 
 #include <stdlib.h>

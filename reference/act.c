@@ -1,6 +1,8 @@
 /* The elementwise passes of the MLP: bias + activation forward, activation
  * backward fused with the bias-gradient reduction; plus the small bias passes.
  * Math in act.h. */
+#include "config.h"
+
 #include <string.h>
 
 #include "act.h"

@@ -1,3 +1,5 @@
+#include "config.h"
+
 #include "gradcheck.h"
 
 #include <math.h>

@@ -1,5 +1,7 @@
 /* The MLP block, forward and backward, on OpenBLAS. Shapes as in mlp.h:
  * x (N,D), w1 (F,D), b1 (F), w2 (D,F), b2 (D), h and a (N,F), y (N,D). */
+#include "config.h"
+
 #include <cblas.h>
 
 #include "mlp.h"

@@ -1,3 +1,5 @@
+#include "config.h"
+
 #include "oracle.h"
 
 #include <math.h>

@@ -2,6 +2,8 @@
  * Goto-style GEMM (panels of B and A packed for the cache, a small register
  * tile of C updated by a micro-kernel), keeping the one property a BLAS does
  * not: each C element's sum runs over k from 0 in increasing order. */
+#include "config.h"
+
 #include "seqgemm.h"
 
 #include <stdlib.h>

@@ -1,3 +1,5 @@
+#include "config.h"
+
 #include "step.h"
 
 #include <stdlib.h>

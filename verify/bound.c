@@ -1,3 +1,5 @@
+#include "config.h"
+
 #include "bound.h"
 
 #include <math.h>

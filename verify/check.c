@@ -1,5 +1,7 @@
 /* tpmlp check (check.h): the bounds come from errmodel.c; this file maps
  * THEIRS's tensors (whole, or one rank's) onto the reference and compares. */
+#include "config.h"
+
 #include "check.h"
 
 #include <math.h>

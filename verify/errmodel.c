@@ -41,6 +41,8 @@
  * The random-walk sums Σ c²σ² are float32 GEMMs of squares (exact: tf32, bf16,
  * fp16), or their Cauchy–Schwarz bound ‖c²‖₂‖σ²‖₂ (no GEMM: fp32); Σ|t| is
  * always bounded by Cauchy–Schwarz, ‖row‖₂·‖column‖₂. */
+#include "config.h"
+
 #include "errmodel.h"
 
 #include <cblas.h>

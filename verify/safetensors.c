@@ -1,5 +1,7 @@
 /* safetensors reader and writer; see safetensors.h. The JSON is parsed and
  * written by jansson. */
+#include "config.h"
+
 #include "safetensors.h"
 
 #include <errno.h>

@@ -1,3 +1,5 @@
+#include "config.h"
+
 #include "vectors.h"
 
 #include <errno.h>
