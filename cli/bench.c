@@ -17,7 +17,7 @@
 #include <mpi.h>
 
 #include "comm_mpi.h"
-#include "stages.h"
+#include "runner.h"
 #include "tp_mlp.h"
 #endif
 
@@ -77,7 +77,7 @@ static int tp_allreduce_only(void *a) {
 
 static int bench_tp(const char *stage, int p, tpmlp_shape_args *s, int reps, int overlap) {
     int rank, size;
-    if (tp_dist_init(&rank, &size) != 0) tpmlp_die(1, "bench: MPI_Init failed");
+    if (launch_mpi_init(&rank, &size) != 0) tpmlp_die(1, "bench: MPI_Init failed");
     if (size != p) {
         if (rank == 0)
             fprintf(stderr, "tpmlp: --tp %d but the job has %d rank%s (mpiexec -n %d ...)\n", p, size,
@@ -86,8 +86,9 @@ static int bench_tp(const char *stage, int p, tpmlp_shape_args *s, int reps, int
         return TPMLP_EXIT_USAGE;
     }
     int N = args_shape_finish(s);
-    if (p > s->ffn) {
-        if (rank == 0) fprintf(stderr, "tpmlp: --tp: %d ranks for F = %d (allowed: 1 to F)\n", p, s->ffn);
+    char err[256];
+    if (tp_run_check_p(p, N, s->ffn, 0, err, sizeof err) != 0) { /* the runner's rule, as for run */
+        if (rank == 0) fprintf(stderr, "tpmlp: %s\n", err);
         MPI_Finalize();
         return TPMLP_EXIT_USAGE;
     }
@@ -95,9 +96,10 @@ static int bench_tp(const char *stage, int p, tpmlp_shape_args *s, int reps, int
     tpmlp_comm c;
     if ((strcmp(stage, "ring") == 0 ? comm_ring_create(&c) : comm_mpi_create(&c)) != 0) MPI_Abort(MPI_COMM_WORLD, 1);
     tp_shard sh;
-    tp_shard_alloc(&sh, N, s->hidden, s->ffn, p, rank, s->act);
     tpmlp_vec_dims d = {1, N, s->hidden, s->ffn, s->act, s->seed};
-    tp_shard_generate(&sh, &d);
+    if (tp_shard_alloc(&sh, tp_compute_cpu(), N, s->hidden, s->ffn, p, rank, s->act) != 0 ||
+        tp_shard_generate(&sh, &d) != 0)
+        MPI_Abort(MPI_COMM_WORLD, 1);
     tp_job j = {&sh, &c};
     /* p = 1 in the same run: rank 0 alone runs the unsharded step with the
      * same threads while the other ranks wait (one core each, so they do

@@ -7,4 +7,12 @@ int cmd_gen(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_run(int argc, char **argv);
+
+#include <stddef.h>
+/* The CPU stages (stages.c). 0 done, 1 failed while running, 2 bad input (err has one line). */
+int stage_shard(const char *vectors, const char *out, int p, int overlap, const char *rank_dir, char *err,
+                size_t errlen);
+/* mpi, ring or sequence: this process is one rank of MPI_COMM_WORLD (of size p); *root on rank 0 */
+int stage_mpi(const char *stage, const char *vectors, const char *out, int p, int overlap, const char *rank_dir,
+              int *root, char *err, size_t errlen);
 #endif

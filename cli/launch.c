@@ -76,3 +76,31 @@ void launch_ranks(int p, int argc, char **argv) {
         mpiexec, strerror(errno), p);
 #endif
 }
+
+#ifdef TPMLP_HAVE_MPI
+#include <cblas.h>
+#include <mpi.h>
+#include <omp.h>
+
+#include "comm_mpi.h"
+
+/* Threads for this rank: the node's cores shared among the ranks on it
+ * (Open MPI says how many there are; other launchers: one each). */
+static void threads_from_local_rank(void) {
+    const char *ls = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    long cores = sysconf(_SC_NPROCESSORS_ONLN), local = ls ? atol(ls) : 1;
+    int t = (int)(local > 0 && cores / local > 1 ? cores / local : 1);
+    openblas_set_num_threads(t);
+    omp_set_num_threads(t);
+}
+
+int launch_mpi_init(int *rank, int *size) {
+    int provided;
+    if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) return -1;
+    if (comm_mpi_check(MPI_Comm_rank(MPI_COMM_WORLD, rank), "mpi", "MPI_Comm_rank") ||
+        comm_mpi_check(MPI_Comm_size(MPI_COMM_WORLD, size), "mpi", "MPI_Comm_size"))
+        return -1;
+    threads_from_local_rank();
+    return 0;
+}
+#endif

@@ -16,4 +16,11 @@ int launch_under_mpi(void);
  * ranks than cores. */
 void launch_ranks(int p, int argc, char **argv);
 
+#ifdef TPMLP_HAVE_MPI
+/* This process as one rank of MPI_COMM_WORLD: MPI_Init, its rank and the
+ * job's size, and its share of the node's cores for OpenBLAS and OpenMP.
+ * 0, or -1 if MPI cannot start. */
+int launch_mpi_init(int *rank, int *size);
+#endif
+
 #endif

@@ -15,7 +15,7 @@
 #include "commands.h"
 #include "launch.h"
 #include "safetensors.h"
-#include "stages.h"
+#include "runner.h"
 #include "util.h"
 #include "vectors.h"
 
@@ -332,8 +332,8 @@ static const char run_usage[] =
     "                 [--dtype fp32|tf32|bf16]   (cuda and nccl; the CPU stages compute in fp32)\n"
     "                 [--rank-outputs DIR]   (shard, mpi, ring: each rank also writes DIR/rank-R.safetensors,\n"
     "                 its own tensors for tpmlp check --tp P --rank R)\n"
-    "                 [--overlap on|off]   (shard, mpi, ring: dX's all-reduce while the weight\n"
-    "                 gradients are computed; default on)\n"
+    "                 [--overlap on|off]   (shard, mpi, ring, cuda, nccl: dX's all-reduce while the\n"
+    "                 weight gradients are computed; default on)\n"
     "                 [--lt] [--launch mpi|local]   (cuda and nccl stages)\n"
     "Runs a stage on a vector file's inputs, writes its outputs under the vector names (F32) and\n"
     "prints their check against VECTORS (exit 1 if any fails). Stages:\n"
@@ -353,7 +353,7 @@ static const char run_usage[] =
 /* The cuda stage is the program tpmlp-cuda beside this one (so that tpmlp
  * itself never links CUDA). Returns its exit status. */
 static int run_cuda_program(const char *in, const char *out, const char *dtype, int p, int nccl, int lt,
-                            const char *launch) {
+                            const char *launch, int overlap) {
     char self[4096], prog[4200];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
     if (n <= 0) tpmlp_die(1, "--stage cuda: cannot find this program's folder (/proc/self/exe)");
@@ -366,12 +366,13 @@ static int run_cuda_program(const char *in, const char *out, const char *dtype, 
                   prog);
     char tp[16];
     snprintf(tp, sizeof tp, "%d", p);
-    const char *args[16];
+    const char *args[20];
     int k = 0;
     args[k++] = prog;
     if (nccl) args[k++] = "--nccl", args[k++] = "--launch", args[k++] = launch;
     if (lt) args[k++] = "--lt";
     args[k++] = "--tp", args[k++] = tp, args[k++] = "--dtype", args[k++] = dtype;
+    args[k++] = "--overlap", args[k++] = overlap ? "on" : "off";
     args[k++] = in, args[k++] = "-o", args[k++] = out, args[k] = NULL;
     fflush(NULL);
     pid_t pid = fork();
@@ -430,8 +431,9 @@ int cmd_run(int argc, char **argv) {
         tpmlp_die(TPMLP_EXIT_USAGE, "--lt: only for the cuda and nccl stages (got --stage %s)", stage);
     if (strcmp(launch, "mpi") != 0 && strcmp(stage, "nccl") != 0)
         tpmlp_die(TPMLP_EXIT_USAGE, "--launch: only for the nccl stage (got --stage %s)", stage);
-    if (overlap_given && strcmp(stage, "shard") != 0 && strcmp(stage, "mpi") != 0 && strcmp(stage, "ring") != 0)
-        tpmlp_die(TPMLP_EXIT_USAGE, "--overlap: for the shard, mpi and ring stages (got --stage %s)", stage);
+    if (overlap_given && (strcmp(stage, "reference") == 0 || strcmp(stage, "sequence") == 0))
+        tpmlp_die(TPMLP_EXIT_USAGE, "--overlap: for the shard, mpi, ring, cuda and nccl stages (got --stage %s)",
+                  stage);
     if (rank_dir && strcmp(stage, "shard") != 0 && strcmp(stage, "mpi") != 0 && strcmp(stage, "ring") != 0)
         tpmlp_die(TPMLP_EXIT_USAGE, "--rank-outputs: for the shard, mpi and ring stages (got --stage %s)", stage);
     struct stat sb;
@@ -459,18 +461,18 @@ int cmd_run(int argc, char **argv) {
         st_close(&vec);
     } else if (strcmp(stage, "cuda") == 0 || strcmp(stage, "nccl") == 0) {
         int nccl = strcmp(stage, "nccl") == 0;
-        rc = run_cuda_program(in, out, dtype, p, nccl, lt, launch);
+        rc = run_cuda_program(in, out, dtype, p, nccl, lt, launch, overlap);
         if (rc == 77) return 1; /* no GPU: it said so */
         if (rc != 0) return rc;
         if (nccl && getenv("OMPI_COMM_WORLD_RANK") && atoi(getenv("OMPI_COMM_WORLD_RANK")) != 0) return 0;
         const tpmlp_check_opts o = {dtype_or_die(dtype), p > 1 ? p : 0, -1, TPMLP_SPLIT_BALANCED};
         return report_check(in, out, &o, NULL, 't');
     } else if (strcmp(stage, "shard") == 0) {
-        rc = tp_run_shard(in, out, p, overlap, rank_dir, err, sizeof err);
+        rc = stage_shard(in, out, p, overlap, rank_dir, err, sizeof err);
     } else if (strcmp(stage, "mpi") == 0 || strcmp(stage, "ring") == 0 || strcmp(stage, "sequence") == 0) {
 #ifdef TPMLP_HAVE_MPI
         launch_ranks(p, argc, argv); /* typed at a shell: start the p ranks, as torchrun does */
-        rc = tp_run_mpi(stage, in, out, p, overlap, rank_dir, &root, err, sizeof err);
+        rc = stage_mpi(stage, in, out, p, overlap, rank_dir, &root, err, sizeof err);
 #else
         tpmlp_die(TPMLP_EXIT_USAGE, "--stage %s: this tpmlp was built without MPI (install libopenmpi-dev)", stage);
 #endif

@@ -332,3 +332,17 @@ int kernel_add(kernel_dtype dt, void *y, const void *x, size_t n, cudaStream_t s
         add_k<__nv_bfloat16><<<blocks, 256, 0, stream>>>((__nv_bfloat16 *)y, (const __nv_bfloat16 *)x, n);
     return check(cudaGetLastError(), "add launch");
 }
+
+template <typename T> __global__ void to_f32_k(float *out, const T *in, size_t n) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i < n) out[i] = to_f(in[i]);
+}
+
+int kernel_to_f32(kernel_dtype dt, float *out, const void *in, size_t n, cudaStream_t stream) {
+    unsigned blocks = (unsigned)((n + 255) / 256);
+    if (dt == KDT_F32)
+        to_f32_k<float><<<blocks, 256, 0, stream>>>(out, (const float *)in, n);
+    else
+        to_f32_k<__nv_bfloat16><<<blocks, 256, 0, stream>>>(out, (const __nv_bfloat16 *)in, n);
+    return check(cudaGetLastError(), "to_f32 launch");
+}

@@ -35,6 +35,8 @@ int kernel_act_bwd(int version, kernel_dtype dt, void *dh, float *db, const void
 size_t kernel_act_bwd_scratch(int N, int F);
 /* y = y + x, elementwise: n values of dt (the local sum of shard partials). */
 int kernel_add(kernel_dtype dt, void *y, const void *x, size_t n, cudaStream_t stream);
+/* out (n floats) = in (n values of dt), exactly (bf16 widens). */
+int kernel_to_f32(kernel_dtype dt, float *out, const void *in, size_t n, cudaStream_t stream);
 /* y = y + b on every row: y (N·D, dt), b (D, dt). */
 int kernel_bias_add(kernel_dtype dt, void *y, const void *b, int N, int D, cudaStream_t stream);
 

@@ -16,7 +16,9 @@
 extern "C" {
 #endif
 
-typedef enum { COMM_F32, COMM_F64 } comm_dtype;
+/* COMM_BF16 (bfloat16, summed in float32 and rounded to bf16) only on the
+ * backends that sum device buffers: nccl and local on one GPU. */
+typedef enum { COMM_F32, COMM_F64, COMM_BF16 } comm_dtype;
 
 typedef struct tpmlp_comm tpmlp_comm;
 typedef struct {
@@ -46,7 +48,7 @@ struct tpmlp_comm {
     void *impl;
 };
 
-static inline size_t comm_dtype_size(comm_dtype t) { return t == COMM_F32 ? 4 : 8; }
+static inline size_t comm_dtype_size(comm_dtype t) { return t == COMM_F32 ? 4 : t == COMM_F64 ? 8 : 2; }
 
 /* The non-blocking all-reduce on any backend: where it has none, start does
  * the whole all-reduce and wait has nothing left to do. */
@@ -58,8 +60,22 @@ static inline int comm_progress(tpmlp_comm *c) {
 }
 static inline int comm_wait(tpmlp_comm *c) { return c->ops->iallreduce ? c->ops->wait(c) : 0; }
 
-/* local: creates size communicators sharing one group, for size threads. */
+/* local: creates size communicators sharing one group, for size threads,
+ * over host memory. */
 int comm_local_create(tpmlp_comm *comms, int size);
+
+/* The memory a local group's buffers live in, for ranks whose buffers are
+ * not host memory (p shards on one GPU). ctx is the calling rank's. */
+typedef struct {
+    /* out (n) = Σ over r = 0..size-1, in that order, of slots[r][offset .. offset+n) */
+    int (*sum)(void *ctx, void *out, const void *const *slots, int size, size_t offset, size_t n, comm_dtype t);
+    int (*copy)(void *ctx, void *dst, const void *src, size_t bytes);
+    void *(*alloc)(void *ctx, size_t bytes); /* NULL after one line */
+    void (*release)(void *ctx, void *p);
+    int (*sync)(void *ctx); /* the rank's queued work is done */
+} comm_local_memory;
+/* The same over that memory: rank r's calls use ctx[r]. */
+int comm_local_create_on(tpmlp_comm *comms, int size, const comm_local_memory *mem, void *const *ctx);
 
 #ifdef TPMLP_HAVE_MPI
 /* mpi and ring over MPI_COMM_WORLD (MPI must be initialised). */

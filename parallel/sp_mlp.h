@@ -18,16 +18,17 @@
 #include "tp_mlp.h"
 
 typedef struct {
-    tp_shard t;                                 /* the F split; t.x, t.dy hold the gathered rows */
-    int n0, Nr;                                 /* this rank's rows */
-    float *x_rows, *dy_rows, *y_rows, *dx_rows; /* (Nr, D) each */
+    tp_shard t;                                /* the F split; t.x, t.dy hold the gathered rows */
+    int n0, Nr;                                /* this rank's rows */
+    void *x_rows, *dy_rows, *y_rows, *dx_rows; /* (Nr, D) each, in t.cpt's memory */
 } sp_shard;
 
-void sp_shard_alloc(sp_shard *s, int N, int D, int F, int p, int rank, tpmlp_act act);
+/* 0, or -1 (one line printed). */
+int sp_shard_alloc(sp_shard *s, tp_compute *cpt, int N, int D, int F, int p, int rank, tpmlp_act act);
 void sp_shard_free(sp_shard *s);
 /* Inputs from the full tensors: this rank's rows of x and dy, its block of the weights. */
-void sp_shard_from_full(sp_shard *s, const float *x, const float *w1, const float *b1, const float *w2, const float *b2,
-                        const float *dy);
+int sp_shard_from_full(sp_shard *s, const tpmlp_mlp32 *full);
+/* The step: the tensor-parallel one's pieces (tp_mlp.h) between other collectives. */
 int sp_forward(sp_shard *s, tpmlp_comm *c);
 int sp_backward(sp_shard *s, tpmlp_comm *c);
 /* Full outputs on rank 0 (full allocated there; NULL elsewhere). Collective. */

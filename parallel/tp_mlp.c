@@ -2,6 +2,7 @@
 
 #include "tp_mlp.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,86 +12,167 @@ void tp_slice(int F, int p, int r, int *f0, int *Fr) {
     tpmlp_split_slice(TPMLP_SPLIT_BALANCED, F, p, r, f0, Fr); /* the one definition, shared with gen and check */
 }
 
-void tp_shard_alloc(tp_shard *s, int N, int D, int F, int p, int rank, tpmlp_act act) {
+static tp_kind kind_of(tpmlp_vec_id id) { return id == V_DB1 || id == V_DB2 ? TP_F32 : TP_STORE; }
+
+int tp_shard_alloc(tp_shard *s, tp_compute *cpt, int N, int D, int F, int p, int rank, tpmlp_act act) {
     memset(s, 0, sizeof *s);
-    s->rank = rank, s->p = p, s->N = N, s->D = D, s->F = F, s->act = act;
+    s->rank = rank, s->p = p, s->N = N, s->D = D, s->F = F, s->act = act, s->cpt = cpt;
     tp_slice(F, p, rank, &s->f0, &s->Fr);
-    const size_t nd = (size_t)N * D, nr = (size_t)N * s->Fr, rd = (size_t)s->Fr * D;
-    s->x = tpmlp_alloc(nd, sizeof(float), "shard x"), s->dy = tpmlp_alloc(nd, sizeof(float), "shard dy");
-    s->w1 = tpmlp_alloc(rd, sizeof(float), "shard w1"), s->b1 = tpmlp_alloc((size_t)s->Fr, sizeof(float), "shard b1");
-    s->w2 = tpmlp_alloc(rd, sizeof(float), "shard w2"), s->b2 = tpmlp_alloc((size_t)D, sizeof(float), "shard b2");
-    s->h = tpmlp_alloc(nr, sizeof(float), "shard h"), s->a = tpmlp_alloc(nr, sizeof(float), "shard a");
-    s->dact = tpmlp_alloc(nr, sizeof(float), "shard act'"), s->dh = tpmlp_alloc(nr, sizeof(float), "shard dh");
-    s->y = tpmlp_alloc(nd, sizeof(float), "shard y"), s->dx = tpmlp_alloc(nd, sizeof(float), "shard dx");
-    s->dw1 = tpmlp_alloc(rd, sizeof(float), "shard dw1"),
-    s->db1 = tpmlp_alloc((size_t)s->Fr, sizeof(float), "shard db1");
-    s->dw2 = tpmlp_alloc(rd, sizeof(float), "shard dw2"), s->db2 = tpmlp_alloc((size_t)D, sizeof(float), "shard db2");
+    int ok = 1;
+#define ALLOC_(id, field, name, shape, role, what)                                                                     \
+    if (ok) ok = (s->field = cpt->ops->alloc(cpt, tpmlp_step_numel(id, N, D, s->Fr), kind_of(id), name)) != NULL;
+    TPMLP_STEP_TENSORS(ALLOC_)
+#undef ALLOC_
+    if (!ok) tp_shard_free(s);
+    return ok ? 0 : -1;
 }
 
 void tp_shard_free(tp_shard *s) {
-    float *all[] = {s->x,  s->w1, s->b1, s->w2,  s->b2,  s->dy,  s->h,         s->a,          s->dact,
-                    s->dh, s->y,  s->dx, s->dw1, s->db1, s->dw2, s->y_partial, s->dx_partial, s->db2};
-    for (size_t i = 0; i < sizeof all / sizeof *all; i++) free(all[i]);
+    tp_compute *c = s->cpt;
+    if (c == NULL) return;
+#define FREE_(id, field, name, shape, role, what)                                                                      \
+    if (s->field) c->ops->release(c, s->field);
+    TPMLP_STEP_TENSORS(FREE_)
+#undef FREE_
+    if (s->y_partial) c->ops->release(c, s->y_partial);
+    if (s->dx_partial) c->ops->release(c, s->dx_partial);
     memset(s, 0, sizeof *s);
 }
 
-void tp_shard_keep_partials(tp_shard *s) {
-    s->y_partial = tpmlp_alloc((size_t)s->N * s->D, sizeof(float), "Y_r");
-    s->dx_partial = tpmlp_alloc((size_t)s->N * s->D, sizeof(float), "dX_r");
+int tp_shard_keep_partials(tp_shard *s) {
+    const size_t nd = (size_t)s->N * s->D;
+    s->y_partial = s->cpt->ops->alloc(s->cpt, nd, TP_STORE, "Y_r");
+    s->dx_partial = s->cpt->ops->alloc(s->cpt, nd, TP_STORE, "dX_r");
+    return s->y_partial && s->dx_partial ? 0 : -1;
 }
 
-void tp_shard_from_full(tp_shard *s, const float *x, const float *w1, const float *b1, const float *w2, const float *b2,
-                        const float *dy) {
-    const int N = s->N, D = s->D, F = s->F, f0 = s->f0, Fr = s->Fr;
-    memcpy(s->x, x, sizeof(float) * (size_t)N * D);
-    memcpy(s->dy, dy, sizeof(float) * (size_t)N * D);
-    memcpy(s->b2, b2, sizeof(float) * (size_t)D);
-    memcpy(s->w1, w1 + (size_t)f0 * D, sizeof(float) * (size_t)Fr * D); /* rows f0.. of W1 */
-    memcpy(s->b1, b1 + f0, sizeof(float) * (size_t)Fr);
+/* The six inputs of the shard from host float32 slices: x, dy (N,D), w1 rows
+ * (Fr,D), b1 (Fr), w2 columns (D,Fr), b2 (D). */
+static int upload_inputs(tp_shard *s, const float *const in[V_FIRST_OUTPUT]) {
+    tp_compute *c = s->cpt;
+    int rc = 0;
+#define UP_(id, field, name, shape, role, what)                                                                        \
+    if (id < V_FIRST_OUTPUT && rc == 0)                                                                                \
+        rc = c->ops->upload(c, s->field, in[id], tpmlp_step_numel(id, s->N, s->D, s->Fr), kind_of(id));
+    TPMLP_STEP_TENSORS(UP_)
+#undef UP_
+    return rc;
+}
+
+int tp_shard_from_full(tp_shard *s, const tpmlp_mlp32 *t) {
+    const int D = s->D, F = s->F, f0 = s->f0, Fr = s->Fr;
+    float *w2 = tpmlp_alloc((size_t)D * Fr, sizeof *w2, "columns of w2");
     for (int d = 0; d < D; d++) /* columns f0.. of W2 */
-        memcpy(s->w2 + (size_t)d * Fr, w2 + (size_t)d * F + f0, sizeof(float) * (size_t)Fr);
+        memcpy(w2 + (size_t)d * Fr, t->w2 + (size_t)d * F + f0, sizeof(float) * (size_t)Fr);
+    const float *const in[V_FIRST_OUTPUT] = {[V_X] = t->x,        [V_W1] = t->w1 + (size_t)f0 * D, /* rows f0.. of W1 */
+                                             [V_B1] = t->b1 + f0, [V_W2] = w2,
+                                             [V_B2] = t->b2,      [V_DY] = t->dy};
+    int rc = upload_inputs(s, in);
+    free(w2);
+    return rc;
 }
 
-void tp_shard_generate(tp_shard *s, const tpmlp_vec_dims *d) {
+int tp_shard_generate(tp_shard *s, const tpmlp_vec_dims *d) {
+    tpmlp_mlp32 h; /* the shard's inputs on the host (F = Fr) */
+    tpmlp_mlp32_alloc(&h, s->N, s->D, s->Fr, s->act);
     const uint64_t N = (uint64_t)s->N, D = (uint64_t)s->D, f0 = (uint64_t)s->f0, f1 = f0 + (uint64_t)s->Fr;
-    tpmlp_vec_fill(s->x, V_X, d, 0, N, 0, D);
-    tpmlp_vec_fill(s->dy, V_DY, d, 0, N, 0, D);
-    tpmlp_vec_fill(s->b2, V_B2, d, 0, 1, 0, D);
-    tpmlp_vec_fill(s->w1, V_W1, d, f0, f1, 0, D);
-    tpmlp_vec_fill(s->b1, V_B1, d, 0, 1, f0, f1);
-    tpmlp_vec_fill(s->w2, V_W2, d, 0, D, f0, f1);
+    tpmlp_vec_fill(h.x, V_X, d, 0, N, 0, D);
+    tpmlp_vec_fill(h.dy, V_DY, d, 0, N, 0, D);
+    tpmlp_vec_fill(h.b2, V_B2, d, 0, 1, 0, D);
+    tpmlp_vec_fill(h.w1, V_W1, d, f0, f1, 0, D);
+    tpmlp_vec_fill(h.b1, V_B1, d, 0, 1, f0, f1);
+    tpmlp_vec_fill(h.w2, V_W2, d, 0, D, f0, f1);
+    const float *const in[V_FIRST_OUTPUT] = {h.x, h.w1, h.b1, h.w2, h.b2, h.dy};
+    int rc = upload_inputs(s, in);
+    tpmlp_mlp32_free(&h);
+    return rc;
+}
+
+int tp_forward_partial(tp_shard *s) {
+    tp_compute *k = s->cpt;
+    const tp_compute_ops *o = k->ops;
+    const int N = s->N, D = s->D, Fr = s->Fr;
+    int rc;
+    if (o->linear_bias_act) /* fused in the GEMM's epilogue: H_r and A_r */
+        rc = o->linear_bias_act(k, s->a, s->h, s->x, s->w1, s->b1, N, D, Fr, s->act);
+    else
+        rc = o->linear(k, s->h, s->x, s->w1, N, D, Fr) ||               /* H_r = X·W1_rᵀ           */
+             o->bias_act(k, s->h, s->a, s->dact, s->b1, N, Fr, s->act); /* += b1_r; A_r = act(H_r) */
+    rc = rc || o->linear(k, s->y, s->a, s->w2, N, Fr, D);               /* Y_r = A_r·W2_rᵀ          */
+    if (rc == 0 && s->y_partial) rc = o->copy(k, s->y_partial, s->y, (size_t)N * D, TP_STORE); /* a rank's check */
+    rc = rc || o->sync(k); /* Y_r complete before a communicator reads it */
+    return rc ? -1 : 0;
 }
 
 int tp_forward(tp_shard *s, tpmlp_comm *c) {
     /* f: X arrives replicated, nothing to do */
-    linear_nobias_forward_f32(s->h, s->x, s->w1, s->N, s->D, s->Fr);                   /* H_r = X·W1_rᵀ        */
-    bias_act_forward_f32(s->h, s->a, s->dact, s->b1, s->N, s->Fr, s->act);             /* += b1_r; A_r = act(H_r) */
-    linear_nobias_forward_f32(s->y, s->a, s->w2, s->N, s->Fr, s->D);                   /* Y_r = A_r·W2_rᵀ      */
-    if (s->y_partial) memcpy(s->y_partial, s->y, sizeof(float) * (size_t)s->N * s->D); /* kept: a rank's check */
-    if (c->ops->allreduce(c, s->y, (size_t)s->N * s->D, COMM_F32) != 0) return -1;     /* g: the sum */
-    bias_add_f32(s->y, s->b2, s->N, s->D);                                             /* b2 once, after the sum */
-    return 0;
+    int rc = tp_forward_partial(s);
+    rc = rc || c->ops->allreduce(c, s->y, (size_t)s->N * s->D, s->cpt->store); /* g: Y = Σ_r Y_r */
+    rc = rc || s->cpt->ops->bias_add(s->cpt, s->y, s->b2, s->N, s->D);         /* b2 once, after the sum */
+    return rc ? -1 : 0;
 }
 
-static void move_on(void *c) { comm_progress(c); } /* a failure has ended the job already */
+int tp_backward_data(tp_shard *s) {
+    tp_compute *k = s->cpt;
+    const tp_compute_ops *o = k->ops;
+    const int N = s->N, D = s->D, Fr = s->Fr;
+    int rc;
+    if (o->linear_dgrad_act_bwd) /* fused in the GEMM's epilogue, from H_r */
+        rc = o->linear_dgrad_act_bwd(k, s->dh, s->db1, s->dy, s->w2, s->h, N, Fr, D, s->act);
+    else
+        rc = o->linear_dgrad(k, s->dh, s->dy, s->w2, N, Fr, D) || /* dA_r = dY·W2_r            */
+             o->act_bwd(k, s->dh, s->db1, s->dact, N, Fr);        /* dH_r = dA_r ⊙ act'; db1_r */
+    rc = rc || o->linear_dgrad(k, s->dx, s->dh, s->w1, N, D, Fr); /* dX_r = dH_r·W1_r          */
+    if (rc == 0 && s->dx_partial) rc = o->copy(k, s->dx_partial, s->dx, (size_t)N * D, TP_STORE); /* a rank's check */
+    rc = rc || o->sync(k); /* dX_r complete before a communicator reads it */
+    return rc ? -1 : 0;
+}
+
+int tp_backward_weights(tp_shard *s, tpmlp_comm *moving) {
+    tp_compute *k = s->cpt;
+    const tp_compute_ops *o = k->ops;
+    const int N = s->N, D = s->D, Fr = s->Fr;
+    int rc = o->col_sums(k, s->db2, s->dy, N, D);                 /* db2 = Σ_rows dY        */
+    rc = rc || o->linear_wgrad(k, s->dw2, s->dy, s->a, N, Fr, D); /* dW2_r = dYᵀ·A_r        */
+    rc = rc || (moving && comm_progress(moving));                 /* move the all-reduce on */
+    rc = rc || o->linear_wgrad(k, s->dw1, s->dh, s->x, N, D, Fr); /* dW1_r = dH_rᵀ·X        */
+    rc = rc || o->sync(k);
+    return rc ? -1 : 0;
+}
 
 int tp_backward(tp_shard *s, tpmlp_comm *c) {
     const size_t nd = (size_t)s->N * s->D;
     /* g's backward is the identity: dY arrives whole on every rank. The path
-     * to dX first: dA_r = dY·W2_r, dH_r = dA_r ⊙ act'(H_r), db1_r, and the
-     * partial dX_r = dH_r·W1_r, which f's backward sums over the ranks. */
-    mlp_backward_data_f32(s->dx, s->db1, s->dh, s->dy, s->dact, s->w1, s->w2, s->N, s->D, s->Fr);
-    if (s->dx_partial) memcpy(s->dx_partial, s->dx, sizeof(float) * nd); /* kept: a rank's check */
-    if (!s->overlap) { /* dX = all_reduce(dX_r), then the weight gradients */
-        if (c->ops->allreduce(c, s->dx, nd, COMM_F32) != 0) return -1;
-        mlp_backward_weights_f32(s->dw1, s->dw2, s->db2, s->dy, s->x, s->a, s->dh, s->N, s->D, s->Fr, NULL, NULL);
-        return 0;
+     * to dX first, then f's backward: dX = all_reduce(dX_r). With overlap the
+     * all-reduce starts now and runs while the weight gradients, which need
+     * no other rank, are computed; then it is waited for. Without, it ends
+     * before they start. */
+    int rc = tp_backward_data(s);
+    if (s->overlap) {
+        rc = rc || comm_iallreduce(c, s->dx, nd, s->cpt->store);
+        rc = rc || tp_backward_weights(s, c);
+        rc = rc || comm_wait(c);
+    } else {
+        rc = rc || c->ops->allreduce(c, s->dx, nd, s->cpt->store);
+        rc = rc || tp_backward_weights(s, NULL);
     }
-    /* overlapped: dX's all-reduce starts now and runs while dW2_r, db2 and
-     * dW1_r, which need no other rank, are computed; then it is waited for */
-    if (comm_iallreduce(c, s->dx, nd, COMM_F32) != 0) return -1;
-    mlp_backward_weights_f32(s->dw1, s->dw2, s->db2, s->dy, s->x, s->a, s->dh, s->N, s->D, s->Fr, move_on, c);
-    return comm_wait(c);
+    return rc ? -1 : 0;
+}
+
+int tp_shard_download(const tp_shard *s, tpmlp_mlp32 *mine, float *partials) {
+    tp_compute *c = s->cpt;
+    tpmlp_mlp32_alloc(mine, s->N, s->D, s->Fr, s->act);
+    int rc = c->ops->sync(c);
+#define DOWN_(id, field, name, shape, role, what)                                                                      \
+    if (id >= V_FIRST_OUTPUT && id < V_COUNT && rc == 0)                                                               \
+        rc = c->ops->download(c, mine->field, s->field, tpmlp_step_numel(id, s->N, s->D, s->Fr), kind_of(id));
+    TPMLP_STEP_TENSORS(DOWN_)
+#undef DOWN_
+    const size_t nd = (size_t)s->N * s->D;
+    if (rc == 0 && partials && s->y_partial) rc = c->ops->download(c, partials, s->y_partial, nd, TP_STORE);
+    if (rc == 0 && partials && s->dx_partial) rc = c->ops->download(c, partials + nd, s->dx_partial, nd, TP_STORE);
+    if (rc != 0) tpmlp_mlp32_free(mine);
+    return rc;
 }
 
 /* Blocks of all ranks into full on rank 0: rank q's part is R rows of
@@ -98,19 +180,19 @@ int tp_backward(tp_shard *s, tpmlp_comm *c) {
  * Column-sharded (R, Fr) tensors use unit 1; row-sharded (Fr, C) ones are
  * one row (R = 1) with unit C. One all-gather of blocks padded to the
  * largest Fr. */
-static int gather_blocks(tpmlp_comm *c, const tp_shard *s, const float *part, float *full, int R, int unit) {
+static int gather_blocks(tpmlp_comm *c, int F, int Fr, const float *part, float *full, int R, int unit) {
     int fmax, f0, fr;
-    tp_slice(s->F, s->p, 0, &f0, &fmax);
-    const size_t width = (size_t)fmax * unit, blk = (size_t)R * width, row = (size_t)s->F * unit;
-    const size_t mine = (size_t)s->Fr * unit;
+    tp_slice(F, c->size, 0, &f0, &fmax);
+    const size_t width = (size_t)fmax * unit, blk = (size_t)R * width, row = (size_t)F * unit;
+    const size_t mine = (size_t)Fr * unit;
     float *send = tpmlp_alloc(blk, sizeof *send, "gather send"),
-          *recv = tpmlp_alloc(blk * s->p, sizeof *recv, "gather");
+          *recv = tpmlp_alloc(blk * c->size, sizeof *recv, "gather");
     memset(send, 0, blk * sizeof *send);
     for (int r = 0; r < R; r++) memcpy(send + r * width, part + r * mine, sizeof(float) * mine);
     int rc = c->ops->allgather(c, send, recv, blk, COMM_F32);
     if (rc == 0 && full)
-        for (int q = 0; q < s->p; q++) {
-            tp_slice(s->F, s->p, q, &f0, &fr);
+        for (int q = 0; q < c->size; q++) {
+            tp_slice(F, c->size, q, &f0, &fr);
             for (int r = 0; r < R; r++)
                 memcpy(full + r * row + (size_t)f0 * unit, recv + q * blk + r * width, sizeof(float) * fr * unit);
         }
@@ -118,16 +200,17 @@ static int gather_blocks(tpmlp_comm *c, const tp_shard *s, const float *part, fl
     return rc;
 }
 
-int tp_gather_outputs(tp_shard *s, tpmlp_comm *c, tpmlp_mlp32 *full) {
-    int rc = gather_blocks(c, s, s->h, full ? full->h : NULL, s->N, 1); /* (N, Fr) column blocks */
-    rc = rc ? rc : gather_blocks(c, s, s->a, full ? full->a : NULL, s->N, 1);
-    rc = rc ? rc : gather_blocks(c, s, s->dw2, full ? full->dw2 : NULL, s->D, 1); /* (D, Fr) */
-    rc = rc ? rc : gather_blocks(c, s, s->dw1, full ? full->dw1 : NULL, 1, s->D); /* (Fr, D) row blocks */
-    rc = rc ? rc : gather_blocks(c, s, s->db1, full ? full->db1 : NULL, 1, 1);
+int tp_gather_outputs(const tpmlp_mlp32 *m, int F, tpmlp_comm *c, tpmlp_mlp32 *full) {
+    const int N = m->N, D = m->D, Fr = m->F;
+    int rc = gather_blocks(c, F, Fr, m->h, full ? full->h : NULL, N, 1); /* (N, Fr) column blocks */
+    rc = rc ? rc : gather_blocks(c, F, Fr, m->a, full ? full->a : NULL, N, 1);
+    rc = rc ? rc : gather_blocks(c, F, Fr, m->dw2, full ? full->dw2 : NULL, D, 1); /* (D, Fr) */
+    rc = rc ? rc : gather_blocks(c, F, Fr, m->dw1, full ? full->dw1 : NULL, 1, D); /* (Fr, D) row blocks */
+    rc = rc ? rc : gather_blocks(c, F, Fr, m->db1, full ? full->db1 : NULL, 1, 1);
     if (rc == 0 && full) { /* y, dx, db2 are replicated: rank 0's copy */
-        memcpy(full->y, s->y, sizeof(float) * (size_t)s->N * s->D);
-        memcpy(full->dx, s->dx, sizeof(float) * (size_t)s->N * s->D);
-        memcpy(full->db2, s->db2, sizeof(float) * (size_t)s->D);
+        memcpy(full->y, m->y, sizeof(float) * (size_t)N * D);
+        memcpy(full->dx, m->dx, sizeof(float) * (size_t)N * D);
+        memcpy(full->db2, m->db2, sizeof(float) * (size_t)D);
     }
     return rc;
 }

@@ -1,4 +1,5 @@
-/* The Megatron tensor-parallel MLP, written once against tpmlp_comm.
+/* The Megatron tensor-parallel MLP, written once against tpmlp_comm (the
+ * collectives) and tp_compute (the operations, on a CPU or a GPU).
  *
  * F is cut into p contiguous blocks (the first F mod p ranks get one more).
  * Rank r holds rows [f0, f0+Fr) of W1 and b1 (column-parallel fc1) and the
@@ -16,46 +17,69 @@
 #ifndef TPMLP_TP_MLP_H
 #define TPMLP_TP_MLP_H
 
-#include "step.h"
 #include "comm.h"
-#include "mlp.h"
+#include "compute.h"
+#include "step.h"
 #include "vectors.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
+/* One rank's shard. Its tensors live where its compute backend keeps them
+ * (host memory for cpu, device memory for cuda), shard-shaped: the step's
+ * tensor list (step.h) with F replaced by Fr. db1 and db2 are float32, the
+ * others the backend's storage type. */
+#define TP_SHARD_FIELD_(id, field, name, shape, role, what) void *field;
 typedef struct {
     int rank, p;
     int N, D, F; /* the full sizes */
     int f0, Fr;  /* this rank's block of F */
     tpmlp_act act;
-    float *x, *w1, *b1, *w2, *b2, *dy;     /* (N,D) (Fr,D) (Fr) (D,Fr) (D) (N,D) */
-    float *h, *a, *dact, *dh;              /* (N,Fr) each */
-    float *y, *dx, *dw1, *db1, *dw2, *db2; /* (N,D) (N,D) (Fr,D) (Fr) (D,Fr) (D) */
-    float *y_partial, *dx_partial;         /* (N,D) each, or NULL: Y_r and dX_r kept before the all-reduces */
-    int overlap;                           /* 1: dX's all-reduce during the weight gradients (stages.h) */
+    tp_compute *cpt;
+    TPMLP_STEP_TENSORS(TP_SHARD_FIELD_) /* x (N,D) w1 (Fr,D) b1 (Fr) w2 (D,Fr) b2 (D) dy (N,D), h a (N,Fr), ... */
+    void *y_partial, *dx_partial;       /* (N,D) each, or NULL: Y_r and dX_r kept before the all-reduces */
+    int overlap;                        /* 1: dX's all-reduce during the weight gradients */
 } tp_shard;
+#undef TP_SHARD_FIELD_
 
 /* Rank r's block of F over p ranks. */
 void tp_slice(int F, int p, int r, int *f0, int *Fr);
 
-void tp_shard_alloc(tp_shard *s, int N, int D, int F, int p, int rank, tpmlp_act act);
+/* 0, or -1 (one line printed, nothing left allocated). */
+int tp_shard_alloc(tp_shard *s, tp_compute *cpt, int N, int D, int F, int p, int rank, tpmlp_act act);
 void tp_shard_free(tp_shard *s);
 /* Keep Y_r and dX_r (for a per-rank check): allocates s->y_partial, s->dx_partial. */
-void tp_shard_keep_partials(tp_shard *s);
-/* The shard's inputs as slices of the full tensors (x, dy (N,D), w1 (F,D), b1 (F), w2 (D,F), b2 (D)). */
-void tp_shard_from_full(tp_shard *s, const float *x, const float *w1, const float *b1, const float *w2, const float *b2,
-                        const float *dy);
+int tp_shard_keep_partials(tp_shard *s);
+/* The shard's inputs: its slices of full's x, w1, b1, w2, b2, dy. */
+int tp_shard_from_full(tp_shard *s, const tpmlp_mlp32 *full);
 /* The shard's inputs generated alone from the vector dims (equal to the slices). */
-void tp_shard_generate(tp_shard *s, const tpmlp_vec_dims *d);
+int tp_shard_generate(tp_shard *s, const tpmlp_vec_dims *d);
 
+/* The step, written once for every stage, over the communicator and the
+ * shard's compute backend. 0, or -1 after one line. */
 int tp_forward(tp_shard *s, tpmlp_comm *c);
 int tp_backward(tp_shard *s, tpmlp_comm *c);
+/* Their pieces without a collective, for the sequence-parallel variant
+ * (sp_mlp.h), which changes only the collectives around them:
+ *   forward_partial: H_r, A_r and the partial Y_r (kept if asked);
+ *   backward_data:   dH_r, db1_r and the partial dX_r (kept if asked);
+ *   backward_weights: db2, dW2_r, dW1_r; moving (or NULL) is a communicator
+ *   whose non-blocking all-reduce runs meanwhile and is moved on between them.
+ * Each ends with its results complete (compute sync). */
+int tp_forward_partial(tp_shard *s);
+int tp_backward_data(tp_shard *s);
+int tp_backward_weights(tp_shard *s, tpmlp_comm *moving);
 
-/* Assembles the full outputs on rank 0 into full (allocated there, N D F);
- * the other ranks pass NULL. Collective. */
-int tp_gather_outputs(tp_shard *s, tpmlp_comm *c, tpmlp_mlp32 *full);
+/* The shard's outputs on the host: mine (allocated here as a tpmlp_mlp32 of
+ * N, D, Fr) gets h, a, y, dx and the gradients; partials (or NULL) gets
+ * y.partial and dx.partial (2·N·D floats) when they were kept. */
+int tp_shard_download(const tp_shard *s, tpmlp_mlp32 *mine, float *partials);
+
+/* Assembles every rank's host outputs (mine, from tp_shard_download) into
+ * full on rank 0 (allocated there, N D F); the other ranks pass NULL.
+ * Collective over host (a communicator of host buffers). */
+int tp_gather_outputs(const tpmlp_mlp32 *mine, int F, tpmlp_comm *host, tpmlp_mlp32 *full);
 
 #ifdef __cplusplus
 }

@@ -35,6 +35,9 @@ double tpmlp_act_grad_f64(tpmlp_act act, double x);
 /* ---- building blocks, float32 ---- */
 /* out = inp·weightᵀ            out (N,OUT), inp (N,IN), weight (OUT,IN) */
 void linear_nobias_forward_f32(float *out, const float *inp, const float *weight, int N, int IN, int OUT);
+/* its gradients: dinp = dout·weight;  dweight = doutᵀ·inp   dinp (N,IN), dout (N,OUT), dweight (OUT,IN) */
+void linear_backward_data_f32(float *dinp, const float *dout, const float *weight, int N, int IN, int OUT);
+void linear_backward_weight_f32(float *dweight, const float *dout, const float *inp, int N, int IN, int OUT);
 /* h = h + b; a = act(h); dact = act'(h), one pass.  h (N,F) in/out, a (N,F),
  * dact (N,F) or NULL (inference: not saved), b (F). act'(h) is saved for the
  * backward, as autograd saves tensors: computing it here shares the erfc/exp
@@ -53,18 +56,11 @@ void mlp_forward_f32(float *h, float *a, float *dact, float *y, /* (N,F) (N,F) (
                      const float *w1, const float *b1,          /* (F,D) (F) */
                      const float *w2, const float *b2,          /* (D,F) (D) */
                      int N, int D, int F, tpmlp_act act);
-/* The backward in two halves, in the order a tensor-parallel rank needs them:
- * first the path to dX (dA = dY·W2, dH = dA ⊙ act'(H) with db1, dX = dH·W1),
- * whose all-reduce can then run while the second half, the weight gradients
- * (db2, dW2 = dYᵀ·A, dW1 = dHᵀ·X), needs nothing from another rank.
- * between, if not NULL, is called between the weight-gradient GEMMs (a
- * communicator's chance to move a non-blocking all-reduce on). */
-void mlp_backward_data_f32(float *dx, float *db1, float *dh, /* (N,D) (F) (N,F) */
-                           const float *dy, const float *dact, const float *w1, const float *w2, int N, int D, int F);
-void mlp_backward_weights_f32(float *dw1, float *dw2, float *db2, /* (F,D) (D,F) (D) */
-                              const float *dy, const float *x, const float *a, const float *dh, int N, int D, int F,
-                              void (*between)(void *), void *arg);
-/* Both halves. dh receives dL/dH (N,F); a and dact are the forward's outputs. */
+/* The backward, in the order a tensor-parallel rank needs it: first the path
+ * to dX (dA = dY·W2, dH = dA ⊙ act'(H) with db1, dX = dH·W1), whose
+ * all-reduce can then run while the weight gradients (db2, dW2 = dYᵀ·A,
+ * dW1 = dHᵀ·X), which need nothing from another rank, are computed.
+ * dh receives dL/dH (N,F); a and dact are the forward's outputs. */
 void mlp_backward_f32(float *dx, float *dw1, float *db1, float *dw2, float *db2, /* (N,D) (F,D) (F) (D,F) (D) */
                       float *dh,                                                 /* (N,F) */
                       const float *dy, const float *x,                           /* (N,D) (N,D) */

@@ -129,8 +129,9 @@ static void tp_properties(void **state) {
     setup su;
     make_setup(&su, act, N, D, F);
     tp_shard s;
-    tp_shard_alloc(&s, N, D, F, size, rank, act);
-    tp_shard_from_full(&s, su.full.x, su.full.w1, su.full.b1, su.full.w2, su.full.b2, su.full.dy);
+    CHECK_ALL(tp_shard_alloc(&s, tp_compute_cpu(), N, D, F, size, rank, act) == 0 &&
+                  tp_shard_from_full(&s, &su.full) == 0,
+              "tp shard");
     CHECK_ALL(tp_forward(&s, c) == 0 && tp_backward(&s, c) == 0, "tp step failed");
     const char *b = backend_names[code / 3];
     shard_slices(&s, &su, b);
@@ -153,8 +154,9 @@ static void sp_properties(void **state) {
     setup su;
     make_setup(&su, act, N, D, F);
     sp_shard s;
-    sp_shard_alloc(&s, N, D, F, size, rank, act);
-    sp_shard_from_full(&s, su.full.x, su.full.w1, su.full.b1, su.full.w2, su.full.b2, su.full.dy);
+    CHECK_ALL(sp_shard_alloc(&s, tp_compute_cpu(), N, D, F, size, rank, act) == 0 &&
+                  sp_shard_from_full(&s, &su.full) == 0,
+              "sp shard");
     CHECK_ALL(sp_forward(&s, c) == 0 && sp_backward(&s, c) == 0, "sp step failed");
     const char *b = backend_names[code / 3];
     const tp_shard *t = &s.t;
@@ -174,9 +176,11 @@ static void shard_generated_alone(void **s_) {
     setup su;
     make_setup(&su, TPMLP_GELU, 5, 9, 31);
     tp_shard a, g;
-    tp_shard_alloc(&a, 5, 9, 31, size, rank, TPMLP_GELU), tp_shard_alloc(&g, 5, 9, 31, size, rank, TPMLP_GELU);
-    tp_shard_from_full(&a, su.full.x, su.full.w1, su.full.b1, su.full.w2, su.full.b2, su.full.dy);
-    tp_shard_generate(&g, &su.d);
+    tp_compute *cpu = tp_compute_cpu();
+    CHECK_ALL(tp_shard_alloc(&a, cpu, 5, 9, 31, size, rank, TPMLP_GELU) == 0 &&
+                  tp_shard_alloc(&g, cpu, 5, 9, 31, size, rank, TPMLP_GELU) == 0 &&
+                  tp_shard_from_full(&a, &su.full) == 0 && tp_shard_generate(&g, &su.d) == 0,
+              "shards");
     int ok = memcmp(a.w1, g.w1, sizeof(float) * a.Fr * 9) == 0 && memcmp(a.w2, g.w2, sizeof(float) * a.Fr * 9) == 0 &&
              memcmp(a.b1, g.b1, sizeof(float) * a.Fr) == 0 && memcmp(a.x, g.x, sizeof(float) * 45) == 0;
     CHECK_ALL(ok, "shard generated alone differs from the slice");
@@ -202,12 +206,15 @@ static void golden_vectors_pass_check(void **state) {
             continue;
         }
         tp_shard s;
-        tp_shard_alloc(&s, in.N, in.D, in.F, size, rank, in.act);
-        tp_shard_from_full(&s, in.x, in.w1, in.b1, in.w2, in.b2, in.dy);
+        tpmlp_mlp32 mine;
+        CHECK_ALL(tp_shard_alloc(&s, tp_compute_cpu(), in.N, in.D, in.F, size, rank, in.act) == 0 &&
+                      tp_shard_from_full(&s, &in) == 0,
+                  "tp shard");
         if (rank == 0) tpmlp_mlp32_alloc(&full, in.N, in.D, in.F, in.act);
-        CHECK_ALL(tp_forward(&s, c) == 0 && tp_backward(&s, c) == 0 &&
-                      tp_gather_outputs(&s, c, rank == 0 ? &full : NULL) == 0,
+        CHECK_ALL(tp_forward(&s, c) == 0 && tp_backward(&s, c) == 0 && tp_shard_download(&s, &mine, NULL) == 0 &&
+                      tp_gather_outputs(&mine, in.F, c, rank == 0 ? &full : NULL) == 0,
                   "tp step");
+        tpmlp_mlp32_free(&mine);
         int ok = 1;
         if (rank == 0) {
             char out[64];

@@ -5,7 +5,10 @@
 //  - one process driving all local GPUs (comm_nccl_create_local), each rank
 //    then used by its own thread.
 // The collectives run on the backend's own stream, which does not wait for
-// other streams: the caller's buffers must be complete when it calls.
+// other streams: the caller's buffers must be complete when it calls. The
+// blocking ones wait for that stream before they return; the non-blocking
+// all-reduce (iallreduce, then wait) leaves it running, so a compute stream
+// can go on meanwhile. float32, float64 and bf16.
 #ifndef TPMLP_COMM_NCCL_H
 #define TPMLP_COMM_NCCL_H
 
@@ -13,6 +16,10 @@
 #include <string.h>
 
 #include "comm.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 #define COMM_NCCL_ID_BYTES 128 /* sizeof(ncclUniqueId) */
 
@@ -22,5 +29,9 @@ int comm_nccl_create(tpmlp_comm *c, const void *unique_id, int rank, int size, i
 /* size communicators, rank k on devices[k], made together inside
  * ncclGroupStart/End (no MPI). 0, or -1 (one line printed; any made are aborted). */
 int comm_nccl_create_local(tpmlp_comm *comms, int size, const int *devices);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -1,11 +1,15 @@
 // The nccl backend of the communicator interface (parallel/comm.h): buffers
-// are device pointers, collectives run on the backend's stream and are
-// waited for before returning (the TP code is written for blocking calls).
+// are device pointers, collectives run on the backend's stream; the blocking
+// ones are waited for before returning, the non-blocking all-reduce when
+// wait is called.
 // Every NCCL result is checked; on an error the communicator is aborted with
 // ncclCommAbort so no rank is left waiting, and the call returns -1.
+#include "config.h"
+
 #include <nccl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "comm_nccl.h"
 
@@ -28,13 +32,24 @@ static int wait(tpmlp_comm *c, const char *what) {
     return -1;
 }
 
-static ncclDataType_t type_of(comm_dtype t) { return t == COMM_F32 ? ncclFloat32 : ncclFloat64; }
+static ncclDataType_t type_of(comm_dtype t) {
+    return t == COMM_F32 ? ncclFloat32 : t == COMM_F64 ? ncclFloat64 : ncclBfloat16;
+}
 
 static int nccl_allreduce(tpmlp_comm *c, void *buf, size_t n, comm_dtype t) {
     nccl_impl *im = (nccl_impl *)c->impl;
     ncclResult_t r = ncclAllReduce(buf, buf, n, type_of(t), ncclSum, im->comm, im->stream);
     return r != ncclSuccess ? nccl_fail(c, "ncclAllReduce", r) : wait(c, "ncclAllReduce");
 }
+
+// started on the backend's stream; wait ends it
+static int nccl_iallreduce(tpmlp_comm *c, void *buf, size_t n, comm_dtype t) {
+    nccl_impl *im = (nccl_impl *)c->impl;
+    ncclResult_t r = ncclAllReduce(buf, buf, n, type_of(t), ncclSum, im->comm, im->stream);
+    return r != ncclSuccess ? nccl_fail(c, "ncclAllReduce", r) : 0;
+}
+
+static int nccl_wait(tpmlp_comm *c) { return wait(c, "ncclAllReduce (non-blocking)"); }
 
 static int nccl_allgather(tpmlp_comm *c, const void *send, void *recv, size_t n, comm_dtype t) {
     nccl_impl *im = (nccl_impl *)c->impl;
@@ -67,8 +82,10 @@ static void nccl_destroy(tpmlp_comm *c) {
     free(im);
 }
 
-static const tpmlp_comm_ops nccl_ops = {"nccl",       nccl_allreduce, nccl_allgather, nccl_reduce_scatter,
-                                        nccl_barrier, nccl_destroy,   NULL, NULL, NULL}; /* no iallreduce yet */
+/* no progress call: NCCL's kernels move the all-reduce on by themselves */
+static const tpmlp_comm_ops nccl_ops = {"nccl",       nccl_allreduce, nccl_allgather,  nccl_reduce_scatter,
+                                        nccl_barrier, nccl_destroy,   nccl_iallreduce, NULL,
+                                        nccl_wait};
 
 // A rank's state on its device, made current (the communicator, made next,
 // binds to the current device), with its stream; NULL after one line.

@@ -1,0 +1,147 @@
+/* The cpu backend of the compute interface (compute.h): host memory in
+ * float32, and the reference's own building blocks (reference/mlp.h), so a
+ * shard computes exactly as the reference MLP does. Nothing is queued: sync
+ * has nothing to wait for. Also the gemms-only wrapper, for any backend. */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compute.h"
+#include "util.h"
+
+static void *cpu_alloc(tp_compute *c, size_t n, tp_kind k, const char *what) {
+    (void)c, (void)k;
+    void *p = calloc(n ? n : 1, sizeof(float));
+    if (p == NULL) fprintf(stderr, "tpmlp: compute cpu: cannot allocate %zu floats for %s\n", n, what);
+    return p;
+}
+static void cpu_release(tp_compute *c, void *p) { (void)c, free(p); }
+static int cpu_copy(tp_compute *c, void *dst, const void *src, size_t n, tp_kind k) {
+    (void)c, (void)k;
+    if (dst != src) memcpy(dst, src, n * sizeof(float));
+    return 0;
+}
+static int cpu_upload(tp_compute *c, void *dst, const float *src, size_t n, tp_kind k) {
+    return cpu_copy(c, dst, src, n, k);
+}
+static int cpu_download(tp_compute *c, float *dst, const void *src, size_t n, tp_kind k) {
+    return cpu_copy(c, dst, src, n, k);
+}
+
+static int cpu_linear(tp_compute *c, void *out, const void *in, const void *w, int M, int K, int N) {
+    (void)c, linear_nobias_forward_f32(out, in, w, M, K, N);
+    return 0;
+}
+static int cpu_linear_dgrad(tp_compute *c, void *din, const void *dout, const void *w, int M, int K, int N) {
+    (void)c, linear_backward_data_f32(din, dout, w, M, K, N);
+    return 0;
+}
+static int cpu_linear_wgrad(tp_compute *c, void *dw, const void *dout, const void *in, int M, int K, int N) {
+    (void)c, linear_backward_weight_f32(dw, dout, in, M, K, N);
+    return 0;
+}
+static int cpu_bias_act(tp_compute *c, void *h, void *a, void *dact, const void *b, int M, int N, tpmlp_act act) {
+    (void)c, bias_act_forward_f32(h, a, dact, b, M, N, act);
+    return 0;
+}
+static int cpu_act_bwd(tp_compute *c, void *dh, float *db, const void *dact, int M, int N) {
+    (void)c, act_backward_bias_f32(dh, db, dact, M, N);
+    return 0;
+}
+static int cpu_bias_add(tp_compute *c, void *y, const void *b, int M, int N) {
+    (void)c, bias_add_f32(y, b, M, N);
+    return 0;
+}
+static int cpu_col_sums(tp_compute *c, float *db, const void *g, int M, int N) {
+    (void)c, colsum_f32(db, g, M, N);
+    return 0;
+}
+static int cpu_sync(tp_compute *c) { return (void)c, 0; }
+static void cpu_destroy(tp_compute *c) { (void)c; }
+
+static const tp_compute_ops cpu_ops = {
+    .name = "cpu",
+    .alloc = cpu_alloc,
+    .release = cpu_release,
+    .upload = cpu_upload,
+    .download = cpu_download,
+    .copy = cpu_copy,
+    .linear = cpu_linear,
+    .linear_dgrad = cpu_linear_dgrad,
+    .linear_wgrad = cpu_linear_wgrad,
+    .bias_act = cpu_bias_act,
+    .act_bwd = cpu_act_bwd,
+    .bias_add = cpu_bias_add,
+    .col_sums = cpu_col_sums,
+    .sync = cpu_sync,
+    .destroy = cpu_destroy,
+};
+
+tp_compute *tp_compute_cpu(void) {
+    static tp_compute cpu = {&cpu_ops, COMM_F32, NULL};
+    return &cpu;
+}
+
+/* ---------------------------------------------------- the GEMMs alone */
+
+static tp_compute *base_of(tp_compute *c) { return c->impl; }
+static void *g_alloc(tp_compute *c, size_t n, tp_kind k, const char *what) {
+    return base_of(c)->ops->alloc(base_of(c), n, k, what);
+}
+static void g_release(tp_compute *c, void *p) { base_of(c)->ops->release(base_of(c), p); }
+static int g_upload(tp_compute *c, void *dst, const float *src, size_t n, tp_kind k) {
+    return base_of(c)->ops->upload(base_of(c), dst, src, n, k);
+}
+static int g_download(tp_compute *c, float *dst, const void *src, size_t n, tp_kind k) {
+    return base_of(c)->ops->download(base_of(c), dst, src, n, k);
+}
+static int g_copy(tp_compute *c, void *dst, const void *src, size_t n, tp_kind k) {
+    return base_of(c)->ops->copy(base_of(c), dst, src, n, k);
+}
+static int g_linear(tp_compute *c, void *out, const void *in, const void *w, int M, int K, int N) {
+    return base_of(c)->ops->linear(base_of(c), out, in, w, M, K, N);
+}
+static int g_linear_dgrad(tp_compute *c, void *din, const void *dout, const void *w, int M, int K, int N) {
+    return base_of(c)->ops->linear_dgrad(base_of(c), din, dout, w, M, K, N);
+}
+static int g_linear_wgrad(tp_compute *c, void *dw, const void *dout, const void *in, int M, int K, int N) {
+    return base_of(c)->ops->linear_wgrad(base_of(c), dw, dout, in, M, K, N);
+}
+static int g_bias_act(tp_compute *c, void *h, void *a, void *dact, const void *b, int M, int N, tpmlp_act act) {
+    return (void)c, (void)h, (void)a, (void)dact, (void)b, (void)M, (void)N, (void)act, 0;
+}
+static int g_act_bwd(tp_compute *c, void *dh, float *db, const void *dact, int M, int N) {
+    return (void)c, (void)dh, (void)db, (void)dact, (void)M, (void)N, 0;
+}
+static int g_bias_add(tp_compute *c, void *y, const void *b, int M, int N) {
+    return (void)c, (void)y, (void)b, (void)M, (void)N, 0;
+}
+static int g_col_sums(tp_compute *c, float *db, const void *g, int M, int N) {
+    return (void)c, (void)db, (void)g, (void)M, (void)N, 0;
+}
+static int g_sync(tp_compute *c) { return base_of(c)->ops->sync(base_of(c)); }
+static void g_destroy(tp_compute *c) { (void)c; } /* the base is its owner's */
+
+static const tp_compute_ops gemms_only_ops = {
+    .name = "gemms-only",
+    .alloc = g_alloc,
+    .release = g_release,
+    .upload = g_upload,
+    .download = g_download,
+    .copy = g_copy,
+    .linear = g_linear,
+    .linear_dgrad = g_linear_dgrad,
+    .linear_wgrad = g_linear_wgrad,
+    .bias_act = g_bias_act,
+    .act_bwd = g_act_bwd,
+    .bias_add = g_bias_add,
+    .col_sums = g_col_sums,
+    .sync = g_sync,
+    .destroy = g_destroy,
+};
+
+void tp_compute_gemms_only(tp_compute *out, tp_compute *base) {
+    *out = (tp_compute){&gemms_only_ops, base->store, base};
+}
