@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -94,8 +95,10 @@ static int cmp_float(const void *a, const void *b) {
 }
 
 /* The step (ours, and with --lt cuBLASLt's) against its six GEMMs alone (the
- * gemms-only backend: the same step with every other operation a no-op),
- * alternating in one run; medians of 21. Then each GEMM alone. p = 1. */
+ * same step with every other operation a no-op: TP_WRAP_GEMMS_ONLY),
+ * alternating in one run; medians of 21. Then each GEMM alone. p = 1, so no
+ * communicator reads a buffer and the step needs no host sync: each variant
+ * runs on one stream as queued (TP_WRAP_NO_SYNC), timed by CUDA events. */
 static int bench(const opts *o) {
     const int N = o->bench[0], D = o->bench[1], F = o->bench[2];
     /* cuBLASLt's GELU epilogue is the tanh form: with --lt every variant uses it */
@@ -103,27 +106,28 @@ static int bench(const opts *o) {
     const tpmlp_vec_dims d = {1, N, D, F, act, 1};
     enum { OURS, GEMMS, LT };
     const int nv = o->lt ? 3 : 2, reps = 21;
-    tp_compute k[3], *kp[3];
+    tp_compute base[3], k[3], *ctx[3]; /* base[GEMMS] unused: the GEMMs alone run on base[OURS] */
     tpmlp_comm c[3];
     tp_shard s[3];
-    if (tp_compute_cuda_create(&k[OURS], 0, o->mode, 0, o->kernels) != 0) return 1;
-    tp_compute_gemms_only(&k[GEMMS], &k[OURS]);
-    if (o->lt && tp_compute_cuda_create(&k[LT], 0, o->mode, 1, o->kernels) != 0) return 1;
+    if (tp_compute_cuda_create(&base[OURS], 0, o->mode, 0, o->kernels) != 0 ||
+        (o->lt && tp_compute_cuda_create(&base[LT], 0, o->mode, 1, o->kernels) != 0))
+        return 1;
     for (int v = 0; v < nv; v++) {
-        kp[v] = &k[v];
+        ctx[v] = &base[v == GEMMS ? OURS : v];
+        const int flags = TP_WRAP_NO_SYNC | (v == GEMMS ? TP_WRAP_GEMMS_ONLY : 0);
+        if (tp_compute_wrap(&k[v], ctx[v], flags) != 0) return 1;
         if (v != GEMMS && (tp_shard_alloc(&s[v], &k[v], N, D, F, 1, 0, act) != 0 || tp_shard_generate(&s[v], &d) != 0))
             return 1;
     }
-    kp[GEMMS] = &k[OURS]; /* the communicators' memory: the backend's own */
     for (int v = 0; v < nv; v++)
-        if (comm_cuda_local_create(&c[v], 1, &kp[v]) != 0) return 1;
+        if (comm_cuda_local_create(&c[v], 1, &ctx[v]) != 0) return 1;
     s[GEMMS] = s[OURS], s[GEMMS].cpt = &k[GEMMS]; /* the same buffers */
     float *t = tpmlp_alloc((size_t)(3 * reps), sizeof *t, "times");
     for (int r = -1; r < reps; r++) /* r = -1: warm-up */
         for (int v = 0; v < nv; v++) {
             step_job j = {&s[v], &c[v]};
             float ms;
-            if (tp_compute_cuda_time(&k[v == GEMMS ? OURS : v], step, &j, &ms) != 0) return 1;
+            if (tp_compute_cuda_time(ctx[v], step, &j, &ms) != 0) return 1;
             if (r >= 0) t[v * reps + r] = ms;
         }
     float med[3];
@@ -141,22 +145,25 @@ static int bench(const opts *o) {
     static const char *const names[6] = {"H = X W1^T", "Y = A W2^T",   "dW2 = dY^T A",
                                          "dA = dY W2", "dW1 = dH^T X", "dX = dH W1"};
     const int shape[6][3] = {{N, F, D}, {N, D, F}, {D, F, N}, {N, F, D}, {F, D, N}, {N, D, F}};
+    static const char *const ops[6] = {"NT", "NT", "TN", "NN", "TN", "NN"}; /* which operand is transposed */
     for (int g = 0; g < 6; g++) {
-        gemm_job j = {&k[OURS], g, &s[OURS]};
+        gemm_job j = {&base[OURS], g, &s[OURS]};
         float ms[11];
         for (int r = 0; r < 11; r++)
-            if (tp_compute_cuda_time(&k[OURS], one_gemm, &j, &ms[r]) != 0) return 1;
+            if (tp_compute_cuda_time(&base[OURS], one_gemm, &j, &ms[r]) != 0) return 1;
         qsort(ms, 11, sizeof *ms, cmp_float);
-        printf("  %-13s %5d x %5d x %5d: %7.3f ms, %6.1f TFLOP/s\n", names[g], shape[g][0], shape[g][1], shape[g][2],
-               ms[5], 2.0 * shape[g][0] * shape[g][1] * (double)shape[g][2] / (ms[5] * 1e-3) / 1e12);
+        printf("  %-13s %5d x %5d x %5d (%s): %7.3f ms, %6.1f TFLOP/s\n", names[g], shape[g][0], shape[g][1],
+               shape[g][2], ops[g], ms[5],
+               2.0 * shape[g][0] * shape[g][1] * (double)shape[g][2] / (ms[5] * 1e-3) / 1e12);
     }
     free(t);
     for (int v = 0; v < nv; v++) {
         c[v].ops->destroy(&c[v]);
         if (v != GEMMS) tp_shard_free(&s[v]);
     }
-    for (int v = 0; v < nv; v++)
-        if (v != GEMMS) k[v].ops->destroy(&k[v]);
+    for (int v = 0; v < nv; v++) k[v].ops->destroy(&k[v]);
+    base[OURS].ops->destroy(&base[OURS]);
+    if (o->lt) base[LT].ops->destroy(&base[LT]);
     return 0;
 }
 
@@ -194,6 +201,7 @@ static int run_threads(const opts *o, const tp_run_opts *ro, const tpmlp_mlp32 *
     tp_compute **kp;
     if (o->nccl) {
         const int count = tp_cuda_device_count();
+        if (count < 0) return 1;
         if (count < p)
             tpmlp_die(TPMLP_EXIT_USAGE,
                       "--launch local: --tp %d needs %d GPUs, this machine has %d (NCCL takes one rank per GPU)", p, p,
@@ -216,23 +224,27 @@ static int run_threads(const opts *o, const tp_run_opts *ro, const tpmlp_mlp32 *
 
 #ifdef TPMLP_HAVE_NCCL
 /* --launch files: rank 0 makes the ncclUniqueId and writes it to path
- * (complete or not at all: a temporary file renamed); the others wait for it. */
-static int share_id(const opts *o, char id[COMM_NCCL_ID_BYTES]) {
+ * (complete or not at all: a temporary file renamed); the others wait for it
+ * and take only a file written since they started (not one an earlier job
+ * left). Rank 0 removes it once the communicator is made (run_files). */
+static int share_id(const opts *o, char id[COMM_NCCL_ID_BYTES], time_t started) {
     const char *path = o->id_file;
     if (o->rank == 0) {
         char tmp[4200];
         snprintf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
         if (comm_nccl_unique_id(id, COMM_NCCL_ID_BYTES) != 0) return -1;
         FILE *f = fopen(tmp, "wb");
-        if (f == NULL || fwrite(id, 1, COMM_NCCL_ID_BYTES, f) != COMM_NCCL_ID_BYTES || fclose(f) != 0 ||
-            rename(tmp, path) != 0) {
-            fprintf(stderr, "tpmlp: --nccl-id %s: cannot write it: %s\n", path, strerror(errno));
-            return -1;
-        }
-        return 0;
+        int ok = f != NULL && fwrite(id, 1, COMM_NCCL_ID_BYTES, f) == COMM_NCCL_ID_BYTES;
+        const int saved = errno;
+        if (f != NULL && fclose(f) != 0) ok = 0;
+        if (ok && rename(tmp, path) == 0) return 0;
+        fprintf(stderr, "tpmlp: --nccl-id %s: cannot write it: %s\n", path, strerror(ok ? errno : saved));
+        unlink(tmp);
+        return -1;
     }
     for (int tries = 0; tries < 600; tries++) { /* 60 s */
-        FILE *f = fopen(path, "rb");
+        struct stat st;
+        FILE *f = stat(path, &st) == 0 && st.st_mtime >= started ? fopen(path, "rb") : NULL;
         if (f) {
             size_t got = fread(id, 1, COMM_NCCL_ID_BYTES, f);
             fclose(f);
@@ -246,19 +258,24 @@ static int share_id(const opts *o, char id[COMM_NCCL_ID_BYTES]) {
 }
 
 /* One rank of a job whose processes were started by hand: no host
- * communicator, so no gather; the rank writes its own file. */
-static int run_files(const opts *o, const tp_run_opts *ro, const tpmlp_mlp32 *in, const tpmlp_vec_dims *d) {
+ * communicator, so no gather; the rank writes its own file. A failing rank
+ * aborts its communicator, so that the others' collectives fail too. */
+static int run_files(const opts *o, const tp_run_opts *ro, const tpmlp_mlp32 *in, const tpmlp_vec_dims *d,
+                     time_t started) {
     char id[COMM_NCCL_ID_BYTES];
-    if (share_id(o, id) != 0) return 1;
+    if (share_id(o, id, started) != 0) return 1;
     const int count = tp_cuda_device_count();
     if (count < 1) return 1;
     tp_compute k;
     tpmlp_comm c;
-    if (tp_compute_cuda_create(&k, o->rank % count, o->mode, o->lt, o->kernels) != 0 ||
-        comm_nccl_create(&c, id, o->rank, o->p, o->rank % count) != 0)
-        return 1;
-    int rc = tp_run_rank(&c, NULL, &k, in, NULL, ro, d) != 0;
-    c.ops->destroy(&c);
+    if (tp_compute_cuda_create(&k, o->rank % count, o->mode, o->lt, o->kernels) != 0) return 1;
+    if (comm_nccl_create(&c, id, o->rank, o->p, o->rank % count) != 0) return k.ops->destroy(&k), 1;
+    if (o->rank == 0) unlink(o->id_file); /* every rank has read it: the communicator is made */
+    const int rc = tp_run_rank(&c, NULL, &k, in, NULL, ro, d) != 0;
+    if (rc)
+        comm_nccl_abort(&c);
+    else
+        c.ops->destroy(&c);
     k.ops->destroy(&k);
     return rc;
 }
@@ -278,15 +295,15 @@ static int run_mpi(const opts *o, const tp_run_opts *ro, const tpmlp_mlp32 *in, 
     if (comm_mpi_create(&host) != 0) tpmlp_die(1, "tpmlp-cuda: no MPI communicator");
     char id[COMM_NCCL_ID_BYTES] = {0};
     if (rank == 0 && comm_nccl_unique_id(id, sizeof id) != 0) MPI_Abort(MPI_COMM_WORLD, 1);
-    if (comm_mpi_check(MPI_Bcast(id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD), "mpi", "MPI_Bcast")) return 1;
+    /* (comm_mpi_check ends the job itself on an MPI error: no rank is left waiting) */
+    comm_mpi_check(MPI_Bcast(id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD), "mpi", "MPI_Bcast");
     /* one GPU per rank on each node: the rank among those sharing this node */
     MPI_Comm node;
     int local = 0;
-    if (comm_mpi_check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node), "mpi",
-                       "MPI_Comm_split_type") ||
-        comm_mpi_check(MPI_Comm_rank(node, &local), "mpi", "MPI_Comm_rank") ||
-        comm_mpi_check(MPI_Comm_free(&node), "mpi", "MPI_Comm_free"))
-        return 1;
+    comm_mpi_check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node), "mpi",
+                   "MPI_Comm_split_type");
+    comm_mpi_check(MPI_Comm_rank(node, &local), "mpi", "MPI_Comm_rank");
+    comm_mpi_check(MPI_Comm_free(&node), "mpi", "MPI_Comm_free");
     const int count = tp_cuda_device_count();
     tp_compute k;
     tpmlp_comm c;
@@ -358,7 +375,12 @@ static void parse(opts *o, int argc, char **argv) {
                   o->launch);
     if (o->kernels > TP_CUDA_KERNEL_VERSIONS)
         tpmlp_die(TPMLP_EXIT_USAGE, "--kernels: expected a version from 1 to %d", TP_CUDA_KERNEL_VERSIONS);
-    if (o->bench[0]) return;
+    if (o->bench[0]) {
+        if (o->lt && o->bench[2] % 8 != 0)
+            tpmlp_die(TPMLP_EXIT_USAGE, "--lt: cuBLASLt's GELU epilogue needs F to be a multiple of 8 (got %d)",
+                      o->bench[2]);
+        return;
+    }
     if (files) {
         if (!o->nccl || o->rank < 0 || o->rank >= o->p || !o->id_file || !o->rank_dir || o->out)
             tpmlp_die(TPMLP_EXIT_USAGE, "--launch files: needs --nccl, --rank R (0 to P-1), --nccl-id FILE and "
@@ -370,6 +392,8 @@ static void parse(opts *o, int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+    const time_t started = time(NULL) - 1; /* (seconds: an id file of this second's start counts) */
+    (void)started;                         /* (used by --launch files only) */
     opts o = {.dtype = "fp32", .launch = "mpi", .mode = TP_CUDA_FP32, .p = 1, .rank = -1, .overlap = 1};
     parse(&o, argc, argv);
     char why[160];
@@ -408,7 +432,7 @@ int main(int argc, char **argv) {
         if (strcmp(o.launch, "local") == 0)
             rc = run_threads(&o, &ro, &in, &full, &d);
         else if (files)
-            rc = run_files(&o, &ro, &in, &d);
+            rc = run_files(&o, &ro, &in, &d, started);
         else {
 #ifdef TPMLP_HAVE_MPI
             rc = run_mpi(&o, &ro, &in, &full, &d, &root);

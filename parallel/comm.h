@@ -16,8 +16,9 @@
 extern "C" {
 #endif
 
-/* COMM_BF16 (bfloat16, summed in float32 and rounded to bf16) only on the
- * backends that sum device buffers: nccl and local on one GPU. */
+/* COMM_BF16 (bfloat16; each addition's result rounded to bf16, as NCCL's
+ * ring and the one-GPU local sum do it) only on the backends that sum device
+ * buffers: nccl and local on one GPU. */
 typedef enum { COMM_F32, COMM_F64, COMM_BF16 } comm_dtype;
 
 typedef struct tpmlp_comm tpmlp_comm;

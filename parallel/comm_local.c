@@ -16,7 +16,7 @@
 typedef struct {
     pthread_barrier_t barrier;
     const void **slot; /* per rank: the buffer it published */
-    void *const *ctx;  /* per rank: its memory context (NULL for host memory) */
+    void **ctx;        /* per rank: its memory context (NULL for host memory) */
     comm_local_memory mem;
     int refs;
     pthread_mutex_t lock;
@@ -75,8 +75,8 @@ static int local_allreduce(tpmlp_comm *c, void *buf, size_t n, comm_dtype t) {
     g->slot[c->rank] = buf;
     int rc = g->mem.sync(ctx) | local_barrier(c);
     rc |= g->mem.sum(ctx, tmp, g->slot, c->size, 0, n, t) | g->mem.sync(ctx);
-    rc |= local_barrier(c); /* everyone has read every buffer */
-    rc |= g->mem.copy(ctx, buf, tmp, bytes) | g->mem.sync(ctx);
+    rc |= local_barrier(c);                                                 /* everyone has read every buffer */
+    if (rc == 0) rc = g->mem.copy(ctx, buf, tmp, bytes) | g->mem.sync(ctx); /* a failed sum leaves buf alone */
     g->mem.release(ctx, tmp);
     return rc ? -1 : 0;
 }
@@ -109,7 +109,7 @@ static void local_destroy(tpmlp_comm *c) {
     if (last) {
         pthread_barrier_destroy(&g->barrier);
         pthread_mutex_destroy(&g->lock);
-        free(g->slot);
+        free(g->slot), free(g->ctx);
         free(g);
     }
 }
@@ -121,13 +121,15 @@ static const tpmlp_comm_ops local_ops = {
 int comm_local_create_on(tpmlp_comm *comms, int size, const comm_local_memory *mem, void *const *ctx) {
     local_group *g = calloc(1, sizeof *g);
     if (g == NULL || (g->slot = calloc((size_t)size, sizeof *g->slot)) == NULL ||
+        (ctx && (g->ctx = calloc((size_t)size, sizeof *g->ctx)) == NULL) ||
         pthread_barrier_init(&g->barrier, NULL, (unsigned)size) != 0 || pthread_mutex_init(&g->lock, NULL) != 0) {
         fprintf(stderr, "tpmlp: comm local: cannot create a group of %d rank%s\n", size, tpmlp_plural(size));
-        if (g) free(g->slot);
+        if (g) free(g->slot), free(g->ctx);
         free(g);
         return -1;
     }
-    g->mem = *mem, g->ctx = ctx;
+    for (int r = 0; ctx && r < size; r++) g->ctx[r] = ctx[r]; /* a copy: the caller's array may go */
+    g->mem = *mem;
     g->refs = size;
     for (int r = 0; r < size; r++) comms[r] = (tpmlp_comm){&local_ops, r, size, g};
     return 0;

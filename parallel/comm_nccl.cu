@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "comm_nccl.h"
 
@@ -24,12 +25,26 @@ static int nccl_fail(tpmlp_comm *c, const char *what, ncclResult_t r) {
     return -1;
 }
 
+// Waits for the backend's stream, asking NCCL meanwhile whether the
+// communicator has failed (a peer gone, a network error): a blocking
+// cudaStreamSynchronize would wait forever for a dead peer.
 static int wait(tpmlp_comm *c, const char *what) {
-    cudaError_t e = cudaStreamSynchronize(((nccl_impl *)c->impl)->stream);
-    if (e == cudaSuccess) return 0;
-    fprintf(stderr, "tpmlp: rank %d: comm nccl: %s: %s\n", c->rank, what, cudaGetErrorString(e));
-    ncclCommAbort(((nccl_impl *)c->impl)->comm);
-    return -1;
+    nccl_impl *im = (nccl_impl *)c->impl;
+    for (;;) {
+        cudaError_t e = cudaStreamQuery(im->stream);
+        if (e == cudaSuccess) return 0;
+        if (e != cudaErrorNotReady) {
+            fprintf(stderr, "tpmlp: rank %d: comm nccl: %s: %s\n", c->rank, what, cudaGetErrorString(e));
+            ncclCommAbort(im->comm);
+            return -1;
+        }
+        ncclResult_t async = ncclSuccess;
+        ncclResult_t r = ncclCommGetAsyncError(im->comm, &async);
+        if (r != ncclSuccess || (async != ncclSuccess && async != ncclInProgress))
+            return nccl_fail(c, what, r != ncclSuccess ? r : async);
+        const struct timespec pause = {0, 20000}; /* 20 µs */
+        nanosleep(&pause, NULL);
+    }
 }
 
 static ncclDataType_t type_of(comm_dtype t) {
@@ -146,6 +161,13 @@ int comm_nccl_create_local(tpmlp_comm *comms, int size, const int *devices) {
         free(im);
     }
     return -1;
+}
+
+void comm_nccl_abort(tpmlp_comm *c) {
+    nccl_impl *im = (nccl_impl *)c->impl;
+    ncclCommAbort(im->comm);
+    cudaStreamDestroy(im->stream);
+    free(im);
 }
 
 int comm_nccl_unique_id(void *out, size_t len) {

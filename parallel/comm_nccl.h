@@ -29,6 +29,9 @@ int comm_nccl_create(tpmlp_comm *c, const void *unique_id, int rank, int size, i
 /* size communicators, rank k on devices[k], made together inside
  * ncclGroupStart/End (no MPI). 0, or -1 (one line printed; any made are aborted). */
 int comm_nccl_create_local(tpmlp_comm *comms, int size, const int *devices);
+/* Instead of destroy, after a failure: ends the communicator at once
+ * (ncclCommAbort), so that no peer waits on it. */
+void comm_nccl_abort(tpmlp_comm *c);
 
 #ifdef __cplusplus
 }

@@ -75,9 +75,16 @@ struct tp_compute {
 /* The CPU backend (no state: one for every thread). */
 tp_compute *tp_compute_cpu(void);
 
-/* base with every operation but the GEMMs made a no-op: the GEMMs alone, for
- * a benchmark's baseline (the results are meaningless). */
-void tp_compute_gemms_only(tp_compute *out, tp_compute *base);
+/* base, changed for a benchmark (its destroy frees the wrapper, not base):
+ *   TP_WRAP_GEMMS_ONLY  every operation but the GEMMs a no-op: the GEMMs
+ *                       alone, the baseline (the results are meaningless);
+ *   TP_WRAP_NO_SYNC     sync returns at once: one rank's step timed on the
+ *                       device alone, where no communicator reads its buffers
+ *                       (a stream's own order and an event's wait suffice).
+ * 0, or -1 after one line. */
+#define TP_WRAP_GEMMS_ONLY 1
+#define TP_WRAP_NO_SYNC 2
+int tp_compute_wrap(tp_compute *out, tp_compute *base, int flags);
 
 #ifdef __cplusplus
 }

@@ -1,7 +1,8 @@
 /* The cpu backend of the compute interface (compute.h): host memory in
  * float32, and the reference's own building blocks (reference/mlp.h), so a
  * shard computes exactly as the reference MLP does. Nothing is queued: sync
- * has nothing to wait for. Also the gemms-only wrapper, for any backend. */
+ * has nothing to wait for. Also the wrappers a benchmark uses, for any
+ * backend (tp_compute_wrap). */
 #include "config.h"
 
 #include <stdio.h>
@@ -84,64 +85,85 @@ tp_compute *tp_compute_cpu(void) {
     return &cpu;
 }
 
-/* ---------------------------------------------------- the GEMMs alone */
+/* ------------------------------------------------------------ wrappers */
 
-static tp_compute *base_of(tp_compute *c) { return c->impl; }
-static void *g_alloc(tp_compute *c, size_t n, tp_kind k, const char *what) {
+typedef struct {
+    tp_compute *base;
+    int flags;
+} wrap;
+
+static tp_compute *base_of(tp_compute *c) { return ((wrap *)c->impl)->base; }
+static int gemms_only(tp_compute *c) { return ((wrap *)c->impl)->flags & TP_WRAP_GEMMS_ONLY; }
+
+static void *w_alloc(tp_compute *c, size_t n, tp_kind k, const char *what) {
     return base_of(c)->ops->alloc(base_of(c), n, k, what);
 }
-static void g_release(tp_compute *c, void *p) { base_of(c)->ops->release(base_of(c), p); }
-static int g_upload(tp_compute *c, void *dst, const float *src, size_t n, tp_kind k) {
+static void w_release(tp_compute *c, void *p) { base_of(c)->ops->release(base_of(c), p); }
+static int w_upload(tp_compute *c, void *dst, const float *src, size_t n, tp_kind k) {
     return base_of(c)->ops->upload(base_of(c), dst, src, n, k);
 }
-static int g_download(tp_compute *c, float *dst, const void *src, size_t n, tp_kind k) {
+static int w_download(tp_compute *c, float *dst, const void *src, size_t n, tp_kind k) {
     return base_of(c)->ops->download(base_of(c), dst, src, n, k);
 }
-static int g_copy(tp_compute *c, void *dst, const void *src, size_t n, tp_kind k) {
+static int w_copy(tp_compute *c, void *dst, const void *src, size_t n, tp_kind k) {
     return base_of(c)->ops->copy(base_of(c), dst, src, n, k);
 }
-static int g_linear(tp_compute *c, void *out, const void *in, const void *w, int M, int K, int N) {
+static int w_linear(tp_compute *c, void *out, const void *in, const void *w, int M, int K, int N) {
     return base_of(c)->ops->linear(base_of(c), out, in, w, M, K, N);
 }
-static int g_linear_dgrad(tp_compute *c, void *din, const void *dout, const void *w, int M, int K, int N) {
+static int w_linear_dgrad(tp_compute *c, void *din, const void *dout, const void *w, int M, int K, int N) {
     return base_of(c)->ops->linear_dgrad(base_of(c), din, dout, w, M, K, N);
 }
-static int g_linear_wgrad(tp_compute *c, void *dw, const void *dout, const void *in, int M, int K, int N) {
+static int w_linear_wgrad(tp_compute *c, void *dw, const void *dout, const void *in, int M, int K, int N) {
     return base_of(c)->ops->linear_wgrad(base_of(c), dw, dout, in, M, K, N);
 }
-static int g_bias_act(tp_compute *c, void *h, void *a, void *dact, const void *b, int M, int N, tpmlp_act act) {
-    return (void)c, (void)h, (void)a, (void)dact, (void)b, (void)M, (void)N, (void)act, 0;
+static int w_bias_act(tp_compute *c, void *h, void *a, void *dact, const void *b, int M, int N, tpmlp_act act) {
+    return gemms_only(c) ? 0 : base_of(c)->ops->bias_act(base_of(c), h, a, dact, b, M, N, act);
 }
-static int g_act_bwd(tp_compute *c, void *dh, float *db, const void *dact, int M, int N) {
-    return (void)c, (void)dh, (void)db, (void)dact, (void)M, (void)N, 0;
+static int w_act_bwd(tp_compute *c, void *dh, float *db, const void *dact, int M, int N) {
+    return gemms_only(c) ? 0 : base_of(c)->ops->act_bwd(base_of(c), dh, db, dact, M, N);
 }
-static int g_bias_add(tp_compute *c, void *y, const void *b, int M, int N) {
-    return (void)c, (void)y, (void)b, (void)M, (void)N, 0;
+static int w_bias_add(tp_compute *c, void *y, const void *b, int M, int N) {
+    return gemms_only(c) ? 0 : base_of(c)->ops->bias_add(base_of(c), y, b, M, N);
 }
-static int g_col_sums(tp_compute *c, float *db, const void *g, int M, int N) {
-    return (void)c, (void)db, (void)g, (void)M, (void)N, 0;
+static int w_col_sums(tp_compute *c, float *db, const void *g, int M, int N) {
+    return gemms_only(c) ? 0 : base_of(c)->ops->col_sums(base_of(c), db, g, M, N);
 }
-static int g_sync(tp_compute *c) { return base_of(c)->ops->sync(base_of(c)); }
-static void g_destroy(tp_compute *c) { (void)c; } /* the base is its owner's */
+static int w_sync(tp_compute *c) {
+    return ((wrap *)c->impl)->flags & TP_WRAP_NO_SYNC ? 0 : base_of(c)->ops->sync(base_of(c));
+}
+static void w_destroy(tp_compute *c) { /* the base is its owner's */
+    free(c->impl);
+    c->impl = NULL;
+}
+static int w_linear_bias_act(tp_compute *c, void *a, void *h, const void *in, const void *w, const void *b, int M,
+                             int K, int N, tpmlp_act act) {
+    return base_of(c)->ops->linear_bias_act(base_of(c), a, h, in, w, b, M, K, N, act);
+}
+static int w_linear_dgrad_act_bwd(tp_compute *c, void *dh, float *db, const void *dout, const void *w, const void *h,
+                                  int M, int K, int N, tpmlp_act act) {
+    return base_of(c)->ops->linear_dgrad_act_bwd(base_of(c), dh, db, dout, w, h, M, K, N, act);
+}
 
-static const tp_compute_ops gemms_only_ops = {
-    .name = "gemms-only",
-    .alloc = g_alloc,
-    .release = g_release,
-    .upload = g_upload,
-    .download = g_download,
-    .copy = g_copy,
-    .linear = g_linear,
-    .linear_dgrad = g_linear_dgrad,
-    .linear_wgrad = g_linear_wgrad,
-    .bias_act = g_bias_act,
-    .act_bwd = g_act_bwd,
-    .bias_add = g_bias_add,
-    .col_sums = g_col_sums,
-    .sync = g_sync,
-    .destroy = g_destroy,
-};
+#define WRAP_OPS(fused_fwd, fused_bwd)                                                                                 \
+    {                                                                                                                  \
+        .name = "wrapped", .alloc = w_alloc, .release = w_release, .upload = w_upload, .download = w_download,         \
+        .copy = w_copy, .linear = w_linear, .linear_dgrad = w_linear_dgrad, .linear_wgrad = w_linear_wgrad,            \
+        .bias_act = w_bias_act, .act_bwd = w_act_bwd, .bias_add = w_bias_add, .col_sums = w_col_sums, .sync = w_sync,  \
+        .destroy = w_destroy, .linear_bias_act = fused_fwd, .linear_dgrad_act_bwd = fused_bwd                          \
+    }
+static const tp_compute_ops wrap_ops = WRAP_OPS(NULL, NULL);
+static const tp_compute_ops wrap_fused_ops = WRAP_OPS(w_linear_bias_act, w_linear_dgrad_act_bwd);
 
-void tp_compute_gemms_only(tp_compute *out, tp_compute *base) {
-    *out = (tp_compute){&gemms_only_ops, base->store, base};
+int tp_compute_wrap(tp_compute *out, tp_compute *base, int flags) {
+    wrap *w = malloc(sizeof *w);
+    if (w == NULL) {
+        fprintf(stderr, "tpmlp: compute %s: no memory for a wrapper\n", base->ops->name);
+        return -1;
+    }
+    *w = (wrap){base, flags};
+    /* the GEMMs alone have no fused forms: those would run the epilogue's work */
+    const int fused = base->ops->linear_bias_act && !(flags & TP_WRAP_GEMMS_ONLY);
+    *out = (tp_compute){fused ? &wrap_fused_ops : &wrap_ops, base->store, w};
+    return 0;
 }

@@ -194,45 +194,51 @@ int cuda_sync(tp_compute *c) {
 //   DGELU_BGRAD:   C = (A·B) ⊙ gelu_tanh'(aux), bias = Σ_rows C
 int lt_gemm_rm(impl *m, cublasLtEpilogue_t epi, int ta, int tb, int M, int N, int K, const void *A, int lda,
                const void *B, int ldb, void *C, int ldc, const void *bias, const void *aux) {
-    cublasLtMatmulDesc_t op;
-    CB(cublasLtMatmulDescCreate(&op, m->compute, CUDA_R_32F), "cublasLtMatmulDescCreate");
-    cublasOperation_t opa = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opb = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
-    const int64_t ld_aux = ldc;
-    CB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa), "TRANSA");
-    CB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb), "TRANSB");
-    CB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi), "EPILOGUE");
-    CB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias), "BIAS_POINTER");
-    CB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux),
-       "EPILOGUE_AUX_POINTER");
-    CB(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld_aux, sizeof ld_aux),
-       "EPILOGUE_AUX_LD");
-    // the stored (column-major) shapes of the first operand (our B), the second (our A) and C
-    cublasLtMatrixLayout_t la, lb, lc;
-    CB(cublasLtMatrixLayoutCreate(&la, m->type, tb ? K : N, tb ? N : K, ldb), "layout");
-    CB(cublasLtMatrixLayoutCreate(&lb, m->type, ta ? M : K, ta ? K : M, lda), "layout");
-    CB(cublasLtMatrixLayoutCreate(&lc, m->type, N, M, ldc), "layout");
-    cublasLtMatmulPreference_t pref;
-    CB(cublasLtMatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate");
-    CB(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &m->ws_bytes,
-                                            sizeof m->ws_bytes),
-       "MAX_WORKSPACE_BYTES");
+    cublasLtMatmulDesc_t op = NULL;
+    cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
+    cublasLtMatmulPreference_t pref = NULL;
     cublasLtMatmulHeuristicResult_t best;
-    int found = 0;
-    CB(cublasLtMatmulAlgoGetHeuristic(m->lth, op, la, lb, lc, lc, pref, 1, &best, &found),
-       "cublasLtMatmulAlgoGetHeuristic");
-    if (found == 0) {
-        fprintf(stderr, "tpmlp: compute cuda: cuBLASLt has no algorithm for the %d x %d x %d epilogue GEMM\n", M, N, K);
-        return -1;
-    }
+    const cublasOperation_t opa = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opb = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const int64_t ld_aux = ldc;
     const float one = 1.0f, zero = 0.0f;
-    CB(cublasLtMatmul(m->lth, op, &one, B, la, A, lb, &zero, C, lc, C, lc, &best.algo, m->ws, m->ws_bytes, m->stream),
-       "cublasLtMatmul");
-    CB(cublasLtMatmulPreferenceDestroy(pref), "cublasLtMatmulPreferenceDestroy");
-    CB(cublasLtMatrixLayoutDestroy(la), "layout");
-    CB(cublasLtMatrixLayoutDestroy(lb), "layout");
-    CB(cublasLtMatrixLayoutDestroy(lc), "layout");
-    CB(cublasLtMatmulDescDestroy(op), "cublasLtMatmulDescDestroy");
-    return 0;
+    int found = 0, rc = -1;
+    const char *what = "cublasLtMatmulDescCreate";
+    cublasStatus_t st = cublasLtMatmulDescCreate(&op, m->compute, CUDA_R_32F);
+#define LT_STEP(call, name)                                                                                            \
+    if (st == CUBLAS_STATUS_SUCCESS) what = name, st = (call)
+    LT_STEP(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa), "TRANSA");
+    LT_STEP(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb), "TRANSB");
+    LT_STEP(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi), "EPILOGUE");
+    LT_STEP(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias), "BIAS_POINTER");
+    LT_STEP(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux),
+            "EPILOGUE_AUX_POINTER");
+    LT_STEP(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld_aux, sizeof ld_aux),
+            "EPILOGUE_AUX_LD");
+    // the stored (column-major) shapes of the first operand (our B), the second (our A) and C
+    LT_STEP(cublasLtMatrixLayoutCreate(&la, m->type, tb ? K : N, tb ? N : K, ldb), "cublasLtMatrixLayoutCreate");
+    LT_STEP(cublasLtMatrixLayoutCreate(&lb, m->type, ta ? M : K, ta ? K : M, lda), "cublasLtMatrixLayoutCreate");
+    LT_STEP(cublasLtMatrixLayoutCreate(&lc, m->type, N, M, ldc), "cublasLtMatrixLayoutCreate");
+    LT_STEP(cublasLtMatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate");
+    LT_STEP(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &m->ws_bytes,
+                                                 sizeof m->ws_bytes),
+            "MAX_WORKSPACE_BYTES");
+    LT_STEP(cublasLtMatmulAlgoGetHeuristic(m->lth, op, la, lb, lc, lc, pref, 1, &best, &found),
+            "cublasLtMatmulAlgoGetHeuristic");
+    if (st == CUBLAS_STATUS_SUCCESS && found == 0)
+        fprintf(stderr, "tpmlp: compute cuda: cuBLASLt has no algorithm for the %d x %d x %d epilogue GEMM\n", M, N, K);
+    else {
+        LT_STEP(cublasLtMatmul(m->lth, op, &one, B, la, A, lb, &zero, C, lc, C, lc, &best.algo, m->ws, m->ws_bytes,
+                               m->stream),
+                "cublasLtMatmul");
+        rc = st == CUBLAS_STATUS_SUCCESS ? 0 : cublas_fail(what, st);
+    }
+#undef LT_STEP
+    if (pref) cublasLtMatmulPreferenceDestroy(pref); /* whatever happened above */
+    if (la) cublasLtMatrixLayoutDestroy(la);
+    if (lb) cublasLtMatrixLayoutDestroy(lb);
+    if (lc) cublasLtMatrixLayoutDestroy(lc);
+    if (op) cublasLtMatmulDescDestroy(op);
+    return rc;
 }
 
 int lt_linear_bias_act(tp_compute *c, void *a, void *h, const void *in, const void *w, const void *b, int M, int K,
@@ -384,16 +390,18 @@ int tp_compute_cuda_bind(tp_compute *c) {
 
 int tp_compute_cuda_time(tp_compute *c, int (*fn)(void *), void *arg, float *ms) {
     impl *m = of(c);
-    cudaEvent_t e0, e1;
-    CU(cudaEventCreate(&e0), "cudaEventCreate");
-    CU(cudaEventCreate(&e1), "cudaEventCreate");
-    CU(cudaEventRecord(e0, m->stream), "cudaEventRecord");
-    int rc = fn(arg);
-    CU(cudaEventRecord(e1, m->stream), "cudaEventRecord");
-    CU(cudaEventSynchronize(e1), "cudaEventSynchronize");
-    CU(cudaEventElapsedTime(ms, e0, e1), "cudaEventElapsedTime");
-    CU(cudaEventDestroy(e0), "cudaEventDestroy");
-    CU(cudaEventDestroy(e1), "cudaEventDestroy");
+    cudaEvent_t e0 = NULL, e1 = NULL;
+    const char *what = "cudaEventCreate";
+    cudaError_t e = cudaEventCreate(&e0);
+    if (e == cudaSuccess) e = cudaEventCreate(&e1);
+    if (e == cudaSuccess) what = "cudaEventRecord", e = cudaEventRecord(e0, m->stream);
+    int rc = e == cudaSuccess ? fn(arg) : -1;
+    if (e == cudaSuccess) e = cudaEventRecord(e1, m->stream);
+    if (e == cudaSuccess) what = "cudaEventSynchronize", e = cudaEventSynchronize(e1);
+    if (e == cudaSuccess) what = "cudaEventElapsedTime", e = cudaEventElapsedTime(ms, e0, e1);
+    if (e != cudaSuccess) rc = cuda_fail(what, e);
+    if (e0) cudaEventDestroy(e0);
+    if (e1) cudaEventDestroy(e1);
     return rc;
 }
 

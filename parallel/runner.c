@@ -75,11 +75,10 @@ int tp_run_rank(tpmlp_comm *c, tpmlp_comm *host, tp_compute *cpt, const tpmlp_ml
     if (rc == 0 && o->between) o->between(c->rank); /* between the collectives */
     rc = rc || tp_backward(&s, c);
     rc = rc || (o->rank_dir && write_rank(o->rank_dir, &s, d));
-    tpmlp_mlp32 mine;
-    rc = rc || tp_shard_download(&s, &mine, NULL);
-    if (rc == 0) {
-        rc = tp_gather_outputs(&mine, in->F, host, full);
-        tpmlp_mlp32_free(&mine);
+    if (rc == 0 && host) { /* NULL: no gather (each rank wrote its own file) */
+        tpmlp_mlp32 mine;
+        rc = tp_shard_download(&s, &mine, NULL);
+        if (rc == 0) rc = tp_gather_outputs(&mine, in->F, host, full), tpmlp_mlp32_free(&mine);
     }
     tp_shard_free(&s);
     return rc ? -1 : 0;

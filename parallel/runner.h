@@ -45,7 +45,8 @@ int tp_run_load(const char *vectors, const tp_run_opts *o, tpmlp_mlp32 *in, tpml
 
 /* One rank: its shard of in on cpt, the step over c, its own file, and its
  * outputs gathered over host (a communicator of host buffers: c itself on
- * the CPU) into full on rank 0 (allocated by the caller; NULL elsewhere). 0 or -1. */
+ * the CPU) into full on rank 0 (allocated by the caller; NULL elsewhere).
+ * host NULL: no gather (ranks started apart, each writing its own file). 0 or -1. */
 int tp_run_rank(tpmlp_comm *c, tpmlp_comm *host, tp_compute *cpt, const tpmlp_mlp32 *in, tpmlp_mlp32 *full,
                 const tp_run_opts *o, const tpmlp_vec_dims *d);
 

@@ -116,10 +116,13 @@ int tp_backward_data(tp_shard *s) {
     tp_compute *k = s->cpt;
     const tp_compute_ops *o = k->ops;
     const int N = s->N, D = s->D, Fr = s->Fr;
-    int rc;
-    if (o->linear_dgrad_act_bwd) /* fused in the GEMM's epilogue, from H_r */
+    /* db2 = Σ_rows dY first: no other rank needs it, and its scratch space
+     * is then in place before any collective (a GPU allocation while NCCL
+     * runs would wait for it, or worse) */
+    int rc = o->col_sums(k, s->db2, s->dy, N, D);
+    if (rc == 0 && o->linear_dgrad_act_bwd) /* fused in the GEMM's epilogue, from H_r */
         rc = o->linear_dgrad_act_bwd(k, s->dh, s->db1, s->dy, s->w2, s->h, N, Fr, D, s->act);
-    else
+    else if (rc == 0)
         rc = o->linear_dgrad(k, s->dh, s->dy, s->w2, N, Fr, D) || /* dA_r = dY·W2_r            */
              o->act_bwd(k, s->dh, s->db1, s->dact, N, Fr);        /* dH_r = dA_r ⊙ act'; db1_r */
     rc = rc || o->linear_dgrad(k, s->dx, s->dh, s->w1, N, D, Fr); /* dX_r = dH_r·W1_r          */
@@ -132,8 +135,7 @@ int tp_backward_weights(tp_shard *s, tpmlp_comm *moving) {
     tp_compute *k = s->cpt;
     const tp_compute_ops *o = k->ops;
     const int N = s->N, D = s->D, Fr = s->Fr;
-    int rc = o->col_sums(k, s->db2, s->dy, N, D);                 /* db2 = Σ_rows dY        */
-    rc = rc || o->linear_wgrad(k, s->dw2, s->dy, s->a, N, Fr, D); /* dW2_r = dYᵀ·A_r        */
+    int rc = o->linear_wgrad(k, s->dw2, s->dy, s->a, N, Fr, D);   /* dW2_r = dYᵀ·A_r        */
     rc = rc || (moving && comm_progress(moving));                 /* move the all-reduce on */
     rc = rc || o->linear_wgrad(k, s->dw1, s->dh, s->x, N, D, Fr); /* dW1_r = dH_rᵀ·X        */
     rc = rc || o->sync(k);
@@ -150,8 +152,11 @@ int tp_backward(tp_shard *s, tpmlp_comm *c) {
     int rc = tp_backward_data(s);
     if (s->overlap) {
         rc = rc || comm_iallreduce(c, s->dx, nd, s->cpt->store);
-        rc = rc || tp_backward_weights(s, c);
-        rc = rc || comm_wait(c);
+        if (rc == 0) { /* started: waited for even if the weight gradients fail (it still writes dx) */
+            rc = tp_backward_weights(s, c);
+            const int w = comm_wait(c);
+            rc = rc || w;
+        }
     } else {
         rc = rc || c->ops->allreduce(c, s->dx, nd, s->cpt->store);
         rc = rc || tp_backward_weights(s, NULL);

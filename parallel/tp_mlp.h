@@ -63,8 +63,8 @@ int tp_backward(tp_shard *s, tpmlp_comm *c);
 /* Their pieces without a collective, for the sequence-parallel variant
  * (sp_mlp.h), which changes only the collectives around them:
  *   forward_partial: H_r, A_r and the partial Y_r (kept if asked);
- *   backward_data:   dH_r, db1_r and the partial dX_r (kept if asked);
- *   backward_weights: db2, dW2_r, dW1_r; moving (or NULL) is a communicator
+ *   backward_data:   db2, dH_r, db1_r and the partial dX_r (kept if asked);
+ *   backward_weights: dW2_r, dW1_r; moving (or NULL) is a communicator
  *   whose non-blocking all-reduce runs meanwhile and is moved on between them.
  * Each ends with its results complete (compute sync). */
 int tp_forward_partial(tp_shard *s);

@@ -13,24 +13,37 @@
 #include "oracle.h"
 #include "util.h"
 
+/* The eight outputs from the step's one list of tensors (step.h), in its
+ * order, and the two partial sums, which only a rank's file holds. */
+#define SPEC_(id, field, name, shape, role, what) SPEC_##role(id, name, what)
+#define SPEC_IN(id, name, what)
+#define SPEC_TMP(id, name, what)
+#define SPEC_OUT(id, name, what) [id - V_FIRST_OUTPUT] = {name, id, what},
 const tpmlp_check_spec tpmlp_check_specs[C_COUNT] = {
-    [C_H] = {"h", V_H, 2, "fc1 output (before the activation)"},
-    [C_A] = {"a", V_A, 2, "activation output"},
-    [C_Y] = {"y", V_Y, -1, "block output (after the all-reduce)"},
-    [C_DX] = {"dx", V_DX, -1, "gradient with respect to x (after the all-reduce)"},
-    [C_DW1] = {"linear_fc1.weight.grad", V_DW1, 0, "fc1 weight gradient"},
-    [C_DB1] = {"linear_fc1.bias.grad", V_DB1, 0, "fc1 bias gradient"},
-    [C_DW2] = {"linear_fc2.weight.grad", V_DW2, 1, "fc2 weight gradient"},
-    [C_DB2] = {"linear_fc2.bias.grad", V_DB2, -1, "fc2 bias gradient"},
-    [C_YPART] = {"y.partial", -1, -1, "the rank's A_r·W2_rᵀ before the all-reduce (no bias)"},
-    [C_DXPART] = {"dx.partial", -1, -1, "the rank's dH_r·W1_r before the all-reduce"},
+    [C_YPART] = {"y.partial", -1, "the rank's A_r·W2_rᵀ before the all-reduce (no bias)"},
+    [C_DXPART] = {"dx.partial", -1, "the rank's dH_r·W1_r before the all-reduce"},
+    TPMLP_STEP_TENSORS(SPEC_) /* h, a, y, dx and the four gradients, at C_H .. C_DB2 */
 };
+#undef SPEC_
+#undef SPEC_IN
+#undef SPEC_TMP
+#undef SPEC_OUT
+_Static_assert(C_DB2 + 1 == V_COUNT - V_FIRST_OUTPUT && C_H == V_H - V_FIRST_OUTPUT && C_DB2 == V_DB2 - V_FIRST_OUTPUT,
+               "check's output ids follow the step's list");
+
+/* In a rank's file, the axis of tensor i that the split of F cuts (where its
+ * shape has F), or -1 if the rank holds it whole. */
+static int shard_axis(tpmlp_check_id i) {
+    if (tpmlp_check_specs[i].vec < 0) return -1;
+    const char *f = strchr(tpmlp_vec_specs[tpmlp_check_specs[i].vec].dims, 'F');
+    return f ? (int)(f - tpmlp_vec_specs[tpmlp_check_specs[i].vec].dims) : -1;
+}
 
 /* The shape THEIRS must give tensor i: the vector file's, with F cut to the rank's block. */
 static int expected_shape(tpmlp_check_id i, const tpmlp_vec_dims *d, int fr, uint64_t shape[ST_MAX_DIMS]) {
     const int vid = tpmlp_check_specs[i].vec >= 0 ? tpmlp_check_specs[i].vec : V_Y; /* partials: y's shape */
     int nd = tpmlp_vec_shape((tpmlp_vec_id)vid, d, shape);
-    if (tpmlp_check_specs[i].shard >= 0 && fr > 0) shape[tpmlp_check_specs[i].shard] = (uint64_t)fr;
+    if (shard_axis(i) >= 0 && fr > 0) shape[shard_axis(i)] = (uint64_t)fr;
     return nd;
 }
 
@@ -107,7 +120,7 @@ static double *block_of(const double *src, tpmlp_check_id i, const tpmlp_vec_dim
     uint64_t shape[ST_MAX_DIMS], full[ST_MAX_DIMS];
     int nd = expected_shape(i, d, fr, shape);
     expected_shape(i, d, 0, full);
-    const int ax = tpmlp_check_specs[i].shard;
+    const int ax = shard_axis(i);
     uint64_t outer = 1, inner = 1;
     for (int k = 0; k < ax; k++) outer *= shape[k];
     for (int k = ax + 1; k < nd; k++) inner *= shape[k];
@@ -420,7 +433,7 @@ int tpmlp_check(tpmlp_check_result *res, const st_file *vec, const st_file *thei
         st->t = st_find(theirs, tpmlp_check_specs[i].name), st->ratio = ratio[i], st->bnd = bnd_dump[i];
         st->ref = i == C_YPART ? tp.yr : i == C_DXPART ? tp.dxr : ref_by_vec[tpmlp_check_specs[i].vec];
         st->width = i == C_H || i == C_A || i == C_DW2 ? dm->F : dm->D;
-        if (fr > 0 && tpmlp_check_specs[i].shard >= 0) st->block = i == C_DW1 ? ROWS : COLUMNS;
+        if (fr > 0 && shard_axis(i) >= 0) st->block = i == C_DW1 ? ROWS : COLUMNS;
     }
     rc_rows.acc = tpmlp_alloc((size_t)nt * TPMLP_ERR_TENSORS, sizeof *rc_rows.acc, "comparison");
     for (int q = 0; q < nt * TPMLP_ERR_TENSORS; q++) cmp_init(&rc_rows.acc[q]);
@@ -441,7 +454,7 @@ int tpmlp_check(tpmlp_check_result *res, const st_file *vec, const st_file *thei
         } else { /* db1, db2 */
             const double *ref = ref_by_vec[tpmlp_check_specs[i].vec], *bnd = i == C_DB1 ? b.db1 : b.db2;
             double *rcopy = NULL, *bcopy = NULL;
-            if (fr > 0 && tpmlp_check_specs[i].shard >= 0) { /* the rank's block of the reference and the bounds */
+            if (fr > 0 && shard_axis(i) >= 0) { /* the rank's block of the reference and the bounds */
                 ref = rcopy = block_of(ref, (tpmlp_check_id)i, dm, res->f0, fr, r->n);
                 bnd = bcopy = block_of(bnd, (tpmlp_check_id)i, dm, res->f0, fr, r->n);
             }

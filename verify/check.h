@@ -14,11 +14,11 @@
 /* The tensors check knows: the eight outputs of a vector file, and the two
  * partial sums a tensor-parallel rank holds before its all-reduces. */
 typedef enum { C_H, C_A, C_Y, C_DX, C_DW1, C_DB1, C_DW2, C_DB2, C_YPART, C_DXPART, C_COUNT } tpmlp_check_id;
+/* (C_H to C_DB2: the outputs of the step's list, step.h, in its order) */
 
 typedef struct {
     const char *name;
-    int vec;   /* its tpmlp_vec_id in a vector file, -1 for the partial sums */
-    int shard; /* in a rank's file: the axis cut by the split of F, -1 if replicated */
+    int vec; /* its tpmlp_vec_id in a vector file, -1 for the partial sums */
     const char *what;
 } tpmlp_check_spec;
 extern const tpmlp_check_spec tpmlp_check_specs[C_COUNT];
