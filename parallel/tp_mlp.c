@@ -73,18 +73,21 @@ int tp_shard_from_full(tp_shard *s, const tpmlp_mlp32 *t) {
 }
 
 int tp_shard_generate(tp_shard *s, const tpmlp_vec_dims *d) {
-    tpmlp_mlp32 h; /* the shard's inputs on the host (F = Fr) */
-    tpmlp_mlp32_alloc(&h, s->N, s->D, s->Fr, s->act);
+    /* the shard's six inputs on the host, then uploaded: rows f0..f1 of W1
+     * and b1, the same columns of W2, x, dy and b2 whole */
     const uint64_t N = (uint64_t)s->N, D = (uint64_t)s->D, f0 = (uint64_t)s->f0, f1 = f0 + (uint64_t)s->Fr;
-    tpmlp_vec_fill(h.x, V_X, d, 0, N, 0, D);
-    tpmlp_vec_fill(h.dy, V_DY, d, 0, N, 0, D);
-    tpmlp_vec_fill(h.b2, V_B2, d, 0, 1, 0, D);
-    tpmlp_vec_fill(h.w1, V_W1, d, f0, f1, 0, D);
-    tpmlp_vec_fill(h.b1, V_B1, d, 0, 1, f0, f1);
-    tpmlp_vec_fill(h.w2, V_W2, d, 0, D, f0, f1);
-    const float *const in[V_FIRST_OUTPUT] = {h.x, h.w1, h.b1, h.w2, h.b2, h.dy};
-    int rc = upload_inputs(s, in);
-    tpmlp_mlp32_free(&h);
+    const uint64_t rows[V_FIRST_OUTPUT][2] = {
+        [V_X] = {0, N}, [V_W1] = {f0, f1}, [V_B1] = {0, 1}, [V_W2] = {0, D}, [V_B2] = {0, 1}, [V_DY] = {0, N}};
+    const uint64_t cols[V_FIRST_OUTPUT][2] = {
+        [V_X] = {0, D}, [V_W1] = {0, D}, [V_B1] = {f0, f1}, [V_W2] = {f0, f1}, [V_B2] = {0, D}, [V_DY] = {0, D}};
+    float *in[V_FIRST_OUTPUT];
+    for (int i = 0; i < V_FIRST_OUTPUT; i++) {
+        const size_t n = tpmlp_step_numel((tpmlp_vec_id)i, s->N, s->D, s->Fr);
+        in[i] = tpmlp_alloc(n, sizeof(float), tpmlp_vec_specs[i].name);
+        tpmlp_vec_fill(in[i], (tpmlp_vec_id)i, d, rows[i][0], rows[i][1], cols[i][0], cols[i][1]);
+    }
+    int rc = upload_inputs(s, (const float *const *)in);
+    for (int i = 0; i < V_FIRST_OUTPUT; i++) free(in[i]);
     return rc;
 }
 
