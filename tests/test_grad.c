@@ -33,8 +33,8 @@ static void fd_case(void **state) {
     tpmlp_gradcheck_f64(&t, 1e-6, err);
     for (int g = 0; g < GC_COUNT; g++)
         if (!(err[g] < 1e-6))
-            fail_msg("%s: N=%d D=%d F=%d act=%s: relative error %.3e ≥ 1e-6 (seed %llu)", tpmlp_gradcheck_name(g), N,
-                     D, F, tpmlp_act_name(act), err[g], seed);
+            fail_msg("%s: N=%d D=%d F=%d act=%s: relative error %.3e ≥ 1e-6 (seed %llu)", tpmlp_gradcheck_name(g), N, D,
+                     F, tpmlp_act_name(act), err[g], seed);
     tpmlp_mlp32_free(&t32), tpmlp_mlp64_free(&t);
 }
 
