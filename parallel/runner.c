@@ -37,20 +37,18 @@ int tp_run_load(const char *vectors, const tp_run_opts *o, tpmlp_mlp32 *in, tpml
     return 0;
 }
 
-/* DIR/rank-R.safetensors: the rank's tensors, for `check --tp P --rank R`. */
-static int write_rank(const char *dir, const tp_shard *s, const tpmlp_vec_dims *d) {
+/* DIR/rank-R.safetensors: the rank's tensors m (downloaded, with its
+ * partial sums), for `check --tp P --rank R`. */
+static int write_rank(const char *dir, const tp_shard *s, const tpmlp_mlp32 *m, const float *partials,
+                      const tpmlp_vec_dims *d) {
     char path[4096], err[512];
-    tpmlp_mlp32 m;
     const size_t nd = (size_t)s->N * s->D;
-    float *partials = tpmlp_alloc(2 * nd, sizeof *partials, "the rank's partial sums");
-    if (tp_shard_download(s, &m, partials) != 0) return free(partials), -1;
     snprintf(path, sizeof path, "%s/rank-%d.safetensors", dir, s->rank);
     const float *const t[C_COUNT] = {
-        [C_H] = m.h,     [C_A] = m.a,     [C_Y] = m.y,     [C_DX] = m.dx,        [C_DW1] = m.dw1,
-        [C_DB1] = m.db1, [C_DW2] = m.dw2, [C_DB2] = m.db2, [C_YPART] = partials, [C_DXPART] = partials + nd};
+        [C_H] = m->h,     [C_A] = m->a,     [C_Y] = m->y,     [C_DX] = m->dx,       [C_DW1] = m->dw1,
+        [C_DB1] = m->db1, [C_DW2] = m->dw2, [C_DB2] = m->db2, [C_YPART] = partials, [C_DXPART] = partials + nd};
     int rc = tpmlp_check_write_rank(path, d, s->p, s->rank, TPMLP_SPLIT_BALANCED, t, err, sizeof err);
     if (rc != 0) fprintf(stderr, "tpmlp: rank %d: %s\n", s->rank, err);
-    tpmlp_mlp32_free(&m), free(partials);
     return rc ? -1 : 0;
 }
 
@@ -74,11 +72,17 @@ int tp_run_rank(tpmlp_comm *c, tpmlp_comm *host, tp_compute *cpt, const tpmlp_ml
     int rc = (o->rank_dir && tp_shard_keep_partials(&s)) || tp_shard_from_full(&s, in) || tp_forward(&s, c);
     if (rc == 0 && o->between) o->between(c->rank); /* between the collectives */
     rc = rc || tp_backward(&s, c);
-    rc = rc || (o->rank_dir && write_rank(o->rank_dir, &s, d));
-    if (rc == 0 && host) { /* NULL: no gather (each rank wrote its own file) */
+    if (rc == 0 && (o->rank_dir || host)) { /* the outputs on the host once, for both */
         tpmlp_mlp32 mine;
-        rc = tp_shard_download(&s, &mine, NULL);
-        if (rc == 0) rc = tp_gather_outputs(&mine, in->F, host, full), tpmlp_mlp32_free(&mine);
+        float *partials = o->rank_dir ? tpmlp_alloc(2 * (size_t)s.N * s.D, sizeof *partials, "partial sums") : NULL;
+        rc = tp_shard_download(&s, &mine, partials);
+        if (rc == 0) {
+            rc = o->rank_dir && write_rank(o->rank_dir, &s, &mine, partials, d);
+            /* host NULL: no gather (each rank wrote its own file) */
+            rc = rc || (host && tp_gather_outputs(&mine, in->F, host, full));
+            tpmlp_mlp32_free(&mine);
+        }
+        free(partials);
     }
     tp_shard_free(&s);
     return rc ? -1 : 0;
