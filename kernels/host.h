@@ -63,17 +63,26 @@ static inline float kh_round(float x, kernel_dtype dt) {
     return dt == KDT_F32 ? x : __bfloat162float(__float2bfloat16_rn(x));
 }
 
+// n floats as stored in dt (bytes: n·kh_size(dt)), and back
+static inline void kh_pack(unsigned char *bytes, const float *host, size_t n, kernel_dtype dt) {
+    if (dt == KDT_F32) return (void)memcpy(bytes, host, n * 4);
+    for (size_t i = 0; i < n; i++) {
+        __nv_bfloat16 b = __float2bfloat16_rn(host[i]);
+        memcpy(&bytes[2 * i], &b, 2);
+    }
+}
+static inline void kh_unpack(float *host, const unsigned char *bytes, size_t n, kernel_dtype dt) {
+    if (dt == KDT_F32) return (void)memcpy(host, bytes, n * 4);
+    for (size_t i = 0; i < n; i++) {
+        __nv_bfloat16 b;
+        memcpy(&b, &bytes[2 * i], 2);
+        host[i] = __bfloat162float(b);
+    }
+}
 // a device copy of n floats, converted to dt
 static inline void *kh_upload(const float *host, size_t n, kernel_dtype dt) {
     std::vector<unsigned char> buf(n * kh_size(dt) + 1);
-    for (size_t i = 0; i < n; i++) {
-        if (dt == KDT_F32)
-            memcpy(&buf[4 * i], &host[i], 4);
-        else {
-            __nv_bfloat16 b = __float2bfloat16_rn(host[i]);
-            memcpy(&buf[2 * i], &b, 2);
-        }
-    }
+    kh_pack(buf.data(), host, n, dt);
     void *d;
     CUDA_OK(cudaMalloc(&d, buf.size()));
     CUDA_OK(cudaMemcpy(d, buf.data(), buf.size(), cudaMemcpyHostToDevice));
@@ -84,15 +93,7 @@ static inline void *kh_upload(const float *host, size_t n, kernel_dtype dt) {
 static inline void kh_download(float *host, const void *dev, size_t n, kernel_dtype dt) {
     std::vector<unsigned char> buf(n * kh_size(dt) + 1);
     CUDA_OK(cudaMemcpy(buf.data(), dev, n * kh_size(dt), cudaMemcpyDeviceToHost));
-    for (size_t i = 0; i < n; i++) {
-        if (dt == KDT_F32)
-            memcpy(&host[i], &buf[4 * i], 4);
-        else {
-            __nv_bfloat16 b;
-            memcpy(&b, &buf[2 * i], 2);
-            host[i] = __bfloat162float(b);
-        }
-    }
+    kh_unpack(host, buf.data(), n, dt);
 }
 
 static inline void *kh_alloc(size_t n, kernel_dtype dt) {

@@ -58,7 +58,8 @@ int cublas_fail(const char *what, cublasStatus_t s) {
         if (s_ != CUBLAS_STATUS_SUCCESS) return cublas_fail(what, s_);                                                 \
     } while (0)
 
-size_t elem(const impl *m, tp_kind k) { return k == TP_F32 ? 4 : kh_size(m->dt); }
+kernel_dtype dtype_of(const impl *m, tp_kind k) { return k == TP_F32 ? KDT_F32 : m->dt; }
+size_t elem(const impl *m, tp_kind k) { return kh_size(dtype_of(m, k)); }
 
 void *cuda_alloc(tp_compute *c, size_t n, tp_kind k, const char *what) {
     impl *m = of(c);
@@ -83,13 +84,7 @@ void cuda_release(tp_compute *c, void *p) {
 int cuda_upload(tp_compute *c, void *dst, const float *src, size_t n, tp_kind k) {
     impl *m = of(c);
     std::vector<unsigned char> buf(n * elem(m, k) + 1);
-    if (k == TP_F32 || m->dt == KDT_F32)
-        memcpy(buf.data(), src, n * 4);
-    else
-        for (size_t i = 0; i < n; i++) {
-            __nv_bfloat16 b = __float2bfloat16_rn(src[i]);
-            memcpy(&buf[2 * i], &b, 2);
-        }
+    kh_pack(buf.data(), src, n, dtype_of(m, k));
     CU(cudaMemcpyAsync(dst, buf.data(), n * elem(m, k), cudaMemcpyHostToDevice, m->stream), "upload");
     CU(cudaStreamSynchronize(m->stream), "upload"); /* buf is freed on return */
     return 0;
@@ -100,14 +95,7 @@ int cuda_download(tp_compute *c, float *dst, const void *src, size_t n, tp_kind 
     std::vector<unsigned char> buf(n * elem(m, k) + 1);
     CU(cudaMemcpyAsync(buf.data(), src, n * elem(m, k), cudaMemcpyDeviceToHost, m->stream), "download");
     CU(cudaStreamSynchronize(m->stream), "download");
-    if (k == TP_F32 || m->dt == KDT_F32)
-        memcpy(dst, buf.data(), n * 4);
-    else
-        for (size_t i = 0; i < n; i++) {
-            __nv_bfloat16 b;
-            memcpy(&b, &buf[2 * i], 2);
-            dst[i] = __bfloat162float(b);
-        }
+    kh_unpack(dst, buf.data(), n, dtype_of(m, k));
     return 0;
 }
 
