@@ -51,12 +51,6 @@ static ncclDataType_t type_of(comm_dtype t) {
     return t == COMM_F32 ? ncclFloat32 : t == COMM_F64 ? ncclFloat64 : ncclBfloat16;
 }
 
-static int nccl_allreduce(tpmlp_comm *c, void *buf, size_t n, comm_dtype t) {
-    nccl_impl *im = (nccl_impl *)c->impl;
-    ncclResult_t r = ncclAllReduce(buf, buf, n, type_of(t), ncclSum, im->comm, im->stream);
-    return r != ncclSuccess ? nccl_fail(c, "ncclAllReduce", r) : wait(c, "ncclAllReduce");
-}
-
 // started on the backend's stream; wait ends it
 static int nccl_iallreduce(tpmlp_comm *c, void *buf, size_t n, comm_dtype t) {
     nccl_impl *im = (nccl_impl *)c->impl;
@@ -65,6 +59,10 @@ static int nccl_iallreduce(tpmlp_comm *c, void *buf, size_t n, comm_dtype t) {
 }
 
 static int nccl_wait(tpmlp_comm *c) { return wait(c, "ncclAllReduce (non-blocking)"); }
+
+static int nccl_allreduce(tpmlp_comm *c, void *buf, size_t n, comm_dtype t) {
+    return nccl_iallreduce(c, buf, n, t) != 0 ? -1 : wait(c, "ncclAllReduce");
+}
 
 static int nccl_allgather(tpmlp_comm *c, const void *send, void *recv, size_t n, comm_dtype t) {
     nccl_impl *im = (nccl_impl *)c->impl;
@@ -89,13 +87,19 @@ static int nccl_barrier(tpmlp_comm *c) {
     return rc;
 }
 
-static void nccl_destroy(tpmlp_comm *c) {
-    nccl_impl *im = (nccl_impl *)c->impl;
-    ncclResult_t r = ncclCommDestroy(im->comm);
-    if (r != ncclSuccess) fprintf(stderr, "tpmlp: comm nccl: ncclCommDestroy: %s\n", ncclGetErrorString(r));
+// A rank's state gone: its communicator ended (at_once: aborted, so that no
+// peer waits on it; else destroyed in order), its stream and itself freed.
+static void impl_free(nccl_impl *im, int at_once) {
+    if (im->comm && at_once) ncclCommAbort(im->comm);
+    if (im->comm && !at_once) {
+        ncclResult_t r = ncclCommDestroy(im->comm);
+        if (r != ncclSuccess) fprintf(stderr, "tpmlp: comm nccl: ncclCommDestroy: %s\n", ncclGetErrorString(r));
+    }
     cudaStreamDestroy(im->stream);
     free(im);
 }
+
+static void nccl_destroy(tpmlp_comm *c) { impl_free((nccl_impl *)c->impl, 0); }
 
 /* no progress call: NCCL's kernels move the all-reduce on by themselves */
 static const tpmlp_comm_ops nccl_ops = {"nccl",       nccl_allreduce, nccl_allgather,  nccl_reduce_scatter,
@@ -122,8 +126,8 @@ int comm_nccl_create(tpmlp_comm *c, const void *unique_id, int rank, int size, i
     ncclResult_t r = ncclCommInitRank(&im->comm, size, id, rank);
     if (r != ncclSuccess) {
         fprintf(stderr, "tpmlp: rank %d: comm nccl: ncclCommInitRank: %s\n", rank, ncclGetErrorString(r));
-        cudaStreamDestroy(im->stream);
-        free(im);
+        im->comm = NULL; /* (not made) */
+        impl_free(im, 1);
         return -1;
     }
     *c = (tpmlp_comm){&nccl_ops, rank, size, im};
@@ -154,21 +158,11 @@ int comm_nccl_create_local(tpmlp_comm *comms, int size, const int *devices) {
             fprintf(stderr, "tpmlp: comm nccl: ncclCommInitRank for %d local GPUs: %s\n", size, ncclGetErrorString(r));
     }
     if (made == size && r == ncclSuccess) return 0;
-    for (int k = 0; k < made; k++) { /* abort what was made, so nothing waits */
-        nccl_impl *im = (nccl_impl *)comms[k].impl;
-        if (im->comm) ncclCommAbort(im->comm);
-        cudaStreamDestroy(im->stream);
-        free(im);
-    }
+    for (int k = 0; k < made; k++) impl_free((nccl_impl *)comms[k].impl, 1); /* abort what was made: nothing waits */
     return -1;
 }
 
-void comm_nccl_abort(tpmlp_comm *c) {
-    nccl_impl *im = (nccl_impl *)c->impl;
-    ncclCommAbort(im->comm);
-    cudaStreamDestroy(im->stream);
-    free(im);
-}
+void comm_nccl_abort(tpmlp_comm *c) { impl_free((nccl_impl *)c->impl, 1); }
 
 int comm_nccl_unique_id(void *out, size_t len) {
     if (len < sizeof(ncclUniqueId)) return -1;
