@@ -107,7 +107,7 @@ static int bench_tp(const char *stage, int p, tpmlp_shape_args *s, int reps, int
     tpmlp_mlp32 one;
     if (rank == 0) {
         tpmlp_mlp32_alloc(&one, N, s->hidden, s->ffn, s->act);
-        tpmlp_vec_fill_inputs(one.x, one.w1, one.b1, one.w2, one.b2, one.dy, &d);
+        tpmlp_vec_fill_inputs(&one, &d);
     }
     double *ts = tpmlp_alloc((size_t)reps, sizeof *ts, "times"), *ta = tpmlp_alloc((size_t)reps, sizeof *ta, "times");
     double *t1 = tpmlp_alloc((size_t)reps, sizeof *t1, "times");

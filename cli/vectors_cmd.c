@@ -54,13 +54,8 @@ int cmd_gen(int argc, char **argv) {
     tpmlp_vec_dims d = {s.batch, s.seq, s.hidden, s.ffn, s.act, s.seed};
     char err[512];
     if (ra.tp) {
-        int f0, fr;
-        if (ra.tp > d.F)
-            tpmlp_die(TPMLP_EXIT_USAGE, "--tp %d: expected 1 ≤ P ≤ F = %d, so that every rank holds a block", ra.tp,
-                      d.F);
-        if (tpmlp_split_slice(ra.split, d.F, ra.tp, ra.rank, &f0, &fr) != 0)
-            tpmlp_die(TPMLP_EXIT_USAGE, "--rank %d: the %s split of F = %d over %d ranks leaves it no columns", ra.rank,
-                      tpmlp_split_name(ra.split), d.F, ra.tp);
+        if (tpmlp_split_check(ra.split, d.F, ra.tp, ra.rank, err, sizeof err) != 0)
+            tpmlp_die(TPMLP_EXIT_USAGE, "%s", err);
         if (tpmlp_vec_generate_rank(out, &d, ra.tp, ra.rank, ra.split, err, sizeof err) != 0) tpmlp_die(1, "%s", err);
         return 0;
     }
@@ -150,6 +145,18 @@ static void json_num(double v) { /* JSON has no NaN or Inf */
         printf("null");
 }
 
+/* Tensor i is one THEIRS should hold: an output, or with --rank also a partial sum. */
+static int expected(int i, const tpmlp_check_opts *o) {
+    return tpmlp_check_knows((tpmlp_vec_id)i) && (tpmlp_vec_specs[i].role == TPMLP_ROLE_OUT || o->rank >= 0);
+}
+
+/* The table's id of THEIRS's tensor name, or -1 if check knows no such tensor. */
+static int known_id(const char *name) {
+    for (int k = 0; k < V_ALL; k++)
+        if (tpmlp_check_knows((tpmlp_vec_id)k) && strcmp(name, tpmlp_vec_specs[k].name) == 0) return k;
+    return -1;
+}
+
 static void print_json(const tpmlp_check_result *res, const st_file *theirs, const char *vec_path,
                        const tpmlp_check_opts *o) {
     printf("{\"tpmlp_version\": \"%s\", \"verdict\": \"%s\", \"dtype\": \"%s\", \"u\": %.9g, \"lambda\": %g, ",
@@ -164,10 +171,10 @@ static void print_json(const tpmlp_check_result *res, const st_file *theirs, con
         printf(", \"tp\": null, \"rank\": null");
     printf(", \"checked\": %d, \"tensors\": [", res->present);
     int first = 1;
-    for (int i = 0; i < C_COUNT; i++) {
+    for (int i = 0; i < V_ALL; i++) {
         const tpmlp_check_row *r = &res->rows[i];
         if (!r->present) continue;
-        printf("%s\n  {\"name\": \"%s\", \"dtype\": \"%s\", \"shape\": [", first ? "" : ",", tpmlp_check_specs[i].name,
+        printf("%s\n  {\"name\": \"%s\", \"dtype\": \"%s\", \"shape\": [", first ? "" : ",", tpmlp_vec_specs[i].name,
                st_dtype_name(r->dtype));
         for (int k = 0; k < r->ndim; k++) printf("%s%llu", k ? ", " : "", (unsigned long long)r->shape[k]);
         printf("], \"n\": %llu, \"max_abs_err\": ", (unsigned long long)r->n), json_num(r->max_abs_err);
@@ -187,17 +194,14 @@ static void print_json(const tpmlp_check_result *res, const st_file *theirs, con
     }
     printf("],\n \"not_provided\": [");
     first = 1;
-    for (int i = 0; i < C_COUNT; i++)
-        if (!res->rows[i].present && (tpmlp_check_specs[i].vec >= 0 || o->rank >= 0))
-            printf("%s\"%s\"", first ? "" : ", ", tpmlp_check_specs[i].name), first = 0;
+    for (int i = 0; i < V_ALL; i++)
+        if (!res->rows[i].present && expected(i, o))
+            printf("%s\"%s\"", first ? "" : ", ", tpmlp_vec_specs[i].name), first = 0;
     printf("], \"ignored\": [");
     first = 1;
     for (int i = 0; i < theirs->ntensors; i++) {
-        int known = 0;
-        for (int k = 0; k < C_COUNT; k++)
-            known |= strcmp(theirs->tensors[i].name, tpmlp_check_specs[k].name) == 0 &&
-                     (tpmlp_check_specs[k].vec >= 0 || o->rank >= 0);
-        if (!known) printf("%s", first ? "" : ", "), json_str(theirs->tensors[i].name), first = 0;
+        const int k = known_id(theirs->tensors[i].name);
+        if (k < 0 || !expected(k, o)) printf("%s", first ? "" : ", "), json_str(theirs->tensors[i].name), first = 0;
     }
     printf("]}\n");
 }
@@ -214,7 +218,7 @@ static void print_table(const tpmlp_check_result *res, const st_file *theirs, co
                tpmlp_split_name(o->split), res->f0, res->f1, res->f1 - res->f0, d->F);
     /* fixed widths, but the worst element's column as wide as its widest index */
     int where_w = (int)strlen("worst element");
-    for (int i = 0; i < C_COUNT; i++) {
+    for (int i = 0; i < V_ALL; i++) {
         char where[64];
         if (!res->rows[i].present) continue;
         index_str(where, sizeof where, res->rows[i].shape, res->rows[i].ndim, res->rows[i].worst);
@@ -222,13 +226,13 @@ static void print_table(const tpmlp_check_result *res, const st_file *theirs, co
     }
     printf("  %-24s %-5s %10s %*s  %-*s %s\n", "tensor", "dtype", "max |err|", ARGS_SHARE_WIDTH, "budget", where_w,
            "worst element", "verdict");
-    for (int i = 0; i < C_COUNT; i++) {
+    for (int i = 0; i < V_ALL; i++) {
         const tpmlp_check_row *r = &res->rows[i];
         if (!r->present) continue;
         char where[64], budget[24];
         index_str(where, sizeof where, r->shape, r->ndim, r->worst);
         args_share_str(budget, sizeof budget, r->used);
-        printf("  %-24s %-5s %10.3e %*s  %-*s %s\n", tpmlp_check_specs[i].name, st_dtype_name(r->dtype), r->max_abs_err,
+        printf("  %-24s %-5s %10.3e %*s  %-*s %s\n", tpmlp_vec_specs[i].name, st_dtype_name(r->dtype), r->max_abs_err,
                ARGS_SHARE_WIDTH, budget, where_w, where, r->pass ? "PASS" : "FAIL");
         if (r->used > 1.0)
             printf("      worst: got %.9g, reference %.9g, bound %.3g%s\n", r->worst_got, r->worst_ref, r->worst_bound,
@@ -236,17 +240,14 @@ static void print_table(const tpmlp_check_result *res, const st_file *theirs, co
         if (r->note[0]) printf("      %s\n", r->note);
     }
     int missing = 0;
-    for (int i = 0; i < C_COUNT; i++)
-        if (!res->rows[i].present && (tpmlp_check_specs[i].vec >= 0 || o->rank >= 0))
-            printf("%s%s", missing++ ? ", " : "  not provided: ", tpmlp_check_specs[i].name);
+    for (int i = 0; i < V_ALL; i++)
+        if (!res->rows[i].present && expected(i, o))
+            printf("%s%s", missing++ ? ", " : "  not provided: ", tpmlp_vec_specs[i].name);
     if (missing) printf("\n");
     for (int i = 0; i < theirs->ntensors; i++) {
-        int known = 0, partial = 0;
-        for (int k = 0; k < C_COUNT; k++)
-            if (strcmp(theirs->tensors[i].name, tpmlp_check_specs[k].name) == 0)
-                known |= tpmlp_check_specs[k].vec >= 0 || o->rank >= 0, partial |= tpmlp_check_specs[k].vec < 0;
-        if (!known)
-            printf("  ignored (%s): %s\n", partial ? "checked only with --tp --rank" : "not a vector name",
+        const int k = known_id(theirs->tensors[i].name);
+        if (k < 0 || !expected(k, o))
+            printf("  ignored (%s): %s\n", k >= 0 ? "checked only with --tp --rank" : "not a vector name",
                    theirs->tensors[i].name);
     }
 }

@@ -17,25 +17,26 @@
 
 #include "comm.h"
 #include "mlp.h"
+#include "step.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-/* A buffer holds the backend's storage type, or float32 whatever the storage
- * (the bias gradients, which are sums over all rows). */
-typedef enum { TP_STORE, TP_F32 } tp_kind;
+/* A buffer holds the backend's storage type (TPMLP_STORE), or float32
+ * whatever the storage (TPMLP_F32: the bias gradients, which are sums over
+ * all rows): the kind column of the step's table (step.h). */
 
 typedef struct tp_compute tp_compute;
 typedef struct {
     const char *name;
     /* n elements of kind k, zeroed; NULL after one line */
-    void *(*alloc)(tp_compute *c, size_t n, tp_kind k, const char *what);
+    void *(*alloc)(tp_compute *c, size_t n, tpmlp_kind k, const char *what);
     void (*release)(tp_compute *c, void *p);
     /* host float32 <-> the backend's buffer of kind k (rounded to the storage type on the way in) */
-    int (*upload)(tp_compute *c, void *dst, const float *src, size_t n, tp_kind k);
-    int (*download)(tp_compute *c, float *dst, const void *src, size_t n, tp_kind k);
-    int (*copy)(tp_compute *c, void *dst, const void *src, size_t n, tp_kind k);
+    int (*upload)(tp_compute *c, void *dst, const float *src, size_t n, tpmlp_kind k);
+    int (*download)(tp_compute *c, float *dst, const void *src, size_t n, tpmlp_kind k);
+    int (*copy)(tp_compute *c, void *dst, const void *src, size_t n, tpmlp_kind k);
 
     /* out (M,N) = in (M,K) · w (N,K)ᵀ                 (a Linear without bias) */
     int (*linear)(tp_compute *c, void *out, const void *in, const void *w, int M, int K, int N);

@@ -12,22 +12,22 @@
 #include "compute.h"
 #include "util.h"
 
-static void *cpu_alloc(tp_compute *c, size_t n, tp_kind k, const char *what) {
+static void *cpu_alloc(tp_compute *c, size_t n, tpmlp_kind k, const char *what) {
     (void)c, (void)k;
     void *p = calloc(n ? n : 1, sizeof(float));
     if (p == NULL) fprintf(stderr, "tpmlp: compute cpu: cannot allocate %zu floats for %s\n", n, what);
     return p;
 }
 static void cpu_release(tp_compute *c, void *p) { (void)c, free(p); }
-static int cpu_copy(tp_compute *c, void *dst, const void *src, size_t n, tp_kind k) {
+static int cpu_copy(tp_compute *c, void *dst, const void *src, size_t n, tpmlp_kind k) {
     (void)c, (void)k;
     if (dst != src) memcpy(dst, src, n * sizeof(float));
     return 0;
 }
-static int cpu_upload(tp_compute *c, void *dst, const float *src, size_t n, tp_kind k) {
+static int cpu_upload(tp_compute *c, void *dst, const float *src, size_t n, tpmlp_kind k) {
     return cpu_copy(c, dst, src, n, k);
 }
-static int cpu_download(tp_compute *c, float *dst, const void *src, size_t n, tp_kind k) {
+static int cpu_download(tp_compute *c, float *dst, const void *src, size_t n, tpmlp_kind k) {
     return cpu_copy(c, dst, src, n, k);
 }
 
@@ -95,17 +95,17 @@ typedef struct {
 static tp_compute *base_of(tp_compute *c) { return ((wrap *)c->impl)->base; }
 static int gemms_only(tp_compute *c) { return ((wrap *)c->impl)->flags & TP_WRAP_GEMMS_ONLY; }
 
-static void *w_alloc(tp_compute *c, size_t n, tp_kind k, const char *what) {
+static void *w_alloc(tp_compute *c, size_t n, tpmlp_kind k, const char *what) {
     return base_of(c)->ops->alloc(base_of(c), n, k, what);
 }
 static void w_release(tp_compute *c, void *p) { base_of(c)->ops->release(base_of(c), p); }
-static int w_upload(tp_compute *c, void *dst, const float *src, size_t n, tp_kind k) {
+static int w_upload(tp_compute *c, void *dst, const float *src, size_t n, tpmlp_kind k) {
     return base_of(c)->ops->upload(base_of(c), dst, src, n, k);
 }
-static int w_download(tp_compute *c, float *dst, const void *src, size_t n, tp_kind k) {
+static int w_download(tp_compute *c, float *dst, const void *src, size_t n, tpmlp_kind k) {
     return base_of(c)->ops->download(base_of(c), dst, src, n, k);
 }
-static int w_copy(tp_compute *c, void *dst, const void *src, size_t n, tp_kind k) {
+static int w_copy(tp_compute *c, void *dst, const void *src, size_t n, tpmlp_kind k) {
     return base_of(c)->ops->copy(base_of(c), dst, src, n, k);
 }
 static int w_linear(tp_compute *c, void *out, const void *in, const void *w, int M, int K, int N) {

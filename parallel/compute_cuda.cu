@@ -58,10 +58,10 @@ int cublas_fail(const char *what, cublasStatus_t s) {
         if (s_ != CUBLAS_STATUS_SUCCESS) return cublas_fail(what, s_);                                                 \
     } while (0)
 
-kernel_dtype dtype_of(const impl *m, tp_kind k) { return k == TP_F32 ? KDT_F32 : m->dt; }
-size_t elem(const impl *m, tp_kind k) { return kh_size(dtype_of(m, k)); }
+kernel_dtype dtype_of(const impl *m, tpmlp_kind k) { return k == TPMLP_F32 ? KDT_F32 : m->dt; }
+size_t elem(const impl *m, tpmlp_kind k) { return kh_size(dtype_of(m, k)); }
 
-void *cuda_alloc(tp_compute *c, size_t n, tp_kind k, const char *what) {
+void *cuda_alloc(tp_compute *c, size_t n, tpmlp_kind k, const char *what) {
     impl *m = of(c);
     void *p = NULL;
     const size_t bytes = n * elem(m, k) + 1;
@@ -81,7 +81,7 @@ void cuda_release(tp_compute *c, void *p) {
     if (e != cudaSuccess) cuda_fail("cudaFree", e);
 }
 
-int cuda_upload(tp_compute *c, void *dst, const float *src, size_t n, tp_kind k) {
+int cuda_upload(tp_compute *c, void *dst, const float *src, size_t n, tpmlp_kind k) {
     impl *m = of(c);
     std::vector<unsigned char> buf(n * elem(m, k) + 1);
     kh_pack(buf.data(), src, n, dtype_of(m, k));
@@ -90,7 +90,7 @@ int cuda_upload(tp_compute *c, void *dst, const float *src, size_t n, tp_kind k)
     return 0;
 }
 
-int cuda_download(tp_compute *c, float *dst, const void *src, size_t n, tp_kind k) {
+int cuda_download(tp_compute *c, float *dst, const void *src, size_t n, tpmlp_kind k) {
     impl *m = of(c);
     std::vector<unsigned char> buf(n * elem(m, k) + 1);
     CU(cudaMemcpyAsync(buf.data(), src, n * elem(m, k), cudaMemcpyDeviceToHost, m->stream), "download");
@@ -99,7 +99,7 @@ int cuda_download(tp_compute *c, float *dst, const void *src, size_t n, tp_kind 
     return 0;
 }
 
-int cuda_copy(tp_compute *c, void *dst, const void *src, size_t n, tp_kind k) {
+int cuda_copy(tp_compute *c, void *dst, const void *src, size_t n, tpmlp_kind k) {
     impl *m = of(c);
     CU(cudaMemcpyAsync(dst, src, n * elem(m, k), cudaMemcpyDeviceToDevice, m->stream), "copy");
     return 0;

@@ -14,10 +14,7 @@
 #include "util.h"
 
 int tp_run_check_p(int p, int N, int F, int sequence, char *err, size_t errlen) {
-    if (p < 1 || p > F)
-        return snprintf(err, errlen, "--tp: %d ranks for F = %d (allowed: 1 to F, so that every rank holds a block)", p,
-                        F),
-               2;
+    if (tpmlp_split_check(TPMLP_SPLIT_BALANCED, F, p, -1, err, errlen) != 0) return 2;
     if (sequence && N % p != 0)
         return snprintf(err, errlen,
                         "--tp: the sequence stage splits the N = %d rows over %d ranks: N must be a multiple of p", N,
@@ -39,14 +36,11 @@ int tp_run_load(const char *vectors, const tp_run_opts *o, tpmlp_mlp32 *in, tpml
 
 /* DIR/rank-R.safetensors: the rank's tensors m (downloaded, with its
  * partial sums), for `check --tp P --rank R`. */
-static int write_rank(const char *dir, const tp_shard *s, const tpmlp_mlp32 *m, const float *partials,
-                      const tpmlp_vec_dims *d) {
+static int write_rank(const char *dir, const tp_shard *s, const tpmlp_mlp32 *m, const tpmlp_vec_dims *d) {
     char path[4096], err[512];
-    const size_t nd = (size_t)s->N * s->D;
     snprintf(path, sizeof path, "%s/rank-%d.safetensors", dir, s->rank);
-    const float *const t[C_COUNT] = {
-        [C_H] = m->h,     [C_A] = m->a,     [C_Y] = m->y,     [C_DX] = m->dx,       [C_DW1] = m->dw1,
-        [C_DB1] = m->db1, [C_DW2] = m->dw2, [C_DB2] = m->db2, [C_YPART] = partials, [C_DXPART] = partials + nd};
+    const float *t[V_ALL];
+    for (int i = 0; i < V_ALL; i++) t[i] = tpmlp_mlp32_tensor(m, (tpmlp_vec_id)i);
     int rc = tpmlp_check_write_rank(path, d, s->p, s->rank, TPMLP_SPLIT_BALANCED, t, err, sizeof err);
     if (rc != 0) fprintf(stderr, "tpmlp: rank %d: %s\n", s->rank, err);
     return rc ? -1 : 0;
@@ -74,15 +68,13 @@ int tp_run_rank(tpmlp_comm *c, tpmlp_comm *host, tp_compute *cpt, const tpmlp_ml
     rc = rc || tp_backward(&s, c);
     if (rc == 0 && (o->rank_dir || host)) { /* the outputs on the host once, for both */
         tpmlp_mlp32 mine;
-        float *partials = o->rank_dir ? tpmlp_alloc(2 * (size_t)s.N * s.D, sizeof *partials, "partial sums") : NULL;
-        rc = tp_shard_download(&s, &mine, partials);
+        rc = tp_shard_download(&s, &mine);
         if (rc == 0) {
-            rc = o->rank_dir && write_rank(o->rank_dir, &s, &mine, partials, d);
+            rc = o->rank_dir && write_rank(o->rank_dir, &s, &mine, d);
             /* host NULL: no gather (each rank wrote its own file) */
             rc = rc || (host && tp_gather_outputs(&mine, in->F, host, full));
             tpmlp_mlp32_free(&mine);
         }
-        free(partials);
     }
     tp_shard_free(&s);
     return rc ? -1 : 0;

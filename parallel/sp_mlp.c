@@ -15,7 +15,7 @@ int sp_shard_alloc(sp_shard *s, tp_compute *cpt, int N, int D, int F, int p, int
     void **rows[] = {&s->x_rows, &s->dy_rows, &s->y_rows, &s->dx_rows};
     const char *names[] = {"rows of x", "rows of dy", "rows of y", "rows of dx"};
     for (int i = 0; i < 4; i++)
-        if ((*rows[i] = cpt->ops->alloc(cpt, rd, TP_STORE, names[i])) == NULL) return sp_shard_free(s), -1;
+        if ((*rows[i] = cpt->ops->alloc(cpt, rd, TPMLP_STORE, names[i])) == NULL) return sp_shard_free(s), -1;
     return 0;
 }
 
@@ -35,9 +35,9 @@ int sp_shard_from_full(sp_shard *s, const tpmlp_mlp32 *full) {
     /* the full x and dy must come from the all-gathers, not from here */
     float *zero = tpmlp_alloc(nd, sizeof *zero, "zeros");
     memset(zero, 0, nd * sizeof *zero);
-    int rc = c->ops->upload(c, s->x_rows, full->x + (size_t)s->n0 * D, rd, TP_STORE) ||
-             c->ops->upload(c, s->dy_rows, full->dy + (size_t)s->n0 * D, rd, TP_STORE) ||
-             c->ops->upload(c, s->t.x, zero, nd, TP_STORE) || c->ops->upload(c, s->t.dy, zero, nd, TP_STORE);
+    int rc = c->ops->upload(c, s->x_rows, full->x + (size_t)s->n0 * D, rd, TPMLP_STORE) ||
+             c->ops->upload(c, s->dy_rows, full->dy + (size_t)s->n0 * D, rd, TPMLP_STORE) ||
+             c->ops->upload(c, s->t.x, zero, nd, TPMLP_STORE) || c->ops->upload(c, s->t.dy, zero, nd, TPMLP_STORE);
     free(zero);
     return rc ? -1 : 0;
 }
@@ -71,7 +71,7 @@ int sp_gather_outputs(sp_shard *s, tpmlp_comm *c, tpmlp_mlp32 *full) {
     int rc = c->ops->allgather(c, s->y_rows, t->y, rd, t->cpt->store);
     rc = rc || c->ops->allgather(c, s->dx_rows, t->dx, rd, t->cpt->store);
     tpmlp_mlp32 mine;
-    rc = rc || tp_shard_download(t, &mine, NULL);
+    rc = rc || tp_shard_download(t, &mine);
     if (rc) return -1;
     rc = tp_gather_outputs(&mine, t->F, c, full);
     tpmlp_mlp32_free(&mine);

@@ -12,15 +12,14 @@ void tp_slice(int F, int p, int r, int *f0, int *Fr) {
     tpmlp_split_slice(TPMLP_SPLIT_BALANCED, F, p, r, f0, Fr); /* the one definition, shared with gen and check */
 }
 
-static tp_kind kind_of(tpmlp_vec_id id) { return id == V_DB1 || id == V_DB2 ? TP_F32 : TP_STORE; }
-
 int tp_shard_alloc(tp_shard *s, tp_compute *cpt, int N, int D, int F, int p, int rank, tpmlp_act act) {
     memset(s, 0, sizeof *s);
     s->rank = rank, s->p = p, s->N = N, s->D = D, s->F = F, s->act = act, s->cpt = cpt;
     tp_slice(F, p, rank, &s->f0, &s->Fr);
     int ok = 1;
-#define ALLOC_(id, field, name, shape, role, what)                                                                     \
-    if (ok) ok = (s->field = cpt->ops->alloc(cpt, tpmlp_step_numel(id, N, D, s->Fr), kind_of(id), name)) != NULL;
+#define ALLOC_(id, field, name, dims, role, kind, bound, what)                                                         \
+    if (ok && TPMLP_ROLE_##role != TPMLP_ROLE_PART)                                                                    \
+        ok = (s->field = cpt->ops->alloc(cpt, tpmlp_step_numel(id, N, D, s->Fr), TPMLP_##kind, name)) != NULL;
     TPMLP_STEP_TENSORS(ALLOC_)
 #undef ALLOC_
     if (!ok) tp_shard_free(s);
@@ -30,66 +29,57 @@ int tp_shard_alloc(tp_shard *s, tp_compute *cpt, int N, int D, int F, int p, int
 void tp_shard_free(tp_shard *s) {
     tp_compute *c = s->cpt;
     if (c == NULL) return;
-#define FREE_(id, field, name, shape, role, what)                                                                      \
+#define FREE_(id, field, name, dims, role, kind, bound, what)                                                          \
     if (s->field) c->ops->release(c, s->field);
     TPMLP_STEP_TENSORS(FREE_)
 #undef FREE_
-    if (s->y_partial) c->ops->release(c, s->y_partial);
-    if (s->dx_partial) c->ops->release(c, s->dx_partial);
     memset(s, 0, sizeof *s);
 }
 
 int tp_shard_keep_partials(tp_shard *s) {
-    const size_t nd = (size_t)s->N * s->D;
-    s->y_partial = s->cpt->ops->alloc(s->cpt, nd, TP_STORE, "Y_r");
-    s->dx_partial = s->cpt->ops->alloc(s->cpt, nd, TP_STORE, "dX_r");
-    return s->y_partial && s->dx_partial ? 0 : -1;
+    int ok = 1;
+#define PART_(id, field, name, dims, role, kind, bound, what)                                                          \
+    if (ok && TPMLP_ROLE_##role == TPMLP_ROLE_PART)                                                                    \
+        ok = (s->field = s->cpt->ops->alloc(s->cpt, tpmlp_step_numel(id, s->N, s->D, s->Fr), TPMLP_##kind, name)) !=   \
+             NULL;
+    TPMLP_STEP_TENSORS(PART_)
+#undef PART_
+    return ok ? 0 : -1;
 }
 
-/* The six inputs of the shard from host float32 slices: x, dy (N,D), w1 rows
- * (Fr,D), b1 (Fr), w2 columns (D,Fr), b2 (D). */
+/* The shard's inputs from host float32 blocks in[id] (its block of each
+ * input: tpmlp_step_block). */
 static int upload_inputs(tp_shard *s, const float *const in[V_FIRST_OUTPUT]) {
     tp_compute *c = s->cpt;
     int rc = 0;
-#define UP_(id, field, name, shape, role, what)                                                                        \
-    if (id < V_FIRST_OUTPUT && rc == 0)                                                                                \
-        rc = c->ops->upload(c, s->field, in[id], tpmlp_step_numel(id, s->N, s->D, s->Fr), kind_of(id));
+#define UP_(id, field, name, dims, role, kind, bound, what)                                                            \
+    if (TPMLP_ROLE_##role == TPMLP_ROLE_IN && rc == 0)                                                                 \
+        rc = c->ops->upload(c, s->field, in[id], tpmlp_step_numel(id, s->N, s->D, s->Fr), TPMLP_##kind);
     TPMLP_STEP_TENSORS(UP_)
 #undef UP_
     return rc;
 }
 
-int tp_shard_from_full(tp_shard *s, const tpmlp_mlp32 *t) {
-    const int D = s->D, F = s->F, f0 = s->f0, Fr = s->Fr;
-    float *w2 = tpmlp_alloc((size_t)D * Fr, sizeof *w2, "columns of w2");
-    for (int d = 0; d < D; d++) /* columns f0.. of W2 */
-        memcpy(w2 + (size_t)d * Fr, t->w2 + (size_t)d * F + f0, sizeof(float) * (size_t)Fr);
-    const float *const in[V_FIRST_OUTPUT] = {[V_X] = t->x,        [V_W1] = t->w1 + (size_t)f0 * D, /* rows f0.. of W1 */
-                                             [V_B1] = t->b1 + f0, [V_W2] = w2,
-                                             [V_B2] = t->b2,      [V_DY] = t->dy};
-    int rc = upload_inputs(s, in);
-    free(w2);
-    return rc;
-}
-
-int tp_shard_generate(tp_shard *s, const tpmlp_vec_dims *d) {
-    /* the shard's six inputs on the host, then uploaded: rows f0..f1 of W1
-     * and b1, the same columns of W2, x, dy and b2 whole */
-    const uint64_t N = (uint64_t)s->N, D = (uint64_t)s->D, f0 = (uint64_t)s->f0, f1 = f0 + (uint64_t)s->Fr;
-    const uint64_t rows[V_FIRST_OUTPUT][2] = {
-        [V_X] = {0, N}, [V_W1] = {f0, f1}, [V_B1] = {0, 1}, [V_W2] = {0, D}, [V_B2] = {0, 1}, [V_DY] = {0, N}};
-    const uint64_t cols[V_FIRST_OUTPUT][2] = {
-        [V_X] = {0, D}, [V_W1] = {0, D}, [V_B1] = {f0, f1}, [V_W2] = {f0, f1}, [V_B2] = {0, D}, [V_DY] = {0, D}};
+/* The shard's input blocks: taken from the whole tensors (full, or NULL) or
+ * generated alone from the vector dims d (the same values), then uploaded. */
+static int shard_inputs(tp_shard *s, const tpmlp_mlp32 *full, const tpmlp_vec_dims *d) {
     float *in[V_FIRST_OUTPUT];
     for (int i = 0; i < V_FIRST_OUTPUT; i++) {
-        const size_t n = tpmlp_step_numel((tpmlp_vec_id)i, s->N, s->D, s->Fr);
-        in[i] = tpmlp_alloc(n, sizeof(float), tpmlp_vec_specs[i].name);
-        tpmlp_vec_fill(in[i], (tpmlp_vec_id)i, d, rows[i][0], rows[i][1], cols[i][0], cols[i][1]);
+        const tpmlp_block b = tpmlp_step_block((tpmlp_vec_id)i, s->N, s->D, s->F, s->f0, s->Fr);
+        in[i] = tpmlp_alloc(tpmlp_block_numel(&b), sizeof(float), tpmlp_vec_specs[i].name);
+        if (full)
+            tpmlp_block_take(in[i], tpmlp_mlp32_tensor(full, (tpmlp_vec_id)i), &b, sizeof(float));
+        else
+            tpmlp_vec_fill(in[i], (tpmlp_vec_id)i, d, b.r0, b.r1, b.c0, b.c1);
     }
     int rc = upload_inputs(s, (const float *const *)in);
     for (int i = 0; i < V_FIRST_OUTPUT; i++) free(in[i]);
     return rc;
 }
+
+int tp_shard_from_full(tp_shard *s, const tpmlp_mlp32 *full) { return shard_inputs(s, full, NULL); }
+
+int tp_shard_generate(tp_shard *s, const tpmlp_vec_dims *d) { return shard_inputs(s, NULL, d); }
 
 int tp_forward_partial(tp_shard *s) {
     tp_compute *k = s->cpt;
@@ -102,7 +92,7 @@ int tp_forward_partial(tp_shard *s) {
         rc = o->linear(k, s->h, s->x, s->w1, N, D, Fr) ||               /* H_r = X·W1_rᵀ           */
              o->bias_act(k, s->h, s->a, s->dact, s->b1, N, Fr, s->act); /* += b1_r; A_r = act(H_r) */
     rc = rc || o->linear(k, s->y, s->a, s->w2, N, Fr, D);               /* Y_r = A_r·W2_rᵀ          */
-    if (rc == 0 && s->y_partial) rc = o->copy(k, s->y_partial, s->y, (size_t)N * D, TP_STORE); /* a rank's check */
+    if (rc == 0 && s->y_partial) rc = o->copy(k, s->y_partial, s->y, (size_t)N * D, TPMLP_STORE); /* a rank's check */
     rc = rc || o->sync(k); /* Y_r complete before a communicator reads it */
     return rc ? -1 : 0;
 }
@@ -129,7 +119,8 @@ int tp_backward_data(tp_shard *s) {
         rc = o->linear_dgrad(k, s->dh, s->dy, s->w2, N, Fr, D) || /* dA_r = dY·W2_r            */
              o->act_bwd(k, s->dh, s->db1, s->dact, N, Fr);        /* dH_r = dA_r ⊙ act'; db1_r */
     rc = rc || o->linear_dgrad(k, s->dx, s->dh, s->w1, N, D, Fr); /* dX_r = dH_r·W1_r          */
-    if (rc == 0 && s->dx_partial) rc = o->copy(k, s->dx_partial, s->dx, (size_t)N * D, TP_STORE); /* a rank's check */
+    if (rc == 0 && s->dx_partial)
+        rc = o->copy(k, s->dx_partial, s->dx, (size_t)N * D, TPMLP_STORE); /* a rank's check */
     rc = rc || o->sync(k); /* dX_r complete before a communicator reads it */
     return rc ? -1 : 0;
 }
@@ -167,58 +158,52 @@ int tp_backward(tp_shard *s, tpmlp_comm *c) {
     return rc ? -1 : 0;
 }
 
-int tp_shard_download(const tp_shard *s, tpmlp_mlp32 *mine, float *partials) {
+int tp_shard_download(const tp_shard *s, tpmlp_mlp32 *mine) {
     tp_compute *c = s->cpt;
     tpmlp_mlp32_alloc(mine, s->N, s->D, s->Fr, s->act);
     int rc = c->ops->sync(c);
-#define DOWN_(id, field, name, shape, role, what)                                                                      \
-    if (id >= V_FIRST_OUTPUT && id < V_COUNT && rc == 0)                                                               \
-        rc = c->ops->download(c, mine->field, s->field, tpmlp_step_numel(id, s->N, s->D, s->Fr), kind_of(id));
+#define DOWN_(id, field, name, dims, role, kind, bound, what)                                                          \
+    if (TPMLP_ROLE_##role == TPMLP_ROLE_PART && s->field && rc == 0)                                                   \
+        mine->field = tpmlp_alloc(tpmlp_step_numel(id, s->N, s->D, s->Fr), sizeof(float), name);                       \
+    if ((TPMLP_ROLE_##role == TPMLP_ROLE_OUT || (TPMLP_ROLE_##role == TPMLP_ROLE_PART && s->field)) && rc == 0)        \
+        rc = c->ops->download(c, mine->field, s->field, tpmlp_step_numel(id, s->N, s->D, s->Fr), TPMLP_##kind);
     TPMLP_STEP_TENSORS(DOWN_)
 #undef DOWN_
-    const size_t nd = (size_t)s->N * s->D;
-    if (rc == 0 && partials && s->y_partial) rc = c->ops->download(c, partials, s->y_partial, nd, TP_STORE);
-    if (rc == 0 && partials && s->dx_partial) rc = c->ops->download(c, partials + nd, s->dx_partial, nd, TP_STORE);
     if (rc != 0) tpmlp_mlp32_free(mine);
     return rc;
 }
 
-/* Blocks of all ranks into full on rank 0: rank q's part is R rows of
- * Fr_q·unit values, which land at column f0_q·unit of full's rows of F·unit.
- * Column-sharded (R, Fr) tensors use unit 1; row-sharded (Fr, C) ones are
- * one row (R = 1) with unit C. One all-gather of blocks padded to the
- * largest Fr. */
-static int gather_blocks(tpmlp_comm *c, int F, int Fr, const float *part, float *full, int R, int unit) {
-    int fmax, f0, fr;
-    tp_slice(F, c->size, 0, &f0, &fmax);
-    const size_t width = (size_t)fmax * unit, blk = (size_t)R * width, row = (size_t)F * unit;
-    const size_t mine = (size_t)Fr * unit;
+/* Every rank's block of output id (rank q's, from tpmlp_step_block) into
+ * full on rank 0: one all-gather of the blocks, each padded to the largest. */
+static int gather_tensor(tpmlp_comm *c, tpmlp_vec_id id, const tpmlp_mlp32 *m, int F, tpmlp_mlp32 *full) {
+    int f0, fr;
+    tp_slice(F, c->size, 0, &f0, &fr);
+    const tpmlp_block most = tpmlp_step_block(id, m->N, m->D, F, f0, fr); /* rank 0's: the largest */
+    const size_t blk = tpmlp_block_numel(&most);
     float *send = tpmlp_alloc(blk, sizeof *send, "gather send"),
           *recv = tpmlp_alloc(blk * c->size, sizeof *recv, "gather");
     memset(send, 0, blk * sizeof *send);
-    for (int r = 0; r < R; r++) memcpy(send + r * width, part + r * mine, sizeof(float) * mine);
+    memcpy(send, tpmlp_mlp32_tensor(m, id), tpmlp_step_numel(id, m->N, m->D, m->F) * sizeof *send);
     int rc = c->ops->allgather(c, send, recv, blk, COMM_F32);
-    if (rc == 0 && full)
-        for (int q = 0; q < c->size; q++) {
-            tp_slice(F, c->size, q, &f0, &fr);
-            for (int r = 0; r < R; r++)
-                memcpy(full + r * row + (size_t)f0 * unit, recv + q * blk + r * width, sizeof(float) * fr * unit);
-        }
+    for (int q = 0; rc == 0 && full && q < c->size; q++) {
+        tp_slice(F, c->size, q, &f0, &fr);
+        const tpmlp_block b = tpmlp_step_block(id, m->N, m->D, F, f0, fr);
+        tpmlp_block_put(tpmlp_mlp32_tensor(full, id), recv + (size_t)q * blk, &b, sizeof(float));
+    }
     free(send), free(recv);
     return rc;
 }
 
 int tp_gather_outputs(const tpmlp_mlp32 *m, int F, tpmlp_comm *c, tpmlp_mlp32 *full) {
-    const int N = m->N, D = m->D, Fr = m->F;
-    int rc = gather_blocks(c, F, Fr, m->h, full ? full->h : NULL, N, 1); /* (N, Fr) column blocks */
-    rc = rc ? rc : gather_blocks(c, F, Fr, m->a, full ? full->a : NULL, N, 1);
-    rc = rc ? rc : gather_blocks(c, F, Fr, m->dw2, full ? full->dw2 : NULL, D, 1); /* (D, Fr) */
-    rc = rc ? rc : gather_blocks(c, F, Fr, m->dw1, full ? full->dw1 : NULL, 1, D); /* (Fr, D) row blocks */
-    rc = rc ? rc : gather_blocks(c, F, Fr, m->db1, full ? full->db1 : NULL, 1, 1);
-    if (rc == 0 && full) { /* y, dx, db2 are replicated: rank 0's copy */
-        memcpy(full->y, m->y, sizeof(float) * (size_t)N * D);
-        memcpy(full->dx, m->dx, sizeof(float) * (size_t)N * D);
-        memcpy(full->db2, m->db2, sizeof(float) * (size_t)D);
+    int rc = 0;
+    for (int i = V_FIRST_OUTPUT; i < V_ALL && rc == 0; i++) {
+        if (tpmlp_vec_specs[i].role != TPMLP_ROLE_OUT) continue;
+        if (tpmlp_step_shard((tpmlp_vec_id)i) == TPMLP_REPLICATED) { /* y, dx, db2: rank 0's copy */
+            if (full)
+                memcpy(tpmlp_mlp32_tensor(full, (tpmlp_vec_id)i), tpmlp_mlp32_tensor(m, (tpmlp_vec_id)i),
+                       sizeof(float) * tpmlp_step_numel((tpmlp_vec_id)i, m->N, m->D, F));
+        } else
+            rc = gather_tensor(c, (tpmlp_vec_id)i, m, F, full);
     }
     return rc;
 }

@@ -30,16 +30,17 @@ extern "C" {
  * (host memory for cpu, device memory for cuda), shard-shaped: the step's
  * tensor list (step.h) with F replaced by Fr. db1 and db2 are float32, the
  * others the backend's storage type. */
-#define TP_SHARD_FIELD_(id, field, name, shape, role, what) void *field;
+#define TP_SHARD_FIELD_(id, field, name, dims, role, kind, bound, what) void *field;
 typedef struct {
     int rank, p;
     int N, D, F; /* the full sizes */
     int f0, Fr;  /* this rank's block of F */
     tpmlp_act act;
     tp_compute *cpt;
-    TPMLP_STEP_TENSORS(TP_SHARD_FIELD_) /* x (N,D) w1 (Fr,D) b1 (Fr) w2 (D,Fr) b2 (D) dy (N,D), h a (N,Fr), ... */
-    void *y_partial, *dx_partial;       /* (N,D) each, or NULL: Y_r and dX_r kept before the all-reduces */
-    int overlap;                        /* 1: dX's all-reduce during the weight gradients */
+    /* x (N,D) w1 (Fr,D) b1 (Fr) w2 (D,Fr) b2 (D) dy (N,D), h a (N,Fr), ...;
+     * y_partial, dx_partial (N,D) each, or NULL: Y_r and dX_r kept before the all-reduces */
+    TPMLP_STEP_TENSORS(TP_SHARD_FIELD_)
+    int overlap; /* 1: dX's all-reduce during the weight gradients */
 } tp_shard;
 #undef TP_SHARD_FIELD_
 
@@ -72,9 +73,9 @@ int tp_backward_data(tp_shard *s);
 int tp_backward_weights(tp_shard *s, tpmlp_comm *moving);
 
 /* The shard's outputs on the host: mine (allocated here as a tpmlp_mlp32 of
- * N, D, Fr) gets h, a, y, dx and the gradients; partials (or NULL) gets
- * y.partial and dx.partial (2·N·D floats) when they were kept. */
-int tp_shard_download(const tp_shard *s, tpmlp_mlp32 *mine, float *partials);
+ * N, D, Fr) gets h, a, y, dx and the gradients, and y.partial, dx.partial
+ * when they were kept (NULL otherwise). */
+int tp_shard_download(const tp_shard *s, tpmlp_mlp32 *mine);
 
 /* Assembles every rank's host outputs (mine, from tp_shard_download) into
  * full on rank 0 (allocated there, N D F); the other ranks pass NULL.

@@ -1,14 +1,28 @@
-/* One MLP step's tensors: the one list of them (names, shapes, roles), the
- * step in float32 and float64, and how F is cut over p ranks.
+/* One MLP step's tensors: the one table of them, the step in float32 and
+ * float64, how F is cut over p ranks, and the block of any tensor a rank holds.
  *
  * TPMLP_STEP_TENSORS lists every tensor once; everything that walks the
- * tensors (the vector files' specs, allocation here and in the tensor-parallel
- * shards and on a GPU, reading and writing files) is generated from it. A row:
- *   X(ID, field, vector name, shape, role, what)
- * shape: letters of B, T, D, F (N = B·T rows in memory; a shard holds its Fr
- * of F). role: IN (an input of the vector files, F32), OUT (an output the
- * files and check hold: the float64 reference in a vector file), TMP (kept
- * between forward and backward, in no file). */
+ * tensors is generated from it or iterates over tpmlp_vec_specs: the vector
+ * files and rank files, allocation (here, in a tensor-parallel shard, on a
+ * GPU), shard upload and gather, check's tensors and the error model's
+ * routing, gradcheck's names, printing, and `tpmlp info --json` (and through
+ * it the Python package). A row:
+ *   X(ID, field, name, dims, role, kind, bound, what)
+ *   dims   letters of B, T, D, F: its shape (B·T = N rows in memory). Under
+ *          tensor parallelism a rank holds the block of F the split gives it
+ *          (tpmlp_step_block): with F last, those columns; with F first, those
+ *          rows; without F, the whole tensor (replicated).
+ *   role   IN    an input of the vector files (float32);
+ *          OUT   an output the files hold (the float64 reference in a vector
+ *                file) and check compares;
+ *          PART  a rank's partial sum before its all-reduce: only in a rank's
+ *                file, checked per rank, never gathered;
+ *          TMP   kept between forward and backward, in no file.
+ *   kind   STORE the compute backend's storage type (float32, or bf16 on a
+ *                GPU), or F32 (always float32: the bias gradients, sums over
+ *                every row).
+ *   bound  how the error model hands out its bounds: ROWS (row by row, as
+ *          found), ARRAY (one array), NONE (an input or a temporary). */
 #ifndef TPMLP_STEP_H
 #define TPMLP_STEP_H
 
@@ -21,41 +35,64 @@ extern "C" {
 #endif
 
 #define TPMLP_STEP_TENSORS(X)                                                                                          \
-    X(V_X, x, "x", "BTD", IN, "input activations")                                                                     \
-    X(V_W1, w1, "linear_fc1.weight", "FD", IN, "fc1 weight (nn.Linear layout: out, in)")                               \
-    X(V_B1, b1, "linear_fc1.bias", "F", IN, "fc1 bias")                                                                \
-    X(V_W2, w2, "linear_fc2.weight", "DF", IN, "fc2 weight (nn.Linear layout: out, in)")                               \
-    X(V_B2, b2, "linear_fc2.bias", "D", IN, "fc2 bias")                                                                \
-    X(V_DY, dy, "dy", "BTD", IN, "gradient of the loss with respect to y")                                             \
-    X(V_H, h, "h", "BTF", OUT, "fc1 output before the activation: x·W1ᵀ + b1")                                         \
-    X(V_A, a, "a", "BTF", OUT, "activation output: act(h)")                                                            \
-    X(V_Y, y, "y", "BTD", OUT, "block output: a·W2ᵀ + b2")                                                             \
-    X(V_DX, dx, "dx", "BTD", OUT, "gradient with respect to x")                                                        \
-    X(V_DW1, dw1, "linear_fc1.weight.grad", "FD", OUT, "gradient with respect to fc1 weight")                          \
-    X(V_DB1, db1, "linear_fc1.bias.grad", "F", OUT, "gradient with respect to fc1 bias")                               \
-    X(V_DW2, dw2, "linear_fc2.weight.grad", "DF", OUT, "gradient with respect to fc2 weight")                          \
-    X(V_DB2, db2, "linear_fc2.bias.grad", "D", OUT, "gradient with respect to fc2 bias")                               \
-    X(V_DACT, dact, "dact", "BTF", TMP, "act'(h), kept from the forward for the backward")                             \
-    X(V_DH, dh, "dh", "BTF", TMP, "gradient with respect to h")
+    X(V_X, x, "x", "BTD", IN, STORE, NONE, "input activations")                                                        \
+    X(V_W1, w1, "linear_fc1.weight", "FD", IN, STORE, NONE, "fc1 weight (nn.Linear layout: out, in)")                  \
+    X(V_B1, b1, "linear_fc1.bias", "F", IN, STORE, NONE, "fc1 bias")                                                   \
+    X(V_W2, w2, "linear_fc2.weight", "DF", IN, STORE, NONE, "fc2 weight (nn.Linear layout: out, in)")                  \
+    X(V_B2, b2, "linear_fc2.bias", "D", IN, STORE, NONE, "fc2 bias")                                                   \
+    X(V_DY, dy, "dy", "BTD", IN, STORE, NONE, "gradient of the loss with respect to y")                                \
+    X(V_H, h, "h", "BTF", OUT, STORE, ROWS, "fc1 output before the activation: x·W1ᵀ + b1")                            \
+    X(V_A, a, "a", "BTF", OUT, STORE, ROWS, "activation output: act(h)")                                               \
+    X(V_Y, y, "y", "BTD", OUT, STORE, ROWS, "block output: a·W2ᵀ + b2")                                                \
+    X(V_DX, dx, "dx", "BTD", OUT, STORE, ROWS, "gradient with respect to x")                                           \
+    X(V_DW1, dw1, "linear_fc1.weight.grad", "FD", OUT, STORE, ROWS, "gradient with respect to fc1 weight")             \
+    X(V_DB1, db1, "linear_fc1.bias.grad", "F", OUT, F32, ARRAY, "gradient with respect to fc1 bias")                   \
+    X(V_DW2, dw2, "linear_fc2.weight.grad", "DF", OUT, STORE, ROWS, "gradient with respect to fc2 weight")             \
+    X(V_DB2, db2, "linear_fc2.bias.grad", "D", OUT, F32, ARRAY, "gradient with respect to fc2 bias")                   \
+    X(V_YPART, y_partial, "y.partial", "BTD", PART, STORE, ROWS,                                                       \
+      "the rank's A_r·W2_rᵀ before the all-reduce (no bias)")                                                          \
+    X(V_DXPART, dx_partial, "dx.partial", "BTD", PART, STORE, ROWS, "the rank's dH_r·W1_r before the all-reduce")      \
+    X(V_DACT, dact, "dact", "BTF", TMP, STORE, NONE, "act'(h), kept from the forward for the backward")                \
+    X(V_DH, dh, "dh", "BTF", TMP, STORE, NONE, "gradient with respect to h")
 
-#define TPMLP_STEP_ID_(id, field, name, shape, role, what) id,
+#define TPMLP_STEP_ID_(id, field, name, dims, role, kind, bound, what) id,
 typedef enum { TPMLP_STEP_TENSORS(TPMLP_STEP_ID_) V_ALL } tpmlp_vec_id;
 #undef TPMLP_STEP_ID_
+/* The table's rows come in role order (a test holds it so): inputs, outputs,
+ * partial sums, temporaries. */
 #define V_FIRST_OUTPUT V_H /* the rows before are the inputs */
-#define V_COUNT V_DACT     /* the rows before are the tensors of the vector files */
+#define V_COUNT V_YPART    /* the rows before are the tensors of the vector files */
+
+typedef enum { TPMLP_ROLE_IN, TPMLP_ROLE_OUT, TPMLP_ROLE_PART, TPMLP_ROLE_TMP } tpmlp_role;
+/* A buffer holds the compute backend's storage type, or float32 whatever the
+ * storage (the table's kind). */
+typedef enum { TPMLP_STORE, TPMLP_F32 } tpmlp_kind;
+typedef enum { TPMLP_BOUND_NONE, TPMLP_BOUND_ROWS, TPMLP_BOUND_ARRAY } tpmlp_bound_stream;
+/* How a tensor lies over the ranks of a tensor-parallel run (from its dims and role). */
+typedef enum { TPMLP_REPLICATED, TPMLP_SHARD_ROWS, TPMLP_SHARD_COLUMNS, TPMLP_PARTIAL } tpmlp_shard;
 
 typedef struct {
     const char *name;
     const char *dims; /* letters of B, T, D, F, e.g. "BTD" or "FD" */
+    tpmlp_role role;
+    tpmlp_kind kind;
+    tpmlp_bound_stream bound;
     const char *what;
 } tpmlp_vec_spec;
 extern const tpmlp_vec_spec tpmlp_vec_specs[V_ALL];
 
+const char *tpmlp_role_name(tpmlp_role r); /* input, output, partial, temporary */
+tpmlp_shard tpmlp_step_shard(tpmlp_vec_id id);
+const char *tpmlp_shard_name(tpmlp_shard s); /* replicated, rows, columns, partial */
+/* The index of F in the tensor's dims, or -1 (replicated). */
+int tpmlp_step_f_axis(tpmlp_vec_id id);
+
 /* Elements of tensor id for N rows, D, and F (a shard's Fr). */
 size_t tpmlp_step_numel(tpmlp_vec_id id, int N, int D, int F);
 
-/* Every tensor of one MLP step, float64, shapes as in mlp.h. */
-#define TPMLP_STEP_F64_(id, field, name, shape, role, what) double *field;
+/* Every tensor of one MLP step, float64, shapes as in mlp.h (the partial
+ * sums NULL: a step on one process has none). */
+#define TPMLP_STEP_F64_(id, field, name, dims, role, kind, bound, what) double *field;
 typedef struct {
     int N, D, F;
     tpmlp_act act;
@@ -64,7 +101,7 @@ typedef struct {
 #undef TPMLP_STEP_F64_
 
 /* The same, float32: what an implementation under test produces. */
-#define TPMLP_STEP_F32_(id, field, name, shape, role, what) float *field;
+#define TPMLP_STEP_F32_(id, field, name, dims, role, kind, bound, what) float *field;
 typedef struct {
     int N, D, F;
     tpmlp_act act;
@@ -72,7 +109,7 @@ typedef struct {
 } tpmlp_mlp32;
 #undef TPMLP_STEP_F32_
 
-/* Allocates every tensor (zeroed); frees them. */
+/* Allocates every tensor but the partial sums (zeroed); frees them. */
 void tpmlp_mlp32_alloc(tpmlp_mlp32 *t, int N, int D, int F, tpmlp_act act);
 void tpmlp_mlp32_free(tpmlp_mlp32 *t);
 void tpmlp_mlp64_alloc(tpmlp_mlp64 *t, int N, int D, int F, tpmlp_act act);
@@ -95,6 +132,27 @@ int tpmlp_split_parse(const char *name, tpmlp_split *out); /* 0, or -1 if unknow
 const char *tpmlp_split_name(tpmlp_split s);
 /* Rank r's columns [*f0, *f0 + *fr); returns -1 (and *fr = 0) if it gets none. */
 int tpmlp_split_slice(tpmlp_split s, int F, int p, int r, int *f0, int *fr);
+/* The one check of a tensor-parallel configuration: 1 ≤ p ≤ F and, for
+ * r ≥ 0, 0 ≤ r < p with a block of its own under split s. 0, or -1 with one
+ * line in err naming the argument (--tp, --rank) and what was expected. */
+int tpmlp_split_check(tpmlp_split s, int F, int p, int r, char *err, size_t errlen);
+
+/* The block of tensor id that a rank holding [f0, f0 + fr) of F holds, with
+ * the tensor seen as a matrix: its last dim the columns, the others the rows
+ * (N rows for "BTD", one row for a bias). rows × cols is the whole tensor;
+ * the block is rows [r0, r1) × columns [c0, c1): the rank's columns when F
+ * is last, its rows when F is first, everything when the tensor has no F
+ * (replicated, and the partial sums). f0 = 0, fr = F: the whole tensor. */
+typedef struct {
+    size_t rows, cols;
+    size_t r0, r1, c0, c1;
+} tpmlp_block;
+tpmlp_block tpmlp_step_block(tpmlp_vec_id id, int N, int D, int F, int f0, int fr);
+size_t tpmlp_block_numel(const tpmlp_block *b);
+/* The block's elements (of elem bytes), packed row-major, out of the whole
+ * tensor (take), or back into it (put). */
+void tpmlp_block_take(void *block, const void *whole, const tpmlp_block *b, size_t elem);
+void tpmlp_block_put(void *whole, const void *block, const tpmlp_block *b, size_t elem);
 
 #ifdef __cplusplus
 }

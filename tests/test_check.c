@@ -82,8 +82,8 @@ static void matmul(float *C, const float *A, long am, long ak, const float *B, l
 /* The MLP as the model's arithmetic t computes it: operands rounded to the
  * format, fp32 sums, every stored result rounded. The activation is evaluated
  * in fp32 on the stored h. act may differ from t->act (a planted bug). */
-static long flip_at = -1; /* a planted relu kink crossing: h[flip_at] changes sign */
-static int allreduce_p = 0;  /* > 1: y and dx are sums of p partials, each rounded, added in the format */
+static long flip_at = -1;   /* a planted relu kink crossing: h[flip_at] changes sign */
+static int allreduce_p = 0; /* > 1: y and dx are sums of p partials, each rounded, added in the format */
 
 /* Σ over the columns [f0, f1) of p blocks, each block's sum rounded, then added up rounding each addition. */
 static void allreduced(float *C, const float *A, long am, long ak, const float *B, long bk, long bn, int M, int N,
@@ -158,9 +158,9 @@ static void run_check(tpmlp_check_result *res, const tpmlp_mlp32 *m, tpmlp_act a
     snprintf(dump_path, sizeof dump_path, "%s.dump", out_path);
     if (tpmlp_check(res, &vec, &theirs, &o, dump ? dump_path : NULL, err, sizeof err) != 0) fail_msg("%s", err);
     if (dump && rename(dump_path, out_path) != 0) fail_msg("cannot rename %s", dump_path);
-    for (int i = 0; i < C_COUNT; i++)
+    for (int i = 0; i < V_ALL; i++)
         if (res->rows[i].present)
-            printf("#   %-5s %-24s %8.1f%% %s%s\n", dt_names[t], tpmlp_check_specs[i].name, 100 * res->rows[i].used,
+            printf("#   %-5s %-24s %8.1f%% %s%s\n", dt_names[t], tpmlp_vec_specs[i].name, 100 * res->rows[i].used,
                    res->rows[i].pass ? "" : "FAIL ", res->rows[i].note);
     st_close(&vec), st_close(&theirs);
 }
@@ -178,11 +178,11 @@ static void correct_passes(void **state) {
         mlp_emulated(&m, o, t, act);
         tpmlp_check_result res;
         run_check(&res, &m, act, 0, t, 0);
-        for (int i = 0; i < C_COUNT; i++)
+        for (int i = 0; i < V_ALL; i++)
             if (res.rows[i].present) {
                 if (!res.rows[i].pass || res.rows[i].used > 0.5)
                     fail_msg("%s %s order %d: %s uses %.1f%% of its bound (at most 50%% allowed; seed %llu)",
-                             dt_names[t], tpmlp_act_name(act), o, tpmlp_check_specs[i].name, 100 * res.rows[i].used,
+                             dt_names[t], tpmlp_act_name(act), o, tpmlp_vec_specs[i].name, 100 * res.rows[i].used,
                              dims[0][act].seed);
                 if (res.rows[i].used > worst) worst = res.rows[i].used;
             }
@@ -307,7 +307,7 @@ static void bug_fails(void **state) {
     mlp_emulated(&m, BLOCKED, t, act);
     const size_t nd = (size_t)m.N * m.D, fd = (size_t)m.F * m.D, nf = (size_t)m.N * m.F;
     const int F = m.F, half = (F + 1) / 2;
-    tpmlp_check_id expect = C_Y;
+    tpmlp_vec_id expect = V_Y;
     switch (b) {
     case ZEROS:
         memset(m.h, 0, nf * 4), memset(m.a, 0, nf * 4), memset(m.y, 0, nd * 4), memset(m.dx, 0, nd * 4);
@@ -317,7 +317,7 @@ static void bug_fails(void **state) {
     case B2_EVERY_RANK: /* p = 4 */
         for (size_t k = 0; k < nd; k++) m.y[k] = r(m.y[k] + 3 * m.b2[k % m.D], t);
         break;
-    case DX_NOT_REDUCED: dx_rank0(&m, t), expect = C_DX; break;
+    case DX_NOT_REDUCED: dx_rank0(&m, t), expect = V_DX; break;
     case ZEROED_SHARD: /* p = 2: rank 1's tensors zero, its partials missing from y and dx */
         for (int n = 0; n < m.N; n++)
             for (int f = half; f < F; f++) m.h[(size_t)n * F + f] = m.a[(size_t)n * F + f] = 0;
@@ -327,11 +327,11 @@ static void bug_fails(void **state) {
     case OTHER_GELU:
         tpmlp_mlp32_free(&m), load(&m, act, big);
         mlp_emulated(&m, BLOCKED, t, act == TPMLP_GELU ? TPMLP_GELU_TANH : TPMLP_GELU);
-        expect = C_A;
+        expect = V_A;
         break;
     case DX_TIMES_P:
         for (size_t k = 0; k < nd; k++) m.dx[k] *= 4;
-        expect = C_DX;
+        expect = V_DX;
         break;
     case ONE_Y:
     case ONE_DX:
@@ -339,25 +339,25 @@ static void bug_fails(void **state) {
     case ONE_DW2: {
         float *p = b == ONE_Y ? m.y : b == ONE_DX ? m.dx : b == ONE_DW1 ? m.dw1 : m.dw2;
         size_t n = b == ONE_Y || b == ONE_DX ? nd : fd;
-        expect = b == ONE_Y ? C_Y : b == ONE_DX ? C_DX : b == ONE_DW1 ? C_DW1 : C_DW2;
+        expect = b == ONE_Y ? V_Y : b == ONE_DX ? V_DX : b == ONE_DW1 ? V_DW1 : V_DW2;
         tpmlp_check_result clean;
         run_check(&clean, &m, act, big, t, 1); /* the bounds, in the dump */
-        p[plain_median_at(p, n, tpmlp_check_specs[expect].name)] *= (float)(1 + one_off(t, act, b));
+        p[plain_median_at(p, n, tpmlp_vec_specs[expect].name)] *= (float)(1 + one_off(t, act, b));
         break;
     }
-    case NAN_DX: m.dx[5] = NAN, expect = C_DX; break;
+    case NAN_DX: m.dx[5] = NAN, expect = V_DX; break;
     default: break;
     }
     tpmlp_check_result res;
     run_check(&res, &m, act, big, t, 0);
     if (b == ZEROS) {
-        for (int i = 0; i < C_COUNT; i++)
+        for (int i = 0; i < V_ALL; i++)
             if (res.rows[i].present && res.rows[i].pass)
                 fail_msg("%s %s: an all-zero %s passes (seed %llu)", dt_names[t], tpmlp_act_name(act),
-                         tpmlp_check_specs[i].name, dims[0][act].seed);
+                         tpmlp_vec_specs[i].name, dims[0][act].seed);
     } else if (res.rows[expect].pass)
         fail_msg("%s %s: the bug was expected to fail %s (used %.1f%% of its bound; seed %llu)", dt_names[t],
-                 tpmlp_act_name(act), tpmlp_check_specs[expect].name, 100 * res.rows[expect].used, dims[0][act].seed);
+                 tpmlp_act_name(act), tpmlp_vec_specs[expect].name, 100 * res.rows[expect].used, dims[0][act].seed);
     tpmlp_mlp32_free(&m);
 }
 
@@ -380,10 +380,10 @@ static void kink_crossing_passes(void **state) {
     flip_at = -1;
     tpmlp_check_result res;
     run_check(&res, &m, TPMLP_RELU, 0, t, 0);
-    for (int i = 0; i < C_COUNT; i++)
+    for (int i = 0; i < V_ALL; i++)
         if (res.rows[i].present && (!res.rows[i].pass || res.rows[i].used > 0.5))
             fail_msg("%s: a kink crossing at h = %g: %s uses %.1f%% of its bound (at most 50%%; seed %llu)",
-                     dt_names[t], (double)m.h[at], tpmlp_check_specs[i].name, 100 * res.rows[i].used,
+                     dt_names[t], (double)m.h[at], tpmlp_vec_specs[i].name, 100 * res.rows[i].used,
                      dims[0][TPMLP_RELU].seed);
     tpmlp_mlp32_free(&m);
 }
@@ -406,10 +406,10 @@ static void allreduce_passes(void **state) {
     tpmlp_check_result res;
     if (tpmlp_check(&res, &vec, &theirs, &o, NULL, err, sizeof err) != 0) fail_msg("%s", err);
     st_close(&vec), st_close(&theirs);
-    for (int i = 0; i < C_COUNT; i++)
+    for (int i = 0; i < V_ALL; i++)
         if (res.rows[i].present && (!res.rows[i].pass || res.rows[i].used > 0.5))
             fail_msg("%s, p = 8: %s uses %.1f%% of its bound (at most 50%%; seed %llu)", dt_names[t],
-                     tpmlp_check_specs[i].name, 100 * res.rows[i].used, dims[0][TPMLP_GELU].seed);
+                     tpmlp_vec_specs[i].name, 100 * res.rows[i].used, dims[0][TPMLP_GELU].seed);
     tpmlp_mlp32_free(&m);
 }
 
@@ -442,8 +442,8 @@ static void rank_file(const tpmlp_mlp32 *m, const tpmlp_vec_dims *d, int p, int 
     if (case_ == RANK_B2_IN_PARTIAL)
         for (size_t k = 0; k < (size_t)N * D; k++) yp[k] += m->b2[k % D];
     if (case_ == RANK_DX_PARTIAL_REDUCED) memcpy(dxp, m->dx, sizeof(float) * (size_t)N * D);
-    const float *const t[C_COUNT] = {[C_H] = h,     [C_A] = a,     [C_Y] = m->y,     [C_DX] = m->dx, [C_DW1] = dw1,
-                                     [C_DB1] = db1, [C_DW2] = dw2, [C_DB2] = m->db2, [C_YPART] = yp, [C_DXPART] = dxp};
+    const float *const t[V_ALL] = {[V_H] = h,     [V_A] = a,     [V_Y] = m->y,     [V_DX] = m->dx, [V_DW1] = dw1,
+                                   [V_DB1] = db1, [V_DW2] = dw2, [V_DB2] = m->db2, [V_YPART] = yp, [V_DXPART] = dxp};
     char err[512];
     if (tpmlp_check_write_rank(out_path, d, p, r, sp, t, err, sizeof err) != 0) fail_msg("%s", err);
     free(h), free(a), free(dw1), free(db1), free(dw2), free(yp), free(dxp);
@@ -468,17 +468,18 @@ static void per_rank(void **state) {
         tpmlp_check_result res;
         if (tpmlp_check(&res, &vec, &theirs, &o, NULL, err, sizeof err) != 0) fail_msg("%s", err);
         st_close(&vec), st_close(&theirs);
-        if (res.present != C_COUNT) fail_msg("rank %d: %d of %d tensors checked", r, res.present, C_COUNT);
-        const tpmlp_check_id want = c == RANK_B2_IN_PARTIAL ? C_YPART : c == RANK_OTHER_BLOCK ? C_H : C_DXPART;
+        int known = 0; /* every tensor check knows: the outputs and the partial sums */
+        for (int i = 0; i < V_ALL; i++) known += tpmlp_check_knows((tpmlp_vec_id)i);
+        if (res.present != known) fail_msg("rank %d: %d of %d tensors checked", r, res.present, known);
+        const tpmlp_vec_id want = c == RANK_B2_IN_PARTIAL ? V_YPART : c == RANK_OTHER_BLOCK ? V_H : V_DXPART;
         if (c == RANK_OK && !res.pass)
-            for (int i = 0; i < C_COUNT; i++)
-                if (!res.rows[i].pass)
+            for (int i = 0; i < V_ALL; i++)
+                if (res.rows[i].present && !res.rows[i].pass)
                     fail_msg("rank %d of %d (%s): correct %s fails (%.1f%% of its bound; seed %llu)", r, p,
-                             tpmlp_split_name(sp), tpmlp_check_specs[i].name, 100 * res.rows[i].used,
-                             dims[0][act].seed);
+                             tpmlp_split_name(sp), tpmlp_vec_specs[i].name, 100 * res.rows[i].used, dims[0][act].seed);
         if (c != RANK_OK && res.rows[want].pass)
             fail_msg("rank %d of %d (%s): the bug passes %s (seed %llu)", r, p, tpmlp_split_name(sp),
-                     tpmlp_check_specs[want].name, dims[0][act].seed);
+                     tpmlp_vec_specs[want].name, dims[0][act].seed);
         tpmlp_mlp32_free(&m);
     }
 }

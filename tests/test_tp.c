@@ -71,7 +71,7 @@ typedef struct {
 static void make_setup(setup *su, tpmlp_act act, int N, int D, int F) {
     su->d = (tpmlp_vec_dims){.B = 1, .T = N, .D = D, .F = F, .act = act, .seed = test_seed()};
     tpmlp_mlp32_alloc(&su->full, N, D, F, act);
-    tpmlp_vec_fill_inputs(su->full.x, su->full.w1, su->full.b1, su->full.w2, su->full.b2, su->full.dy, &su->d);
+    tpmlp_vec_fill_inputs(&su->full, &su->d);
     tpmlp_mlp64_alloc(&su->ref, N, D, F, act);
     tpmlp_mlp64_alloc(&su->bd, N, D, F, act);
     tpmlp_mlp64_inputs_from32(&su->ref, &su->full);
@@ -211,7 +211,7 @@ static void golden_vectors_pass_check(void **state) {
                       tp_shard_from_full(&s, &in) == 0,
                   "tp shard");
         if (rank == 0) tpmlp_mlp32_alloc(&full, in.N, in.D, in.F, in.act);
-        CHECK_ALL(tp_forward(&s, c) == 0 && tp_backward(&s, c) == 0 && tp_shard_download(&s, &mine, NULL) == 0 &&
+        CHECK_ALL(tp_forward(&s, c) == 0 && tp_backward(&s, c) == 0 && tp_shard_download(&s, &mine) == 0 &&
                       tp_gather_outputs(&mine, in.F, c, rank == 0 ? &full : NULL) == 0,
                   "tp step");
         tpmlp_mlp32_free(&mine);

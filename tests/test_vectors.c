@@ -75,6 +75,76 @@ static void shards_equal_slices(void **s) {
     free(w1), free(w2), free(part);
 }
 
+/* The step's table keeps its promises: rows in role order (inputs, outputs,
+ * partial sums, temporaries) with V_FIRST_OUTPUT and V_COUNT at the
+ * boundaries; F at most once, last or first of two (what tpmlp_step_block
+ * can cut); float32 kind exactly for the array bounds; unique names. */
+static void table_is_consistent(void **s) {
+    (void)s;
+    for (int i = 0; i < V_ALL; i++) {
+        const tpmlp_vec_spec *t = &tpmlp_vec_specs[i];
+        if (i > 0) assert_true(tpmlp_vec_specs[i - 1].role <= t->role);
+        assert_int_equal(t->role == TPMLP_ROLE_IN, i < V_FIRST_OUTPUT);
+        assert_int_equal(t->role == TPMLP_ROLE_IN || t->role == TPMLP_ROLE_OUT, i < V_COUNT);
+        const char *f = strchr(t->dims, 'F');
+        const int n = (int)strlen(t->dims), ax = tpmlp_step_f_axis((tpmlp_vec_id)i);
+        assert_true(n >= 1 && n <= 3);
+        if (f) assert_null(strchr(f + 1, 'F')), assert_true(ax == n - 1 || (ax == 0 && n == 2));
+        if (t->role == TPMLP_ROLE_PART)
+            assert_null(f), assert_int_equal(tpmlp_step_shard((tpmlp_vec_id)i), TPMLP_PARTIAL);
+        assert_int_equal(t->kind == TPMLP_F32, t->bound == TPMLP_BOUND_ARRAY);
+        assert_int_equal(t->bound == TPMLP_BOUND_NONE, t->role == TPMLP_ROLE_IN || t->role == TPMLP_ROLE_TMP);
+        for (int k = 0; k < i; k++) assert_string_not_equal(t->name, tpmlp_vec_specs[k].name);
+    }
+}
+
+/* The blocks of the p ranks (either split) tile every sharded tensor exactly
+ * once and are the shard's size; a replicated tensor's block is all of it;
+ * an input's block generated alone equals the block taken from the whole. */
+static void blocks_tile_every_tensor(void **s) {
+    (void)s;
+    const unsigned long long seed = test_seed();
+    const int N = 5, D = 7, F = 23 + (int)(seed % 11);
+    const tpmlp_vec_dims d = {.B = 1, .T = N, .D = D, .F = F, .act = TPMLP_GELU, .seed = seed};
+    for (int i = 0; i < V_ALL; i++) {
+        const tpmlp_vec_id id = (tpmlp_vec_id)i;
+        const size_t n = tpmlp_step_numel(id, N, D, F);
+        float *whole = malloc(n * sizeof *whole), *back = calloc(n, sizeof *back), *blk = malloc(n * sizeof *blk),
+              *gen = malloc(n * sizeof *gen);
+        int *hits = calloc(n, sizeof *hits);
+        assert_true(whole && back && blk && gen && hits);
+        for (size_t k = 0; k < n; k++) whole[k] = (float)k;
+        const tpmlp_block all = tpmlp_step_block(id, N, D, F, 0, F);
+        if (tpmlp_vec_specs[i].role == TPMLP_ROLE_IN) tpmlp_vec_fill(whole, id, &d, all.r0, all.r1, all.c0, all.c1);
+        for (int sp = TPMLP_SPLIT_BALANCED; sp <= TPMLP_SPLIT_CHUNK; sp++)
+            for (int p = 1; p <= 6; p++) {
+                memset(hits, 0, n * sizeof *hits);
+                for (int r = 0; r < p; r++) {
+                    int f0, fr;
+                    if (tpmlp_split_slice((tpmlp_split)sp, F, p, r, &f0, &fr) != 0) continue;
+                    const tpmlp_block b = tpmlp_step_block(id, N, D, F, f0, fr);
+                    assert_int_equal(b.rows * b.cols, n);
+                    assert_int_equal(tpmlp_block_numel(&b), tpmlp_step_numel(id, N, D, fr));
+                    tpmlp_block_take(blk, whole, &b, sizeof *blk);
+                    tpmlp_block_put(back, blk, &b, sizeof *blk);
+                    for (size_t rr = b.r0; rr < b.r1; rr++)
+                        for (size_t c = b.c0; c < b.c1; c++) hits[rr * b.cols + c]++;
+                    if (tpmlp_vec_specs[i].role == TPMLP_ROLE_IN) {
+                        tpmlp_vec_fill(gen, id, &d, b.r0, b.r1, b.c0, b.c1);
+                        assert_memory_equal(gen, blk, tpmlp_block_numel(&b) * sizeof *gen);
+                    }
+                }
+                const int sharded = tpmlp_step_f_axis(id) >= 0;
+                for (size_t k = 0; k < n; k++)
+                    if (hits[k] != (sharded ? 1 : p))
+                        fail_msg("%s, p = %d, %s split: element %zu held by %d ranks (seed %llu)",
+                                 tpmlp_vec_specs[i].name, p, tpmlp_split_name((tpmlp_split)sp), k, hits[k], seed);
+                assert_memory_equal(back, whole, n * sizeof *back);
+            }
+        free(whole), free(back), free(blk), free(gen), free(hits);
+    }
+}
+
 /* The one float64 oracle against the block written out plainly in long
  * double with libm's erfl/expl/tanhl: another order, another erfc, more bits. */
 static long double ld_act(tpmlp_act act, long double x, int grad) {
@@ -97,7 +167,7 @@ static void reference_matches_long_double(void **state) {
     tpmlp_mlp64 o;
     tpmlp_mlp32_alloc(&t, N, D, F, act);
     tpmlp_mlp64_alloc(&o, N, D, F, act);
-    tpmlp_vec_fill_inputs(t.x, t.w1, t.b1, t.w2, t.b2, t.dy, &d);
+    tpmlp_vec_fill_inputs(&t, &d);
     tpmlp_mlp64_inputs_from32(&o, &t);
     tpmlp_mlp64_run(&o);
     long double h[12 * 45], a[12 * 45], dh[12 * 45], y[12 * 19], dx[12 * 19], dw1[45 * 19], db1[45], dw2[19 * 45],
@@ -231,9 +301,9 @@ static void golden(void **s) {
         const tpmlp_check_opts o = {tpmlp_format_find("fp32"), 0, 0, TPMLP_SPLIT_BALANCED};
         if (st_open(&theirs, out, err, sizeof err) || tpmlp_check(&res, &f, &theirs, &o, NULL, err, sizeof err))
             fail_msg("%s", err);
-        for (int i = 0; i < C_COUNT; i++)
-            if (tpmlp_check_specs[i].vec >= 0 && (!res.rows[i].present || !res.rows[i].pass))
-                fail_msg("%s: float32 reference %s fails check (%.1f%% of its bound)", path, tpmlp_check_specs[i].name,
+        for (int i = 0; i < V_ALL; i++)
+            if (tpmlp_vec_specs[i].role == TPMLP_ROLE_OUT && (!res.rows[i].present || !res.rows[i].pass))
+                fail_msg("%s: float32 reference %s fails check (%.1f%% of its bound)", path, tpmlp_vec_specs[i].name,
                          100 * res.rows[i].used);
         st_close(&theirs), st_close(&f), unlink(regen), unlink(out);
         count++;
@@ -249,6 +319,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         NAMED_TEST(generation_is_deterministic, "", 0),
         NAMED_TEST(shards_equal_slices, "", 0),
+        NAMED_TEST(table_is_consistent, "", 0),
+        NAMED_TEST(blocks_tile_every_tensor, "", 0),
         NAMED_TEST(reference_matches_long_double, "gelu", TPMLP_GELU),
         NAMED_TEST(reference_matches_long_double, "gelu_tanh", TPMLP_GELU_TANH),
         NAMED_TEST(reference_matches_long_double, "relu", TPMLP_RELU),

@@ -12,8 +12,8 @@
 void tpmlp_output_views(tpmlp_output_view v[TPMLP_NUM_OUTPUTS], const tpmlp_mlp32 *t, const tpmlp_mlp64 *ref,
                         const tpmlp_mlp64 *bd) {
     /* the outputs of the step list, in its order */
-#define VIEW_(id, field, name, shape, role, what)                                                                      \
-    if (id >= V_FIRST_OUTPUT && id < V_COUNT)                                                                          \
+#define VIEW_(id, field, name, dims, role, kind, bound, what)                                                          \
+    if (TPMLP_ROLE_##role == TPMLP_ROLE_OUT)                                                                           \
         v[id - V_FIRST_OUTPUT] = (tpmlp_output_view){name, t->field, ref->field, bd ? bd->field : NULL,                \
                                                      tpmlp_step_numel(id, t->N, t->D, t->F)};
     TPMLP_STEP_TENSORS(VIEW_)
@@ -49,15 +49,31 @@ void tpmlp_mlp64_bounds(tpmlp_mlp64 *bd, const tpmlp_mlp64 *ref, const tpmlp_for
     const size_t nd = (size_t)N * D, fd = (size_t)F * D;
     float *x = to_f32(ref->x, nd, "x"), *w1 = to_f32(ref->w1, fd, "w1"), *b1 = to_f32(ref->b1, (size_t)F, "b1");
     float *w2 = to_f32(ref->w2, fd, "w2"), *b2 = to_f32(ref->b2, (size_t)D, "b2"), *dy = to_f32(ref->dy, nd, "dy");
-    const tpmlp_err_inputs in = {N,  D,      F,      ref->act, x,       w1,       b1,       w2,       b2,
-                                 dy, ref->h, ref->a, ref->y,   ref->dx, ref->dw1, ref->db1, ref->dw2, ref->db2};
+    const tpmlp_err_inputs in = {.N = N,
+                                 .D = D,
+                                 .F = F,
+                                 .act = ref->act,
+                                 .x = x,
+                                 .w1 = w1,
+                                 .b1 = b1,
+                                 .w2 = w2,
+                                 .b2 = b2,
+                                 .dy = dy,
+                                 .h = ref->h,
+                                 .a = ref->a,
+                                 .y = ref->y,
+                                 .dx = ref->dx,
+                                 .dw1 = ref->dw1,
+                                 .db1 = ref->db1,
+                                 .dw2 = ref->dw2,
+                                 .db2 = ref->db2};
     tpmlp_err_bounds b;
     tpmlp_err_bounds_compute(&b, &in, fmt, NULL, 1, NULL, NULL);
-    const size_t nf = (size_t)N * F;
-    memcpy(bd->h, b.h, nf * sizeof(double)), memcpy(bd->a, b.a, nf * sizeof(double));
-    memcpy(bd->y, b.y, nd * sizeof(double)), memcpy(bd->dx, b.dx, nd * sizeof(double));
-    memcpy(bd->dw1, b.dw1, fd * sizeof(double)), memcpy(bd->db1, b.db1, (size_t)F * sizeof(double));
-    memcpy(bd->dw2, b.dw2, fd * sizeof(double)), memcpy(bd->db2, b.db2, (size_t)D * sizeof(double));
+#define COPY_(id, field, name, dims, role, kind, bound, what)                                                          \
+    if (TPMLP_ROLE_##role == TPMLP_ROLE_OUT)                                                                           \
+        memcpy(bd->field, b.of[id], tpmlp_step_numel(id, N, D, F) * sizeof(double));
+    TPMLP_STEP_TENSORS(COPY_)
+#undef COPY_
     tpmlp_err_free(&b);
     free(x), free(w1), free(b1), free(w2), free(b2), free(dy);
 }

@@ -11,7 +11,7 @@ extern "C" {
 #endif
 
 /* The eight outputs, in one order with their vector names, for tables and checks. */
-#define TPMLP_NUM_OUTPUTS 8
+#define TPMLP_NUM_OUTPUTS (V_COUNT - V_FIRST_OUTPUT)
 typedef struct {
     const char *name;
     const float *got;

@@ -13,51 +13,34 @@
 #include "oracle.h"
 #include "util.h"
 
-/* The eight outputs from the step's one list of tensors (step.h), in its
- * order, and the two partial sums, which only a rank's file holds. */
-#define SPEC_(id, field, name, shape, role, what) SPEC_##role(id, name, what)
-#define SPEC_IN(id, name, what)
-#define SPEC_TMP(id, name, what)
-#define SPEC_OUT(id, name, what) [id - V_FIRST_OUTPUT] = {name, id, what},
-const tpmlp_check_spec tpmlp_check_specs[C_COUNT] = {
-    [C_YPART] = {"y.partial", -1, "the rank's A_r·W2_rᵀ before the all-reduce (no bias)"},
-    [C_DXPART] = {"dx.partial", -1, "the rank's dH_r·W1_r before the all-reduce"},
-    TPMLP_STEP_TENSORS(SPEC_) /* h, a, y, dx and the four gradients, at C_H .. C_DB2 */
-};
-#undef SPEC_
-#undef SPEC_IN
-#undef SPEC_TMP
-#undef SPEC_OUT
-_Static_assert(C_DB2 + 1 == V_COUNT - V_FIRST_OUTPUT && C_H == V_H - V_FIRST_OUTPUT && C_DB2 == V_DB2 - V_FIRST_OUTPUT,
-               "check's output ids follow the step's list");
-
-/* In a rank's file, the axis of tensor i that the split of F cuts (where its
- * shape has F), or -1 if the rank holds it whole. */
-static int shard_axis(tpmlp_check_id i) {
-    if (tpmlp_check_specs[i].vec < 0) return -1;
-    const char *f = strchr(tpmlp_vec_specs[tpmlp_check_specs[i].vec].dims, 'F');
-    return f ? (int)(f - tpmlp_vec_specs[tpmlp_check_specs[i].vec].dims) : -1;
+int tpmlp_check_knows(tpmlp_vec_id id) {
+    return tpmlp_vec_specs[id].role == TPMLP_ROLE_OUT || tpmlp_vec_specs[id].role == TPMLP_ROLE_PART;
 }
 
-/* The shape THEIRS must give tensor i: the vector file's, with F cut to the rank's block. */
-static int expected_shape(tpmlp_check_id i, const tpmlp_vec_dims *d, int fr, uint64_t shape[ST_MAX_DIMS]) {
-    const int vid = tpmlp_check_specs[i].vec >= 0 ? tpmlp_check_specs[i].vec : V_Y; /* partials: y's shape */
-    int nd = tpmlp_vec_shape((tpmlp_vec_id)vid, d, shape);
-    if (shard_axis(i) >= 0 && fr > 0) shape[shard_axis(i)] = (uint64_t)fr;
+/* The shape THEIRS must give tensor i: the table's, with F cut to the rank's block. */
+static int expected_shape(tpmlp_vec_id i, const tpmlp_vec_dims *d, int fr, uint64_t shape[ST_MAX_DIMS]) {
+    int nd = tpmlp_vec_shape(i, d, shape);
+    if (tpmlp_step_f_axis(i) >= 0 && fr > 0) shape[tpmlp_step_f_axis(i)] = (uint64_t)fr;
     return nd;
 }
 
+/* The rank's block of tensor i (its columns [f0, f0 + fr) of F, the whole
+ * tensor for fr = 0), as the table gives it. */
+static tpmlp_block block_of(tpmlp_vec_id i, const tpmlp_vec_dims *d, int f0, int fr) {
+    return tpmlp_step_block(i, d->B * d->T, d->D, d->F, fr > 0 ? f0 : 0, fr > 0 ? fr : d->F);
+}
+
 int tpmlp_check_write_rank(const char *path, const tpmlp_vec_dims *d, int p, int r, tpmlp_split s,
-                           const float *const t[C_COUNT], char *err, size_t errlen) {
+                           const float *const t[V_ALL], char *err, size_t errlen) {
     int f0, fr;
-    if (tpmlp_split_slice(s, d->F, p, r, &f0, &fr) != 0)
-        return snprintf(err, errlen, "rank %d of %d has no columns of F = %d", r, p, d->F), -1;
-    st_out out[C_COUNT];
+    if (tpmlp_split_check(s, d->F, p, r, err, errlen) != 0) return -1;
+    tpmlp_split_slice(s, d->F, p, r, &f0, &fr);
+    st_out out[V_ALL];
     int n = 0;
-    for (int i = 0; i < C_COUNT; i++)
-        if (t[i]) {
-            out[n] = (st_out){.name = tpmlp_check_specs[i].name, .dtype = ST_F32, .data = t[i]};
-            out[n].ndim = expected_shape((tpmlp_check_id)i, d, fr, out[n].shape), n++;
+    for (int i = 0; i < V_ALL; i++)
+        if (t[i] && tpmlp_check_knows((tpmlp_vec_id)i)) {
+            out[n] = (st_out){.name = tpmlp_vec_specs[i].name, .dtype = ST_F32, .data = t[i]};
+            out[n].ndim = expected_shape((tpmlp_vec_id)i, d, fr, out[n].shape), n++;
         }
     tpmlp_meta m;
     tpmlp_vec_meta(&m, "tpmlp-mlp-rank-outputs", d);
@@ -113,23 +96,6 @@ static int same_case(const st_file *theirs, const st_file *vec, const tpmlp_chec
                         split, tpmlp_split_name(o->split)),
                -1;
     return 0;
-}
-
-/* The values of a full-shaped array src of tensor i at a rank's elements: its block of F. */
-static double *block_of(const double *src, tpmlp_check_id i, const tpmlp_vec_dims *d, int f0, int fr, uint64_t n) {
-    uint64_t shape[ST_MAX_DIMS], full[ST_MAX_DIMS];
-    int nd = expected_shape(i, d, fr, shape);
-    expected_shape(i, d, 0, full);
-    const int ax = shard_axis(i);
-    uint64_t outer = 1, inner = 1;
-    for (int k = 0; k < ax; k++) outer *= shape[k];
-    for (int k = ax + 1; k < nd; k++) inner *= shape[k];
-    double *out = tpmlp_alloc(n, sizeof *out, "the rank's block");
-    for (uint64_t o = 0; o < outer; o++) { /* rows of the block: [o, f0..f0+fr, inner] */
-        size_t from = (size_t)(o * full[ax] + (uint64_t)f0) * inner, to = (size_t)(o * (uint64_t)fr) * inner;
-        memcpy(out + to, src + from, (size_t)fr * inner * sizeof *src);
-    }
-    return out;
 }
 
 /* The largest share of its bound an element of THEIRS uses in one tensor,
@@ -255,44 +221,37 @@ static void compare(tpmlp_check_row *r, const st_file *theirs, const st_tensor *
 
 /* The tensors of THEIRS are compared row by row as their bounds are found
  * (errmodel.h's row function); db1 and db2, from their arrays. A rank's
- * tensor holds its block of F: the columns [f0, f0 + fr) of each row (h, a,
- * dW2), or the rows [f0, f0 + fr) (dW1). */
-enum { WHOLE, COLUMNS, ROWS };
+ * tensor holds its block (tpmlp_step_block): of row r of the whole tensor,
+ * the columns [c0, c1) if r is one of the block's rows [r0, r1). */
 typedef struct {
     const st_tensor *t; /* THEIRS's tensor, or NULL */
     const double *ref;  /* the reference, full shape */
-    int width, block;   /* a row's elements; WHOLE, or the rank's COLUMNS or ROWS */
+    tpmlp_block blk;    /* the rank's block, or the whole tensor */
     float *ratio, *bnd; /* --dump, or NULL */
 } row_stream;
 
 typedef struct {
     const st_file *theirs;
-    int f0, fr;
     const double *h; /* the reference h: the form test's */
     tpmlp_act act;
     int form; /* the form test on a */
-    row_stream s[TPMLP_ERR_TENSORS];
-    cmp_acc *acc; /* [thread · TPMLP_ERR_TENSORS + which] */
+    row_stream s[V_ALL];
+    cmp_acc *acc; /* [thread · V_ALL + which] */
     double *buf;  /* per thread 3·bufw: cmp_span's */
     size_t bufw;
 } row_check;
 
-static void check_row(void *ctx, int thread, tpmlp_err_tensor which, int r, const double *bound, const float *a32) {
+static void check_row(void *ctx, int thread, tpmlp_vec_id which, int r, const double *bound, const float *a32) {
     row_check *c = ctx;
     const row_stream *s = &c->s[which];
-    if (s->t == NULL) return;
-    size_t m = (size_t)s->width, off = 0;
-    uint64_t k0 = (uint64_t)r * (uint64_t)s->width;
-    if (s->block == COLUMNS) m = (size_t)c->fr, off = (size_t)c->f0, k0 = (uint64_t)r * (uint64_t)c->fr;
-    if (s->block == ROWS) {
-        if (r < c->f0 || r >= c->f0 + c->fr) return;
-        k0 = (uint64_t)(r - c->f0) * (uint64_t)s->width;
-    }
-    const size_t at = (size_t)r * (size_t)s->width + off;
-    cmp_acc *acc = &c->acc[(size_t)thread * TPMLP_ERR_TENSORS + which];
+    const tpmlp_block *b = &s->blk;
+    if (s->t == NULL || (size_t)r < b->r0 || (size_t)r >= b->r1) return;
+    const size_t m = b->c1 - b->c0, off = b->c0, at = (size_t)r * b->cols + off;
+    const uint64_t k0 = (uint64_t)((size_t)r - b->r0) * m;
+    cmp_acc *acc = &c->acc[(size_t)thread * V_ALL + which];
     const double *e = cmp_span(acc, c->theirs, s->t, k0, m, s->ref + at, bound + off,
                                c->buf + (size_t)thread * 3 * c->bufw, s->ratio, s->bnd);
-    if (which == TPMLP_ERR_A && c->form)
+    if (which == V_A && c->form)
         tpmlp_err_form_sums(c->act, c->h + at, a32 + off, e, bound + off, m, &acc->num, &acc->den);
 }
 
@@ -329,24 +288,15 @@ static void form_verdict(tpmlp_check_row *r, tpmlp_act act, double num, double d
     }
 }
 
-/* The row stream of each check tensor (-1: db1 and db2, arrays). */
-static const int stream_of[C_COUNT] = {
-    [C_H] = TPMLP_ERR_H,          [C_A] = TPMLP_ERR_A,
-    [C_Y] = TPMLP_ERR_Y,          [C_DX] = TPMLP_ERR_DX,
-    [C_DW1] = TPMLP_ERR_DW1,      [C_DB1] = -1,
-    [C_DW2] = TPMLP_ERR_DW2,      [C_DB2] = -1,
-    [C_YPART] = TPMLP_ERR_Y_PART, [C_DXPART] = TPMLP_ERR_DX_PART,
-};
-
-static int write_dump(const char *dump, const tpmlp_check_result *res, float *ratio[C_COUNT], float *bnd[C_COUNT],
+static int write_dump(const char *dump, const tpmlp_check_result *res, float *ratio[V_ALL], float *bnd[V_ALL],
                       char *err, size_t errlen) {
-    st_out out[2 * C_COUNT];
-    char names[C_COUNT][64];
+    st_out out[2 * V_ALL];
+    char names[V_ALL][64];
     int n = 0;
-    for (int i = 0; i < C_COUNT; i++) {
+    for (int i = 0; i < V_ALL; i++) {
         if (!res->rows[i].present) continue;
-        snprintf(names[i], sizeof names[i], "%s.bound", tpmlp_check_specs[i].name);
-        out[n] = (st_out){.name = tpmlp_check_specs[i].name, .dtype = ST_F32, .data = ratio[i]};
+        snprintf(names[i], sizeof names[i], "%s.bound", tpmlp_vec_specs[i].name);
+        out[n] = (st_out){.name = tpmlp_vec_specs[i].name, .dtype = ST_F32, .data = ratio[i]};
         out[n].ndim = res->rows[i].ndim, memcpy(out[n].shape, res->rows[i].shape, sizeof out[n].shape);
         out[n + 1] = out[n], out[n + 1].name = names[i], out[n + 1].data = bnd[i], n += 2;
     }
@@ -370,22 +320,19 @@ int tpmlp_check(tpmlp_check_result *res, const st_file *vec, const st_file *thei
     if (same_case(theirs, vec, o, err, errlen) != 0) return -1;
     int fr = 0;
     res->f0 = 0, res->f1 = dm->F;
-    if (o->tp && o->tp > dm->F) return snprintf(err, errlen, "--tp %d: expected 1 ≤ P ≤ F = %d", o->tp, dm->F), -1;
+    if (o->tp && tpmlp_split_check(o->split, dm->F, o->tp, o->rank, err, errlen) != 0) return -1;
     if (o->tp && o->rank >= 0) {
-        if (o->rank >= o->tp) return snprintf(err, errlen, "--tp %d --rank %d: expected 0 ≤ R < P", o->tp, o->rank), -1;
-        if (tpmlp_split_slice(o->split, dm->F, o->tp, o->rank, &res->f0, &fr) != 0)
-            return snprintf(err, errlen, "--rank %d: the %s split of F = %d over %d ranks leaves it no columns",
-                            o->rank, tpmlp_split_name(o->split), dm->F, o->tp),
-                   -1;
+        tpmlp_split_slice(o->split, dm->F, o->tp, o->rank, &res->f0, &fr);
         res->f1 = res->f0 + fr;
     }
     /* THEIRS: every tensor present must have the expected shape */
-    for (int i = 0; i < C_COUNT; i++) {
+    for (int i = 0; i < V_ALL; i++) {
         tpmlp_check_row *r = &res->rows[i];
         r->beta_noise = INFINITY;
-        const st_tensor *t = st_find(theirs, tpmlp_check_specs[i].name);
-        if (t == NULL || (tpmlp_check_specs[i].vec < 0 && fr == 0)) continue; /* partials: only per rank */
-        r->ndim = expected_shape((tpmlp_check_id)i, dm, fr, r->shape);
+        if (!tpmlp_check_knows((tpmlp_vec_id)i)) continue;
+        const st_tensor *t = st_find(theirs, tpmlp_vec_specs[i].name);
+        if (t == NULL || (tpmlp_vec_specs[i].role == TPMLP_ROLE_PART && fr == 0)) continue; /* partials: per rank */
+        r->ndim = expected_shape((tpmlp_vec_id)i, dm, fr, r->shape);
         int same = t->ndim == r->ndim;
         for (int k = 0; same && k < t->ndim; k++) same = t->shape[k] == r->shape[k];
         if (!same) {
@@ -404,9 +351,24 @@ int tpmlp_check(tpmlp_check_result *res, const st_file *vec, const st_file *thei
     /* the model's inputs, aligned copies where the file does not align them */
     const void *view[V_COUNT];
     for (int i = 0; i < V_COUNT; i++) view[i] = st_aligned(vec, st_find(vec, tpmlp_vec_specs[i].name));
-    tpmlp_err_inputs in = {dm->B * dm->T, dm->D,      dm->F,       dm->act,     view[V_X],   view[V_W1],
-                           view[V_B1],    view[V_W2], view[V_B2],  view[V_DY],  view[V_H],   view[V_A],
-                           view[V_Y],     view[V_DX], view[V_DW1], view[V_DB1], view[V_DW2], view[V_DB2]};
+    tpmlp_err_inputs in = {.N = dm->B * dm->T,
+                           .D = dm->D,
+                           .F = dm->F,
+                           .act = dm->act,
+                           .x = view[V_X],
+                           .w1 = view[V_W1],
+                           .b1 = view[V_B1],
+                           .w2 = view[V_W2],
+                           .b2 = view[V_B2],
+                           .dy = view[V_DY],
+                           .h = view[V_H],
+                           .a = view[V_A],
+                           .y = view[V_Y],
+                           .dx = view[V_DX],
+                           .dw1 = view[V_DW1],
+                           .db1 = view[V_DB1],
+                           .dw2 = view[V_DW2],
+                           .db2 = view[V_DB2]};
     tpmlp_err_tp tp = {0};
     double *keep[4] = {NULL, NULL, NULL, NULL};
     if (o->tp) { /* the all-reduces' roundings; and for one rank, its partial sums */
@@ -414,59 +376,54 @@ int tpmlp_check(tpmlp_check_result *res, const st_file *vec, const st_file *thei
         partials(&tp, keep, &in, o);
         tp.f0 = res->f0, tp.f1 = res->f1;
     }
-    const double *ref_by_vec[V_COUNT];
-    for (int i = 0; i < V_COUNT; i++) ref_by_vec[i] = i >= V_FIRST_OUTPUT ? view[i] : NULL;
-    float *ratio[C_COUNT] = {0}, *bnd_dump[C_COUNT] = {0};
-    for (int i = 0; i < C_COUNT; i++)
+    const double *ref_of[V_ALL] = {[V_YPART] = tp.yr, [V_DXPART] = tp.dxr}; /* the references, full shapes */
+    for (int i = V_FIRST_OUTPUT; i < V_COUNT; i++) ref_of[i] = view[i];
+    float *ratio[V_ALL] = {0}, *bnd_dump[V_ALL] = {0};
+    for (int i = 0; i < V_ALL; i++)
         if (dump && res->rows[i].present)
             ratio[i] = tpmlp_alloc(res->rows[i].n, sizeof(float), "dump"),
             bnd_dump[i] = tpmlp_alloc(res->rows[i].n, sizeof(float), "dump");
 
     /* the bounds, and the tensors compared row by row as their bounds are found */
     const int nt = omp_get_max_threads();
-    row_check rc_rows = {.theirs = theirs, .f0 = res->f0, .fr = fr, .h = view[V_H], .act = dm->act};
-    rc_rows.form = res->rows[C_A].present && dm->act != TPMLP_RELU;
+    row_check rc_rows = {.theirs = theirs, .h = view[V_H], .act = dm->act};
+    rc_rows.form = res->rows[V_A].present && dm->act != TPMLP_RELU;
     rc_rows.bufw = (size_t)(dm->F > dm->D ? dm->F : dm->D);
-    for (int i = 0; i < C_COUNT; i++) {
-        if (stream_of[i] < 0 || !res->rows[i].present) continue;
-        row_stream *st = &rc_rows.s[stream_of[i]];
-        st->t = st_find(theirs, tpmlp_check_specs[i].name), st->ratio = ratio[i], st->bnd = bnd_dump[i];
-        st->ref = i == C_YPART ? tp.yr : i == C_DXPART ? tp.dxr : ref_by_vec[tpmlp_check_specs[i].vec];
-        st->width = i == C_H || i == C_A || i == C_DW2 ? dm->F : dm->D;
-        if (fr > 0 && shard_axis(i) >= 0) st->block = i == C_DW1 ? ROWS : COLUMNS;
+    for (int i = 0; i < V_ALL; i++) {
+        if (tpmlp_vec_specs[i].bound != TPMLP_BOUND_ROWS || !res->rows[i].present) continue;
+        row_stream *st = &rc_rows.s[i];
+        st->t = st_find(theirs, tpmlp_vec_specs[i].name), st->ratio = ratio[i], st->bnd = bnd_dump[i];
+        st->ref = ref_of[i], st->blk = block_of((tpmlp_vec_id)i, dm, res->f0, fr);
     }
-    rc_rows.acc = tpmlp_alloc((size_t)nt * TPMLP_ERR_TENSORS, sizeof *rc_rows.acc, "comparison");
-    for (int q = 0; q < nt * TPMLP_ERR_TENSORS; q++) cmp_init(&rc_rows.acc[q]);
+    rc_rows.acc = tpmlp_alloc((size_t)nt * V_ALL, sizeof *rc_rows.acc, "comparison");
+    for (int q = 0; q < nt * V_ALL; q++) cmp_init(&rc_rows.acc[q]);
     rc_rows.buf = tpmlp_alloc(3 * (size_t)nt * rc_rows.bufw, sizeof(double), "theirs");
     tpmlp_err_bounds b;
     tpmlp_progress("check: error bounds and comparison", o->tp ? 2 : 1, o->tp ? 2 : 1);
     tpmlp_err_bounds_compute(&b, &in, o->fmt, o->tp ? &tp : NULL, o->fmt->u_in > 0, check_row, &rc_rows);
-    for (int i = 0; i < C_COUNT; i++) {
+    for (int i = 0; i < V_ALL; i++) {
         tpmlp_check_row *r = &res->rows[i];
         if (!r->present) continue;
-        const int w = stream_of[i];
-        if (w >= 0) { /* the threads' findings */
+        if (tpmlp_vec_specs[i].bound == TPMLP_BOUND_ROWS) { /* the threads' findings */
             cmp_acc all;
             cmp_init(&all);
-            for (int q = 0; q < nt; q++) cmp_merge(&all, &rc_rows.acc[(size_t)q * TPMLP_ERR_TENSORS + w]);
-            cmp_finish(r, theirs, rc_rows.s[w].t, &all);
-            if (i == C_A && rc_rows.form) form_verdict(r, dm->act, all.num, all.den);
-        } else { /* db1, db2 */
-            const double *ref = ref_by_vec[tpmlp_check_specs[i].vec], *bnd = i == C_DB1 ? b.db1 : b.db2;
-            double *rcopy = NULL, *bcopy = NULL;
-            if (fr > 0 && shard_axis(i) >= 0) { /* the rank's block of the reference and the bounds */
-                ref = rcopy = block_of(ref, (tpmlp_check_id)i, dm, res->f0, fr, r->n);
-                bnd = bcopy = block_of(bnd, (tpmlp_check_id)i, dm, res->f0, fr, r->n);
-            }
-            compare(r, theirs, st_find(theirs, tpmlp_check_specs[i].name), ref, bnd, ratio[i], bnd_dump[i]);
-            free(rcopy), free(bcopy);
+            for (int q = 0; q < nt; q++) cmp_merge(&all, &rc_rows.acc[(size_t)q * V_ALL + i]);
+            cmp_finish(r, theirs, rc_rows.s[i].t, &all);
+            if (i == V_A && rc_rows.form) form_verdict(r, dm->act, all.num, all.den);
+        } else { /* db1, db2: the rank's block of the reference and the bounds */
+            const tpmlp_block blk = block_of((tpmlp_vec_id)i, dm, res->f0, fr);
+            double *ref = tpmlp_alloc(r->n, sizeof *ref, "the rank's block"),
+                   *bnd = tpmlp_alloc(r->n, sizeof *bnd, "the rank's block");
+            tpmlp_block_take(ref, ref_of[i], &blk, sizeof *ref), tpmlp_block_take(bnd, b.of[i], &blk, sizeof *bnd);
+            compare(r, theirs, st_find(theirs, tpmlp_vec_specs[i].name), ref, bnd, ratio[i], bnd_dump[i]);
+            free(ref), free(bnd);
         }
         res->pass &= r->pass;
     }
     free(rc_rows.acc), free(rc_rows.buf);
     tpmlp_progress_done();
     int rc = dump ? write_dump(dump, res, ratio, bnd_dump, err, errlen) : 0;
-    for (int i = 0; i < C_COUNT; i++) free(ratio[i]), free(bnd_dump[i]);
+    for (int i = 0; i < V_ALL; i++) free(ratio[i]), free(bnd_dump[i]);
     tpmlp_err_free(&b);
     for (int i = 0; i < 4; i++) free(keep[i]);
     for (int i = 0; i < V_COUNT; i++) st_release(vec, view[i]);

@@ -11,17 +11,10 @@
 #include "safetensors.h"
 #include "vectors.h"
 
-/* The tensors check knows: the eight outputs of a vector file, and the two
- * partial sums a tensor-parallel rank holds before its all-reduces. */
-typedef enum { C_H, C_A, C_Y, C_DX, C_DW1, C_DB1, C_DW2, C_DB2, C_YPART, C_DXPART, C_COUNT } tpmlp_check_id;
-/* (C_H to C_DB2: the outputs of the step's list, step.h, in its order) */
-
-typedef struct {
-    const char *name;
-    int vec; /* its tpmlp_vec_id in a vector file, -1 for the partial sums */
-    const char *what;
-} tpmlp_check_spec;
-extern const tpmlp_check_spec tpmlp_check_specs[C_COUNT];
+/* The tensors check knows are the rows of the step's table (step.h) of
+ * role OUT (the outputs of a vector file) and PART (the partial sums a
+ * tensor-parallel rank holds before its all-reduces, checked per rank). */
+int tpmlp_check_knows(tpmlp_vec_id id);
 
 /* What THEIRS holds: tp = 0, the whole outputs of one process; tp = P and
  * rank = -1, the whole outputs of a P-way tensor-parallel run (y and dx then
@@ -49,16 +42,16 @@ typedef struct {
 
 typedef struct {
     tpmlp_vec_dims dims;
-    int f0, f1; /* the rank's columns of F (0, F for whole outputs) */
-    tpmlp_check_row rows[C_COUNT];
-    int present, pass; /* how many tensors were checked; all of them pass */
+    int f0, f1;                  /* the rank's columns of F (0, F for whole outputs) */
+    tpmlp_check_row rows[V_ALL]; /* by the table's ids; only the tensors check knows are filled */
+    int present, pass;           /* how many tensors were checked; all of them pass */
 } tpmlp_check_result;
 
-/* Writes one rank's tensors as `check --tp p --rank r` reads them: t[i] is
- * tensor i (tpmlp_check_specs order) in its rank shape, or NULL to leave it
- * out. Returns 0, or -1 with a message in err. */
+/* Writes one rank's tensors as `check --tp p --rank r` reads them: t[id] is
+ * tensor id (the table's) in its rank shape, or NULL to leave it out; only
+ * the tensors check knows are written. Returns 0, or -1 with a message in err. */
 int tpmlp_check_write_rank(const char *path, const tpmlp_vec_dims *d, int p, int r, tpmlp_split s,
-                           const float *const t[C_COUNT], char *err, size_t errlen);
+                           const float *const t[V_ALL], char *err, size_t errlen);
 
 /* Compares. Returns 0 (res filled), or -1 with a one-line message in err for
  * bad input: shapes that do not match, THEIRS being a vector file, THEIRS's

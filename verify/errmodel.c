@@ -224,15 +224,13 @@ typedef struct {
     void *ctx;
 } rows_out;
 
-static void emit(const rows_out *o, int thread, tpmlp_err_tensor which, int r, int width, const double *v,
+static void emit(const rows_out *o, int thread, tpmlp_vec_id which, int r, int width, const double *v,
                  const float *a32) {
     if (o->fn) {
         o->fn(o->ctx, thread, which, r, v, a32);
         return;
     }
-    double *const arrays[TPMLP_ERR_TENSORS] = {o->b->h,   o->b->a,   o->b->y,      o->b->dx,
-                                               o->b->dw1, o->b->dw2, o->b->y_part, o->b->dx_part};
-    memcpy(arrays[which] + (size_t)r * width, v, (size_t)width * sizeof *v);
+    memcpy(o->b->of[which] + (size_t)r * width, v, (size_t)width * sizeof *v);
 }
 
 /* ---- the pass over (n, f) ----
@@ -451,7 +449,7 @@ static void nf_run(nf_sums *S, const nf_pass *p) {
                 add_row(sums, &r, p->f0, p->f1);
                 for (int k = 0; k < W_N; k++) S->rrow[k][n] = sums[k];
             }
-            emit(p->out, t, TPMLP_ERR_H, n, F, r.bh, NULL), emit(p->out, t, TPMLP_ERR_A, n, F, r.ba, a32);
+            emit(p->out, t, V_H, n, F, r.bh, NULL), emit(p->out, t, V_A, n, F, r.ba, a32);
         }
 #pragma omp for schedule(static)
         for (int f = 0; f < F; f++) /* the threads' column sums, added in thread order */
@@ -478,7 +476,7 @@ typedef struct {
  * or dX = dH·W1 (w_df = W1[f,d]). wk: Σ_f w²σ² (N,D); nv (N), nw (D): ‖·‖₂
  * over f of the terms' other factor and of the weight, for Σ|t|; bias (D) or
  * NULL; hard (N,F) or NULL. Each row: hard + λσ, then fin's terms. */
-static void over_f(const rows_out *out, tpmlp_err_tensor which, const walk *wk, const double *nv, const double *nw,
+static void over_f(const rows_out *out, tpmlp_vec_id which, const walk *wk, const double *nv, const double *nw,
                    const float *bias, const double *hard, const float *w, int w_is_df, int N, int D, int F, int f0,
                    int f1, const nd_finish *fin, const tpmlp_format *fm) {
     const double ck = UA * sqrt(f1 - f0 + 1.0), lam = TPMLP_LAMBDA, ui = fm->u_in * UNI;
@@ -520,7 +518,7 @@ static void over_f(const rows_out *out, tpmlp_err_tensor which, const walk *wk, 
  * ρ(ref) for Σ_n G[n,r]·V[n,c], with σ² = wk (R,C), the fp32 accumulation
  * from ng (R), nv (C), the ‖·‖₂ over n of |G| and |V|, hard (N,R) carried
  * through |V| (V (N,C)), and ref (R,C) the reference value. */
-static void over_n(const rows_out *out, tpmlp_err_tensor which, const walk *wk, const double *ng, const double *nv,
+static void over_n(const rows_out *out, tpmlp_vec_id which, const walk *wk, const double *ng, const double *nv,
                    const double *hard, const float *v, const double *ref, int N, int R, int C, const tpmlp_format *fm) {
     const double cn = UA * sqrt((double)N);
 #pragma omp parallel
@@ -599,13 +597,12 @@ void tpmlp_err_bounds_compute(tpmlp_err_bounds *b, const tpmlp_err_inputs *in, c
     if (ui > 0) exact = 1; /* the operands' roundings are summed by the GEMMs of squares only */
     const int rank = tp && (tp->yr || tp->dxr), f0 = rank ? tp->f0 : 0, f1 = rank ? tp->f1 : F;
     memset(b, 0, sizeof *b);
-    if (!row) {
-        b->h = alloc_d(nf, "bound h"), b->a = alloc_d(nf, "bound a"), b->y = alloc_d(nd, "bound y");
-        b->dx = alloc_d(nd, "bound dx"), b->dw1 = alloc_d(fd, "bound dW1"), b->dw2 = alloc_d(fd, "bound dW2");
-        if (tp && tp->yr) b->y_part = alloc_d(nd, "bound y.partial");
-        if (tp && tp->dxr) b->dx_part = alloc_d(nd, "bound dx.partial");
+    for (int i = 0; i < V_ALL; i++) { /* the arrays the table's rows ask for (the partials: one rank's check) */
+        const tpmlp_vec_spec *sp = &tpmlp_vec_specs[i];
+        const int part = sp->role == TPMLP_ROLE_PART, wanted = part ? tp && (i == V_YPART ? tp->yr : tp->dxr) : 1;
+        if ((sp->role == TPMLP_ROLE_OUT || part) && wanted && (sp->bound == TPMLP_BOUND_ARRAY || !row))
+            b->of[i] = alloc_d(tpmlp_step_numel((tpmlp_vec_id)i, N, D, F), sp->name);
     }
-    b->db1 = alloc_d((size_t)F, "bound db1"), b->db2 = alloc_d((size_t)D, "bound db2");
     const rows_out out = {b, row, ctx};
     in_norms m;
     input_norms(&m, in, rank, f0, f1);
@@ -644,43 +641,42 @@ void tpmlp_err_bounds_compute(tpmlp_err_bounds *b, const tpmlp_err_inputs *in, c
     float *g = exact ? pos_gemm(N, D, F, p.sy, (size_t)F, 0, w2sq, (size_t)F, 1, "Σ W2²σ²") : NULL;
     walk wk = {g, S.row[W_SY], m.w2sq_r, D};
     nd_finish fin = {in->b2, in->y, tp ? tp->ysum : NULL, tp ? tp->p : 0};
-    over_f(&out, TPMLP_ERR_Y, &wk, S.row[W_ABSA], m.w2_r, in->b2, NULL, in->w2, 1, N, D, F, 0, F, &fin, fm);
+    over_f(&out, V_Y, &wk, S.row[W_ABSA], m.w2_r, in->b2, NULL, in->w2, 1, N, D, F, 0, F, &fin, fm);
     free(g);
     if (tp && tp->yr) {
         g = exact ? pos_gemm(N, D, f1 - f0, p.sy + f0, (size_t)F, 0, w2sq + f0, (size_t)F, 1, "Σ W2²σ²") : NULL;
         wk = (walk){g, S.rrow[W_SY], m.w2sq_rr, D};
         fin = (nd_finish){NULL, tp->yr, NULL, 0};
-        over_f(&out, TPMLP_ERR_Y_PART, &wk, S.rrow[W_ABSA], m.w2_rr, NULL, NULL, in->w2, 1, N, D, F, f0, f1, &fin, fm);
+        over_f(&out, V_YPART, &wk, S.rrow[W_ABSA], m.w2_rr, NULL, NULL, in->w2, 1, N, D, F, f0, f1, &fin, fm);
         free(g);
     }
     /* dW2 = dYᵀ·A, db2 = Σ dY */
     g = exact ? pos_gemm(D, F, N, dy2, (size_t)D, 1, p.sy, (size_t)F, 0, "Σ dY²σ²") : NULL;
     wk = (walk){g, m.dysq_c, S.col[W_SY], F};
-    over_n(&out, TPMLP_ERR_DW2, &wk, m.dy_c, S.col[W_ABSA], NULL, NULL, in->dw2, N, D, F, fm);
+    over_n(&out, V_DW2, &wk, m.dy_c, S.col[W_ABSA], NULL, NULL, in->dw2, N, D, F, fm);
     free(g), free(p.sy), free(dy2);
     for (int d = 0; d < D; d++)
-        b->db2[d] = lam * sqrt(sq(ui) * m.dy2[d] + sq(UA * sqrt((double)N) * m.dy1[d])) + rho(fm, in->db2[d]);
+        b->of[V_DB2][d] = lam * sqrt(sq(ui) * m.dy2[d] + sq(UA * sqrt((double)N) * m.dy1[d])) + rho(fm, in->db2[d]);
 
     /* db1 = Σ dH, dW1 = dHᵀ·X, dX = dH·W1 */
     for (int f = 0; f < F; f++)
-        b->db1[f] = S.col[K_HARD][f] + lam * sqrt(S.col[K_S][f] + sq(UA * sqrt((double)N) * S.col[K_DH][f])) +
-                    rho(fm, in->db1[f]);
+        b->of[V_DB1][f] = S.col[K_HARD][f] + lam * sqrt(S.col[K_S][f] + sq(UA * sqrt((double)N) * S.col[K_DH][f])) +
+                          rho(fm, in->db1[f]);
     g = exact ? pos_gemm(F, D, N, p.s2, (size_t)F, 1, x2, (size_t)D, 0, "Σ X²σ²") : NULL;
     wk = (walk){g, S.col[W_S2], m.xsq_c, D};
-    over_n(&out, TPMLP_ERR_DW1, &wk, S.col[W_ABSDH], m.x_c, p.hard, in->x, in->dw1, N, F, D, fm);
+    over_n(&out, V_DW1, &wk, S.col[W_ABSDH], m.x_c, p.hard, in->x, in->dw1, N, F, D, fm);
     free(g), free(x2);
     g = exact ? pos_gemm(N, D, F, p.s2, (size_t)F, 0, w1sq, (size_t)D, 0, "Σ W1²σ²") : NULL;
     wk = (walk){g, S.row[W_S2], m.w1sq_c, D};
     fin = (nd_finish){NULL, in->dx, tp ? tp->dxsum : NULL, tp ? tp->p : 0};
-    over_f(&out, TPMLP_ERR_DX, &wk, S.row[W_ABSDH], m.w1_c, NULL, p.hard, in->w1, 0, N, D, F, 0, F, &fin, fm);
+    over_f(&out, V_DX, &wk, S.row[W_ABSDH], m.w1_c, NULL, p.hard, in->w1, 0, N, D, F, 0, F, &fin, fm);
     free(g);
     if (tp && tp->dxr) {
         g = exact ? pos_gemm(N, D, f1 - f0, p.s2 + f0, (size_t)F, 0, w1sq + (size_t)f0 * D, (size_t)D, 0, "Σ W1²σ²")
                   : NULL;
         wk = (walk){g, S.rrow[W_S2], m.w1sq_cr, D};
         fin = (nd_finish){NULL, tp->dxr, NULL, 0};
-        over_f(&out, TPMLP_ERR_DX_PART, &wk, S.rrow[W_ABSDH], m.w1_cr, NULL, p.hard, in->w1, 0, N, D, F, f0, f1, &fin,
-               fm);
+        over_f(&out, V_DXPART, &wk, S.rrow[W_ABSDH], m.w1_cr, NULL, p.hard, in->w1, 0, N, D, F, f0, f1, &fin, fm);
         free(g);
     }
     free(p.s2), free(p.hard), free(w1sq), free(w2sq);
@@ -752,7 +748,6 @@ double tpmlp_err_form_beta(double num, double den, double *noise) {
 }
 
 void tpmlp_err_free(tpmlp_err_bounds *b) {
-    double *all[] = {b->h, b->a, b->y, b->dx, b->dw1, b->db1, b->dw2, b->db2, b->y_part, b->dx_part};
-    for (size_t i = 0; i < sizeof all / sizeof *all; i++) free(all[i]);
+    for (int i = 0; i < V_ALL; i++) free(b->of[i]);
     memset(b, 0, sizeof *b);
 }

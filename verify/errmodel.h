@@ -25,6 +25,7 @@
 #define TPMLP_ERRMODEL_H
 
 #include "mlp.h"
+#include "step.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -68,34 +69,24 @@ typedef struct {
     const double *ysum, *dxsum, *yr, *dxr;
 } tpmlp_err_tp;
 
-/* Per-element bounds, full shapes (as the vector file's tensors); y_part,
- * dx_part (N,D) only with a tp argument that names a rank. Where a row
- * function receives the bounds, only db1 and db2 are arrays, the rest NULL. */
+/* Per-element bounds, full shapes (as the vector file's tensors), indexed
+ * by the step's table (step.h): of[id] for every output, and for the partial
+ * sums (N,D) only with a tp argument that names a rank; NULL elsewhere.
+ * Where a row function receives the bounds, only the ARRAY rows (db1, db2)
+ * are arrays; the ROWS rows are NULL. */
 typedef struct {
-    double *h, *a, *y, *dx, *dw1, *db1, *dw2, *db2, *y_part, *dx_part;
+    double *of[V_ALL];
 } tpmlp_err_bounds;
 
-/* The bounds that come row by row: h, a (N,F); y, dx (N,D); dW1 (F,D);
- * dW2 (D,F); y.partial, dx.partial (N,D). */
-typedef enum {
-    TPMLP_ERR_H,
-    TPMLP_ERR_A,
-    TPMLP_ERR_Y,
-    TPMLP_ERR_DX,
-    TPMLP_ERR_DW1,
-    TPMLP_ERR_DW2,
-    TPMLP_ERR_Y_PART,
-    TPMLP_ERR_DX_PART,
-    TPMLP_ERR_TENSORS
-} tpmlp_err_tensor;
-
-/* Receives the bounds row by row, as they are found, instead of arrays:
- * bound, row r of tensor which; with a's rows also a32 (F), the asked
+/* Receives the bounds of the table's ROWS tensors row by row, as they are
+ * found, instead of arrays: bound, row r of tensor which (the tensor seen as
+ * a matrix, tpmlp_step_block: h, a (N,F); y, dx (N,D); dW1 (F,D); dW2 (D,F);
+ * y.partial, dx.partial (N,D)); with a's rows also a32 (F), the asked
  * activation of h rounded to float32 (the form test's; NULL otherwise).
  * Called from the threads of an OpenMP team at once, each thread's rows of
  * a tensor in increasing order; thread is omp_get_thread_num(), below
  * omp_get_max_threads() at the call of tpmlp_err_bounds_compute. */
-typedef void (*tpmlp_err_row_fn)(void *ctx, int thread, tpmlp_err_tensor which, int r, const double *bound,
+typedef void (*tpmlp_err_row_fn)(void *ctx, int thread, tpmlp_vec_id which, int r, const double *bound,
                                  const float *a32);
 
 /* Computes every bound. exact: 1 computes the random-walk sums Σ c²·σ²

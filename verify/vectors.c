@@ -62,17 +62,17 @@ void tpmlp_vec_fill(float *out, tpmlp_vec_id id, const tpmlp_vec_dims *d, uint64
 
 void tpmlp_mlp32_random_inputs(tpmlp_mlp32 *t, unsigned long long seed) {
     const tpmlp_vec_dims d = {1, t->N, t->D, t->F, t->act, seed};
-    tpmlp_vec_fill_inputs(t->x, t->w1, t->b1, t->w2, t->b2, t->dy, &d);
+    tpmlp_vec_fill_inputs(t, &d);
 }
 
-void tpmlp_vec_fill_inputs(float *x, float *w1, float *b1, float *w2, float *b2, float *dy, const tpmlp_vec_dims *d) {
-    const uint64_t N = (uint64_t)d->B * (uint64_t)d->T, D = (uint64_t)d->D, F = (uint64_t)d->F;
-    tpmlp_vec_fill(x, V_X, d, 0, N, 0, D);
-    tpmlp_vec_fill(w1, V_W1, d, 0, F, 0, D);
-    tpmlp_vec_fill(b1, V_B1, d, 0, 1, 0, F);
-    tpmlp_vec_fill(w2, V_W2, d, 0, D, 0, F);
-    tpmlp_vec_fill(b2, V_B2, d, 0, 1, 0, D);
-    tpmlp_vec_fill(dy, V_DY, d, 0, N, 0, D);
+/* Input tensor id, whole: the block of a rank that holds all of F. */
+static void fill_whole(float *out, tpmlp_vec_id id, const tpmlp_vec_dims *d) {
+    const tpmlp_block b = tpmlp_step_block(id, d->B * d->T, d->D, d->F, 0, d->F);
+    tpmlp_vec_fill(out, id, d, b.r0, b.r1, b.c0, b.c1);
+}
+
+void tpmlp_vec_fill_inputs(tpmlp_mlp32 *t, const tpmlp_vec_dims *d) {
+    for (int i = 0; i < V_FIRST_OUTPUT; i++) fill_whole(tpmlp_mlp32_tensor(t, (tpmlp_vec_id)i), (tpmlp_vec_id)i, d);
 }
 
 /* ---------------------------------------------------------------- files */
@@ -100,36 +100,23 @@ void tpmlp_vec_meta_rank(tpmlp_meta *m, int p, int r, tpmlp_split s, int f0, int
 int tpmlp_vec_generate_rank(const char *path, const tpmlp_vec_dims *d, int p, int r, tpmlp_split s, char *err,
                             size_t errlen) {
     int f0, fr;
-    if (p < 1 || p > d->F || r < 0 || r >= p)
-        return snprintf(err, errlen, "--tp %d --rank %d: expected 1 ≤ P ≤ F = %d and 0 ≤ R < P", p, r, d->F), -1;
-    if (tpmlp_split_slice(s, d->F, p, r, &f0, &fr) != 0)
-        return snprintf(err, errlen, "--rank %d: the %s split of F = %d over %d ranks leaves it no columns", r,
-                        tpmlp_split_name(s), d->F, p),
-               -1;
-    const uint64_t N = (uint64_t)d->B * d->T, D = (uint64_t)d->D, c0 = (uint64_t)f0, c1 = c0 + (uint64_t)fr;
-    float *buf[6];
-    st_out out[6];
-    const tpmlp_vec_id ids[6] = {V_X, V_W1, V_B1, V_W2, V_B2, V_DY};
-    for (int i = 0; i < 6; i++) {
-        out[i] = (st_out){.name = tpmlp_vec_specs[ids[i]].name, .dtype = ST_F32};
-        out[i].ndim = tpmlp_vec_shape(ids[i], d, out[i].shape);
-        for (int k = 0; k < out[i].ndim; k++) /* the rank's block of F */
-            if (tpmlp_vec_specs[ids[i]].dims[k] == 'F') out[i].shape[k] = (uint64_t)fr;
-        uint64_t n = 1;
-        for (int k = 0; k < out[i].ndim; k++) n *= out[i].shape[k];
-        out[i].data = buf[i] = tpmlp_alloc(n, sizeof(float), tpmlp_vec_specs[ids[i]].name);
+    if (tpmlp_split_check(s, d->F, p, r, err, errlen) != 0) return -1;
+    tpmlp_split_slice(s, d->F, p, r, &f0, &fr);
+    float *buf[V_FIRST_OUTPUT];
+    st_out out[V_FIRST_OUTPUT];
+    for (int i = 0; i < V_FIRST_OUTPUT; i++) { /* each input's block (the whole tensor when replicated) */
+        const tpmlp_block b = tpmlp_step_block((tpmlp_vec_id)i, d->B * d->T, d->D, d->F, f0, fr);
+        out[i] = (st_out){.name = tpmlp_vec_specs[i].name, .dtype = ST_F32};
+        out[i].ndim = tpmlp_vec_shape((tpmlp_vec_id)i, d, out[i].shape);
+        if (tpmlp_step_f_axis((tpmlp_vec_id)i) >= 0) out[i].shape[tpmlp_step_f_axis((tpmlp_vec_id)i)] = (uint64_t)fr;
+        out[i].data = buf[i] = tpmlp_alloc(tpmlp_block_numel(&b), sizeof(float), tpmlp_vec_specs[i].name);
+        tpmlp_vec_fill(buf[i], (tpmlp_vec_id)i, d, b.r0, b.r1, b.c0, b.c1);
     }
-    tpmlp_vec_fill(buf[0], V_X, d, 0, N, 0, D);
-    tpmlp_vec_fill(buf[1], V_W1, d, c0, c1, 0, D);
-    tpmlp_vec_fill(buf[2], V_B1, d, 0, 1, c0, c1);
-    tpmlp_vec_fill(buf[3], V_W2, d, 0, D, c0, c1);
-    tpmlp_vec_fill(buf[4], V_B2, d, 0, 1, 0, D);
-    tpmlp_vec_fill(buf[5], V_DY, d, 0, N, 0, D);
     tpmlp_meta m;
     tpmlp_vec_meta(&m, "tpmlp-mlp-rank-inputs", d);
     tpmlp_vec_meta_rank(&m, p, r, s, f0, f0 + fr);
-    int rc = st_write(path, out, 6, m.keys, m.vals, m.n, err, errlen);
-    for (int i = 0; i < 6; i++) free(buf[i]);
+    int rc = st_write(path, out, V_FIRST_OUTPUT, m.keys, m.vals, m.n, err, errlen);
+    for (int i = 0; i < V_FIRST_OUTPUT; i++) free(buf[i]);
     return rc;
 }
 
@@ -145,7 +132,7 @@ int tpmlp_vec_generate(const char *path, const tpmlp_vec_dims *d, char *err, siz
         out[i].ndim = tpmlp_vec_shape((tpmlp_vec_id)i, d, out[i].shape);
     }
     /* inputs: x, dy as (N, D); weights (out, in); biases one row */
-    tpmlp_vec_fill_inputs(buf[V_X], buf[V_W1], buf[V_B1], buf[V_W2], buf[V_B2], buf[V_DY], d);
+    for (int i = 0; i < V_FIRST_OUTPUT; i++) fill_whole(buf[i], (tpmlp_vec_id)i, d);
     double *in64[V_FIRST_OUTPUT];
     for (int i = 0; i < V_FIRST_OUTPUT; i++)
         in64[i] = tpmlp_widen(buf[i], tpmlp_vec_numel((tpmlp_vec_id)i, d), tpmlp_vec_specs[i].name);

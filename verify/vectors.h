@@ -1,7 +1,7 @@
-/* Test vectors: the one place where the tensors' names, order, dtypes and
- * shapes are defined (docs/vectors.md documents them; they never change
- * silently). Everything else — gen, info, check, printing — is driven from
- * tpmlp_vec_specs. */
+/* Test vectors: the files of the step's tensors (the table in step.h names
+ * them, their order and shapes; docs/vectors.md documents them, and they
+ * never change silently): their metadata, the generated inputs, writing and
+ * reading. */
 #ifndef TPMLP_VECTORS_H
 #define TPMLP_VECTORS_H
 
@@ -43,8 +43,8 @@ float tpmlp_vec_input(tpmlp_vec_id id, const tpmlp_vec_dims *d, uint64_t row, ui
 void tpmlp_vec_fill(float *out, tpmlp_vec_id id, const tpmlp_vec_dims *d, uint64_t r0, uint64_t r1, uint64_t c0,
                     uint64_t c1);
 
-/* All six input tensors, whole (N = B·T rows): x, dy (N,D), w1 (F,D), b1 (F), w2 (D,F), b2 (D). */
-void tpmlp_vec_fill_inputs(float *x, float *w1, float *b1, float *w2, float *b2, float *dy, const tpmlp_vec_dims *d);
+/* Every input tensor of t, whole: t allocated for N = B·T rows, D and F of d. */
+void tpmlp_vec_fill_inputs(tpmlp_mlp32 *t, const tpmlp_vec_dims *d);
 
 /* Writes rank r's inputs alone: x, dy, linear_fc2.bias whole, its rows of
  * linear_fc1.weight and .bias, its columns of linear_fc2.weight. */
