@@ -1,4 +1,4 @@
-/* tpmlp gen, info, check: the vector files and the comparison against them. */
+/* tpmlp gen, check, run: the vector files, the comparison against them, the stages. */
 #include "config.h"
 
 #include <math.h>
@@ -13,6 +13,7 @@
 #include "bound.h"
 #include "check.h"
 #include "commands.h"
+#include "json.h"
 #include "launch.h"
 #include "safetensors.h"
 #include "runner.h"
@@ -68,34 +69,6 @@ static void open_or_die(st_file *f, const char *path) {
     if (st_open(f, path, err, sizeof err) != 0) tpmlp_die(TPMLP_EXIT_USAGE, "%s", err);
 }
 
-int cmd_info(int argc, char **argv) {
-    if (argc != 2 || strcmp(argv[1], "--help") == 0) {
-        if (argc == 2) {
-            fputs("usage: tpmlp info FILE\nPrints a safetensors file's metadata and a table of its tensors.\n", stdout);
-            return 0;
-        }
-        tpmlp_die(TPMLP_EXIT_USAGE, "info: expected one FILE (tpmlp info --help)");
-    }
-    st_file f;
-    open_or_die(&f, argv[1]);
-    printf("%s: %zu bytes, header %zu bytes, %d tensor%s\n", f.path, f.size, f.data_start - 8, f.ntensors,
-           tpmlp_plural(f.ntensors));
-    for (int i = 0; i < f.nmeta; i++) printf("  %-18s %s\n", f.meta_keys[i], f.meta_values[i]);
-    printf("  %-24s %-5s %-22s %12s\n", "tensor", "dtype", "shape", "bytes");
-    for (int i = 0; i < f.ntensors; i++) {
-        const st_tensor *t = &f.tensors[i];
-        char shape[96] = "[";
-        for (int k = 0; k < t->ndim; k++) {
-            size_t len = strlen(shape);
-            snprintf(shape + len, sizeof shape - len, "%s%llu", k ? ", " : "", (unsigned long long)t->shape[k]);
-        }
-        strncat(shape, "]", sizeof shape - strlen(shape) - 1);
-        printf("  %-24s %-5s %-22s %12zu\n", t->name, st_dtype_name(t->dtype), shape, t->end - t->begin);
-    }
-    st_close(&f);
-    return 0;
-}
-
 static const char check_usage[] =
     "usage: tpmlp check [--dtype fp32|tf32|bf16|fp16] [--tp P --rank R [--split balanced|chunk]]\n"
     "                   [--json | -q] [--dump FILE] VECTORS THEIRS\n"
@@ -123,26 +96,6 @@ static void index_str(char *buf, size_t len, const uint64_t *shape, int nd, uint
     for (int i = 0; i < nd && at < len; i++)
         at += (size_t)snprintf(buf + at, len - at, "%s%llu", i ? "," : "", (unsigned long long)idx[i]);
     if (at < len) snprintf(buf + at, len - at, "]");
-}
-
-static void json_str(const char *s) { /* names and paths: escape what JSON requires */
-    putchar('"');
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            printf("\\%c", *s);
-        else if ((unsigned char)*s < 0x20)
-            printf("\\u%04x", *s);
-        else
-            putchar(*s);
-    }
-    putchar('"');
-}
-
-static void json_num(double v) { /* JSON has no NaN or Inf */
-    if (isfinite(v))
-        printf("%.9g", v);
-    else
-        printf("null");
 }
 
 /* Tensor i is one THEIRS should hold: an output, or with --rank also a partial sum. */
@@ -174,10 +127,10 @@ static void print_json(const tpmlp_check_result *res, const st_file *theirs, con
     for (int i = 0; i < V_ALL; i++) {
         const tpmlp_check_row *r = &res->rows[i];
         if (!r->present) continue;
-        printf("%s\n  {\"name\": \"%s\", \"dtype\": \"%s\", \"shape\": [", first ? "" : ",", tpmlp_vec_specs[i].name,
+        printf("%s\n  {\"name\": \"%s\", \"dtype\": \"%s\", \"shape\": ", first ? "" : ",", tpmlp_vec_specs[i].name,
                st_dtype_name(r->dtype));
-        for (int k = 0; k < r->ndim; k++) printf("%s%llu", k ? ", " : "", (unsigned long long)r->shape[k]);
-        printf("], \"n\": %llu, \"max_abs_err\": ", (unsigned long long)r->n), json_num(r->max_abs_err);
+        json_dims(r->shape, r->ndim);
+        printf(", \"n\": %llu, \"max_abs_err\": ", (unsigned long long)r->n), json_num(r->max_abs_err);
         printf(", \"budget_used\": "), json_num(r->used);
         printf(", \"worst_index\": [");
         uint64_t k = r->worst, idx[ST_MAX_DIMS];

@@ -162,16 +162,7 @@ static int meta_int(const st_file *f, const char *key, int *out, char *err, size
     return 0;
 }
 
-int tpmlp_vec_read_dims(const st_file *f, tpmlp_vec_dims *d, char *err, size_t errlen) {
-    const char *fmt = st_meta(f, "format"), *ver = st_meta(f, "format_version");
-    if (fmt == NULL || strcmp(fmt, TPMLP_FORMAT_NAME) != 0)
-        return snprintf(err, errlen, "%s: __metadata__ format is '%s', expected '%s'", f->path, fmt ? fmt : "(missing)",
-                        TPMLP_FORMAT_NAME),
-               -1;
-    if (ver == NULL || strcmp(ver, TPMLP_FORMAT_VERSION) != 0)
-        return snprintf(err, errlen, "%s: format_version '%s' is not one this tpmlp reads (%s)", f->path,
-                        ver ? ver : "(missing)", TPMLP_FORMAT_VERSION),
-               -1;
+int tpmlp_vec_read_case(const st_file *f, tpmlp_vec_dims *d, char *err, size_t errlen) {
     if (meta_int(f, "B", &d->B, err, errlen) || meta_int(f, "T", &d->T, err, errlen) ||
         meta_int(f, "D", &d->D, err, errlen) || meta_int(f, "F", &d->F, err, errlen))
         return -1;
@@ -183,6 +174,20 @@ int tpmlp_vec_read_dims(const st_file *f, tpmlp_vec_dims *d, char *err, size_t e
                         act ? act : "(missing)"),
                -1;
     d->seed = seed ? strtoull(seed, NULL, 10) : 0;
+    return 0;
+}
+
+int tpmlp_vec_read_dims(const st_file *f, tpmlp_vec_dims *d, char *err, size_t errlen) {
+    const char *fmt = st_meta(f, "format"), *ver = st_meta(f, "format_version");
+    if (fmt == NULL || strcmp(fmt, TPMLP_FORMAT_NAME) != 0)
+        return snprintf(err, errlen, "%s: __metadata__ format is '%s', expected '%s'", f->path, fmt ? fmt : "(missing)",
+                        TPMLP_FORMAT_NAME),
+               -1;
+    if (ver == NULL || strcmp(ver, TPMLP_FORMAT_VERSION) != 0)
+        return snprintf(err, errlen, "%s: format_version '%s' is not one this tpmlp reads (%s)", f->path,
+                        ver ? ver : "(missing)", TPMLP_FORMAT_VERSION),
+               -1;
+    if (tpmlp_vec_read_case(f, d, err, errlen) != 0) return -1;
     for (int i = 0; i < V_COUNT; i++) {
         const st_tensor *t = st_find(f, tpmlp_vec_specs[i].name);
         if (t == NULL) continue;

@@ -68,6 +68,11 @@ void tpmlp_mlp32_random_inputs(tpmlp_mlp32 *t, unsigned long long seed);
 /* Generates the whole file. Returns 0, or -1 with a message in err. */
 int tpmlp_vec_generate(const char *path, const tpmlp_vec_dims *d, char *err, size_t errlen);
 
+/* Reads the case of any file tpmlp writes (a vector, outputs or rank file)
+ * from its __metadata__: B, T, D, F, activation, seed. 0, or -1 with a
+ * message naming the key. */
+int tpmlp_vec_read_case(const st_file *f, tpmlp_vec_dims *d, char *err, size_t errlen);
+
 /* Reads and validates the metadata of an open vector file into d; checks every
  * tensor present against the shapes the metadata implies. Returns 0 or -1. */
 int tpmlp_vec_read_dims(const st_file *f, tpmlp_vec_dims *d, char *err, size_t errlen);
