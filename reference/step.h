@@ -7,7 +7,7 @@
  * GPU), shard upload and gather, check's tensors and the error model's
  * routing, gradcheck's names, printing, and `tpmlp info --json` (and through
  * it the Python package). A row:
- *   X(ID, field, name, dims, role, kind, bound, what)
+ *   X(ID, field, name, dims, role, kind, bound, grad_of, what)
  *   dims   letters of B, T, D, F: its shape (B·T = N rows in memory). Under
  *          tensor parallelism a rank holds the block of F the split gives it
  *          (tpmlp_step_block): with F last, those columns; with F first, those
@@ -22,7 +22,9 @@
  *                GPU), or F32 (always float32: the bias gradients, sums over
  *                every row).
  *   bound  how the error model hands out its bounds: ROWS (row by row, as
- *          found), ARRAY (one array), NONE (an input or a temporary). */
+ *          found), ARRAY (one array), NONE (an input or a temporary).
+ *   grad_of  for a gradient, the input it is the gradient of (finite
+ *          differences perturb that input); V_ALL for the others. */
 #ifndef TPMLP_STEP_H
 #define TPMLP_STEP_H
 
@@ -35,27 +37,28 @@ extern "C" {
 #endif
 
 #define TPMLP_STEP_TENSORS(X)                                                                                          \
-    X(V_X, x, "x", "BTD", IN, STORE, NONE, "input activations")                                                        \
-    X(V_W1, w1, "linear_fc1.weight", "FD", IN, STORE, NONE, "fc1 weight (nn.Linear layout: out, in)")                  \
-    X(V_B1, b1, "linear_fc1.bias", "F", IN, STORE, NONE, "fc1 bias")                                                   \
-    X(V_W2, w2, "linear_fc2.weight", "DF", IN, STORE, NONE, "fc2 weight (nn.Linear layout: out, in)")                  \
-    X(V_B2, b2, "linear_fc2.bias", "D", IN, STORE, NONE, "fc2 bias")                                                   \
-    X(V_DY, dy, "dy", "BTD", IN, STORE, NONE, "gradient of the loss with respect to y")                                \
-    X(V_H, h, "h", "BTF", OUT, STORE, ROWS, "fc1 output before the activation: x·W1ᵀ + b1")                            \
-    X(V_A, a, "a", "BTF", OUT, STORE, ROWS, "activation output: act(h)")                                               \
-    X(V_Y, y, "y", "BTD", OUT, STORE, ROWS, "block output: a·W2ᵀ + b2")                                                \
-    X(V_DX, dx, "dx", "BTD", OUT, STORE, ROWS, "gradient with respect to x")                                           \
-    X(V_DW1, dw1, "linear_fc1.weight.grad", "FD", OUT, STORE, ROWS, "gradient with respect to fc1 weight")             \
-    X(V_DB1, db1, "linear_fc1.bias.grad", "F", OUT, F32, ARRAY, "gradient with respect to fc1 bias")                   \
-    X(V_DW2, dw2, "linear_fc2.weight.grad", "DF", OUT, STORE, ROWS, "gradient with respect to fc2 weight")             \
-    X(V_DB2, db2, "linear_fc2.bias.grad", "D", OUT, F32, ARRAY, "gradient with respect to fc2 bias")                   \
-    X(V_YPART, y_partial, "y.partial", "BTD", PART, STORE, ROWS,                                                       \
+    X(V_X, x, "x", "BTD", IN, STORE, NONE, V_ALL, "input activations")                                                 \
+    X(V_W1, w1, "linear_fc1.weight", "FD", IN, STORE, NONE, V_ALL, "fc1 weight (nn.Linear layout: out, in)")           \
+    X(V_B1, b1, "linear_fc1.bias", "F", IN, STORE, NONE, V_ALL, "fc1 bias")                                            \
+    X(V_W2, w2, "linear_fc2.weight", "DF", IN, STORE, NONE, V_ALL, "fc2 weight (nn.Linear layout: out, in)")           \
+    X(V_B2, b2, "linear_fc2.bias", "D", IN, STORE, NONE, V_ALL, "fc2 bias")                                            \
+    X(V_DY, dy, "dy", "BTD", IN, STORE, NONE, V_ALL, "gradient of the loss with respect to y")                         \
+    X(V_H, h, "h", "BTF", OUT, STORE, ROWS, V_ALL, "fc1 output before the activation: x·W1ᵀ + b1")                     \
+    X(V_A, a, "a", "BTF", OUT, STORE, ROWS, V_ALL, "activation output: act(h)")                                        \
+    X(V_Y, y, "y", "BTD", OUT, STORE, ROWS, V_ALL, "block output: a·W2ᵀ + b2")                                         \
+    X(V_DX, dx, "dx", "BTD", OUT, STORE, ROWS, V_X, "gradient with respect to x")                                      \
+    X(V_DW1, dw1, "linear_fc1.weight.grad", "FD", OUT, STORE, ROWS, V_W1, "gradient with respect to fc1 weight")       \
+    X(V_DB1, db1, "linear_fc1.bias.grad", "F", OUT, F32, ARRAY, V_B1, "gradient with respect to fc1 bias")             \
+    X(V_DW2, dw2, "linear_fc2.weight.grad", "DF", OUT, STORE, ROWS, V_W2, "gradient with respect to fc2 weight")       \
+    X(V_DB2, db2, "linear_fc2.bias.grad", "D", OUT, F32, ARRAY, V_B2, "gradient with respect to fc2 bias")             \
+    X(V_YPART, y_partial, "y.partial", "BTD", PART, STORE, ROWS, V_ALL,                                                \
       "the rank's A_r·W2_rᵀ before the all-reduce (no bias)")                                                          \
-    X(V_DXPART, dx_partial, "dx.partial", "BTD", PART, STORE, ROWS, "the rank's dH_r·W1_r before the all-reduce")      \
-    X(V_DACT, dact, "dact", "BTF", TMP, STORE, NONE, "act'(h), kept from the forward for the backward")                \
-    X(V_DH, dh, "dh", "BTF", TMP, STORE, NONE, "gradient with respect to h")
+    X(V_DXPART, dx_partial, "dx.partial", "BTD", PART, STORE, ROWS, V_ALL,                                             \
+      "the rank's dH_r·W1_r before the all-reduce")                                                                    \
+    X(V_DACT, dact, "dact", "BTF", TMP, STORE, NONE, V_ALL, "act'(h), kept from the forward for the backward")         \
+    X(V_DH, dh, "dh", "BTF", TMP, STORE, NONE, V_ALL, "gradient with respect to h")
 
-#define TPMLP_STEP_ID_(id, field, name, dims, role, kind, bound, what) id,
+#define TPMLP_STEP_ID_(id, field, name, dims, role, kind, bound, grad_of, what) id,
 typedef enum { TPMLP_STEP_TENSORS(TPMLP_STEP_ID_) V_ALL } tpmlp_vec_id;
 #undef TPMLP_STEP_ID_
 /* The table's rows come in role order (a test holds it so): inputs, outputs,
@@ -77,6 +80,7 @@ typedef struct {
     tpmlp_role role;
     tpmlp_kind kind;
     tpmlp_bound_stream bound;
+    int grad_of; /* a tpmlp_vec_id, or V_ALL */
     const char *what;
 } tpmlp_vec_spec;
 extern const tpmlp_vec_spec tpmlp_vec_specs[V_ALL];
@@ -92,7 +96,7 @@ size_t tpmlp_step_numel(tpmlp_vec_id id, int N, int D, int F);
 
 /* Every tensor of one MLP step, float64, shapes as in mlp.h (the partial
  * sums NULL: a step on one process has none). */
-#define TPMLP_STEP_F64_(id, field, name, dims, role, kind, bound, what) double *field;
+#define TPMLP_STEP_F64_(id, field, name, dims, role, kind, bound, grad_of, what) double *field;
 typedef struct {
     int N, D, F;
     tpmlp_act act;
@@ -101,7 +105,7 @@ typedef struct {
 #undef TPMLP_STEP_F64_
 
 /* The same, float32: what an implementation under test produces. */
-#define TPMLP_STEP_F32_(id, field, name, dims, role, kind, bound, what) float *field;
+#define TPMLP_STEP_F32_(id, field, name, dims, role, kind, bound, grad_of, what) float *field;
 typedef struct {
     int N, D, F;
     tpmlp_act act;

@@ -78,7 +78,8 @@ static void shards_equal_slices(void **s) {
 /* The step's table keeps its promises: rows in role order (inputs, outputs,
  * partial sums, temporaries) with V_FIRST_OUTPUT and V_COUNT at the
  * boundaries; F at most once, last or first of two (what tpmlp_step_block
- * can cut); float32 kind exactly for the array bounds; unique names. */
+ * can cut); float32 kind exactly for the array bounds; unique names; a
+ * gradient shaped as its input. */
 static void table_is_consistent(void **s) {
     (void)s;
     for (int i = 0; i < V_ALL; i++) {
@@ -95,6 +96,11 @@ static void table_is_consistent(void **s) {
         assert_int_equal(t->kind == TPMLP_F32, t->bound == TPMLP_BOUND_ARRAY);
         assert_int_equal(t->bound == TPMLP_BOUND_NONE, t->role == TPMLP_ROLE_IN || t->role == TPMLP_ROLE_TMP);
         for (int k = 0; k < i; k++) assert_string_not_equal(t->name, tpmlp_vec_specs[k].name);
+        if (t->grad_of != V_ALL) { /* a gradient: an output, shaped as the input it is the gradient of */
+            assert_int_equal(t->role, TPMLP_ROLE_OUT);
+            assert_int_equal(tpmlp_vec_specs[t->grad_of].role, TPMLP_ROLE_IN);
+            assert_string_equal(t->dims, tpmlp_vec_specs[t->grad_of].dims);
+        }
     }
 }
 
