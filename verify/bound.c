@@ -25,14 +25,9 @@ double tpmlp_budget_used(const float *got, const double *ref, const double *boun
     double used = 0, maxerr = 0;
     size_t w = 0;
     for (size_t k = 0; k < n; k++) {
-        if (!isfinite(got[k])) {
-            *worst = k, *max_abs_err = INFINITY;
-            return INFINITY;
-        }
-        double e = fabs((double)got[k] - ref[k]);
-        double r = e == 0 ? 0 : bound[k] > 0 ? e / bound[k] : INFINITY;
-        if (r > used) used = r, w = k;
-        if (e > maxerr) maxerr = e;
+        double e, ae, q = tpmlp_share(got[k], ref[k], bound[k], &e, &ae);
+        if (q > used) used = q, w = k;
+        if (ae > maxerr) maxerr = ae;
     }
     *worst = w, *max_abs_err = maxerr;
     return used;

@@ -3,6 +3,8 @@
 #ifndef TPMLP_BOUND_H
 #define TPMLP_BOUND_H
 
+#include <math.h>
+
 #include "errmodel.h"
 #include "step.h"
 
@@ -21,8 +23,21 @@ typedef struct {
 void tpmlp_output_views(tpmlp_output_view v[TPMLP_NUM_OUTPUTS], const tpmlp_mlp32 *got, const tpmlp_mlp64 *ref,
                         const tpmlp_mlp64 *bound);
 
-/* max over k of |got_k - ref_k| / bound_k (the share of the bound used);
- * INFINITY if any got_k is NaN or Inf. *worst gets the index of the max. */
+/* The one comparison of an element with its reference and bound, for check,
+ * the demo and the tests: returns the share |got - ref| / bound of its bound
+ * that it uses, *e = got - ref, *ae = |e|; NaN is taken as INFINITY (it never
+ * passes: got NaN or Inf, or a bound of 0, which the error model never gives:
+ * every bound has the format's floor). */
+static inline double tpmlp_share(double got, double ref, double bound, double *e, double *ae) {
+    *e = got - ref;
+    const double a = fabs(*e), q = a / bound;
+    *ae = a == a ? a : (double)INFINITY;
+    return q == q ? q : (double)INFINITY;
+}
+
+/* max over k of tpmlp_share (the share of the bound used; INFINITY if any
+ * got_k is NaN or Inf). *worst gets the index of the first element of the
+ * max, *max_abs_err the largest |got_k - ref_k|. */
 double tpmlp_budget_used(const float *got, const double *ref, const double *bound, size_t n, size_t *worst,
                          double *max_abs_err);
 

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bound.h"
 #include "oracle.h"
 #include "util.h"
 
@@ -128,17 +129,7 @@ static void cmp_merge(cmp_acc *into, const cmp_acc *c) {
 #define CHECK_CLONES
 #endif
 
-/* One element: its error *e = got - ref, |e| in *ae and the share |e| / bound
- * returned, NaN taken as INFINITY (it never passes). The bound is never 0:
- * it has the format's floor. */
-static inline double share_of(double got, double ref, double bound, double *e, double *ae) {
-    *e = got - ref;
-    const double a = fabs(*e), q = a / bound;
-    *ae = a == a ? a : INFINITY;
-    return q == q ? q : INFINITY;
-}
-
-/* e and q of m elements (share_of), and *qmax, *emax the largest share and
+/* e and q of m elements (tpmlp_share, bound.h: the one comparison), and *qmax, *emax the largest share and
  * |e|; got float64 (span_q_f64) or float32 (span_q_f32): one body, two
  * element types, each loop vectorised for its own. */
 #define SPAN_Q(name, T)                                                                                                \
@@ -148,7 +139,7 @@ static inline double share_of(double got, double ref, double bound, double *e, d
         double qm = 0, em = 0;                                                                                         \
         _Pragma("omp simd reduction(max : qm, em)") for (size_t i = 0; i < m; i++) {                                   \
             double ae;                                                                                                 \
-            q[i] = share_of(got[i], ref[i], bound[i], &e[i], &ae);                                                     \
+            q[i] = tpmlp_share(got[i], ref[i], bound[i], &e[i], &ae);                                                  \
             qm = q[i] > qm ? q[i] : qm, em = ae > em ? ae : em;                                                        \
         }                                                                                                              \
         *qmax = qm, *emax = em;                                                                                        \
