@@ -295,9 +295,13 @@ static int write_dump(const char *dump, const tpmlp_check_result *res, float *ra
     return st_write(dump, out, n, mk, mv, 1, err, errlen);
 }
 
-int tpmlp_check(tpmlp_check_result *res, const st_file *vec, const st_file *theirs, const tpmlp_check_opts *o,
-                const char *dump, char *err, size_t errlen) {
-    memset(res, 0, sizeof *res);
+/* The vector file holds every tensor of its kind (inputs F32, outputs F64);
+ * THEIRS belongs to the same case, and every tensor check knows that it
+ * holds has the expected shape (a rank's block when o names a rank): res's
+ * dims, rank columns and present rows filled, *fr the rank's width of F (0:
+ * whole outputs). 0, or -1 with one line in err. */
+static int check_files(tpmlp_check_result *res, const st_file *vec, const st_file *theirs, const tpmlp_check_opts *o,
+                       int *fr, char *err, size_t errlen) {
     tpmlp_vec_dims *dm = &res->dims;
     if (tpmlp_vec_read_dims(vec, dm, err, errlen) != 0) return -1;
     for (int i = 0; i < V_COUNT; i++) {
@@ -309,21 +313,20 @@ int tpmlp_check(tpmlp_check_result *res, const st_file *vec, const st_file *thei
                    -1;
     }
     if (same_case(theirs, vec, o, err, errlen) != 0) return -1;
-    int fr = 0;
+    *fr = 0;
     res->f0 = 0, res->f1 = dm->F;
     if (o->tp && tpmlp_split_check(o->split, dm->F, o->tp, o->rank, err, errlen) != 0) return -1;
     if (o->tp && o->rank >= 0) {
-        tpmlp_split_slice(o->split, dm->F, o->tp, o->rank, &res->f0, &fr);
-        res->f1 = res->f0 + fr;
+        tpmlp_split_slice(o->split, dm->F, o->tp, o->rank, &res->f0, fr);
+        res->f1 = res->f0 + *fr;
     }
-    /* THEIRS: every tensor present must have the expected shape */
     for (int i = 0; i < V_ALL; i++) {
         tpmlp_check_row *r = &res->rows[i];
         r->beta_noise = INFINITY;
         if (!tpmlp_check_knows((tpmlp_vec_id)i)) continue;
         const st_tensor *t = st_find(theirs, tpmlp_vec_specs[i].name);
-        if (t == NULL || (tpmlp_vec_specs[i].role == TPMLP_ROLE_PART && fr == 0)) continue; /* partials: per rank */
-        r->ndim = expected_shape((tpmlp_vec_id)i, dm, fr, r->shape);
+        if (t == NULL || (tpmlp_vec_specs[i].role == TPMLP_ROLE_PART && *fr == 0)) continue; /* partials: per rank */
+        r->ndim = expected_shape((tpmlp_vec_id)i, dm, *fr, r->shape);
         int same = t->ndim == r->ndim;
         for (int k = 0; same && k < t->ndim; k++) same = t->shape[k] == r->shape[k];
         if (!same) {
@@ -331,35 +334,95 @@ int tpmlp_check(tpmlp_check_result *res, const st_file *vec, const st_file *thei
             shape_str(want, sizeof want, r->shape, r->ndim), shape_str(got, sizeof got, t->shape, t->ndim);
             return snprintf(err, errlen, "%s: tensor '%s' has shape %s; expected %s (B=%d T=%d D=%d F=%d%s)",
                             theirs->path, t->name, got, want, dm->B, dm->T, dm->D, dm->F,
-                            fr ? ", the rank's block of F" : ""),
+                            *fr ? ", the rank's block of F" : ""),
                    -1;
         }
         r->present = 1, r->dtype = t->dtype, r->n = t->numel, res->present++;
     }
+    return 0;
+}
+
+/* The error model's inputs from a vector file's tensors (view: by the table's ids). */
+static tpmlp_err_inputs model_inputs(const tpmlp_vec_dims *dm, const void *const view[V_COUNT]) {
+    return (tpmlp_err_inputs){.N = dm->B * dm->T,
+                              .D = dm->D,
+                              .F = dm->F,
+                              .act = dm->act,
+                              .x = view[V_X],
+                              .w1 = view[V_W1],
+                              .b1 = view[V_B1],
+                              .w2 = view[V_W2],
+                              .b2 = view[V_B2],
+                              .dy = view[V_DY],
+                              .h = view[V_H],
+                              .a = view[V_A],
+                              .y = view[V_Y],
+                              .dx = view[V_DX],
+                              .dw1 = view[V_DW1],
+                              .db1 = view[V_DB1],
+                              .dw2 = view[V_DW2],
+                              .db2 = view[V_DB2]};
+}
+
+/* The row streams of the present ROWS tensors, their accumulators and buffers. */
+static void rows_setup(row_check *rc, const tpmlp_check_result *res, const st_file *theirs, const double *h,
+                       const double *const ref_of[V_ALL], float *const ratio[V_ALL], float *const bnd[V_ALL], int fr) {
+    const tpmlp_vec_dims *dm = &res->dims;
+    const int nt = omp_get_max_threads();
+    *rc = (row_check){.theirs = theirs, .h = h, .act = dm->act};
+    rc->form = res->rows[V_A].present && dm->act != TPMLP_RELU;
+    rc->bufw = (size_t)(dm->F > dm->D ? dm->F : dm->D);
+    for (int i = 0; i < V_ALL; i++) {
+        if (tpmlp_vec_specs[i].bound != TPMLP_BOUND_ROWS || !res->rows[i].present) continue;
+        row_stream *st = &rc->s[i];
+        st->t = st_find(theirs, tpmlp_vec_specs[i].name), st->ratio = ratio[i], st->bnd = bnd[i];
+        st->ref = ref_of[i], st->blk = block_of((tpmlp_vec_id)i, dm, res->f0, fr);
+    }
+    rc->acc = tpmlp_alloc((size_t)nt * V_ALL, sizeof *rc->acc, "comparison");
+    for (int q = 0; q < nt * V_ALL; q++) cmp_init(&rc->acc[q]);
+    rc->buf = tpmlp_alloc(3 * (size_t)nt * rc->bufw, sizeof(double), "theirs");
+}
+
+/* Each present tensor's verdict: a ROWS tensor's from the threads' findings,
+ * an ARRAY tensor's (db1, db2) compared now against the rank's block of its
+ * reference and bounds b. */
+static void rows_finish(tpmlp_check_result *res, const row_check *rc, const st_file *theirs,
+                        const double *const ref_of[V_ALL], const tpmlp_err_bounds *b, float *const ratio[V_ALL],
+                        float *const bnd_dump[V_ALL], int fr) {
+    const int nt = omp_get_max_threads();
+    for (int i = 0; i < V_ALL; i++) {
+        tpmlp_check_row *r = &res->rows[i];
+        if (!r->present) continue;
+        if (tpmlp_vec_specs[i].bound == TPMLP_BOUND_ROWS) {
+            cmp_acc all;
+            cmp_init(&all);
+            for (int q = 0; q < nt; q++) cmp_merge(&all, &rc->acc[(size_t)q * V_ALL + i]);
+            cmp_finish(r, theirs, rc->s[i].t, &all);
+            if (i == V_A && rc->form) form_verdict(r, res->dims.act, all.num, all.den);
+        } else {
+            const tpmlp_block blk = block_of((tpmlp_vec_id)i, &res->dims, res->f0, fr);
+            double *ref = tpmlp_alloc(r->n, sizeof *ref, "the rank's block"),
+                   *bnd = tpmlp_alloc(r->n, sizeof *bnd, "the rank's block");
+            tpmlp_block_take(ref, ref_of[i], &blk, sizeof *ref), tpmlp_block_take(bnd, b->of[i], &blk, sizeof *bnd);
+            compare(r, theirs, st_find(theirs, tpmlp_vec_specs[i].name), ref, bnd, ratio[i], bnd_dump[i]);
+            free(ref), free(bnd);
+        }
+        res->pass &= r->pass;
+    }
+}
+
+int tpmlp_check(tpmlp_check_result *res, const st_file *vec, const st_file *theirs, const tpmlp_check_opts *o,
+                const char *dump, char *err, size_t errlen) {
+    memset(res, 0, sizeof *res);
+    int fr;
+    if (check_files(res, vec, theirs, o, &fr, err, errlen) != 0) return -1;
     res->pass = res->present > 0;
     if (res->present == 0) return 0;
 
     /* the model's inputs, aligned copies where the file does not align them */
     const void *view[V_COUNT];
     for (int i = 0; i < V_COUNT; i++) view[i] = st_aligned(vec, st_find(vec, tpmlp_vec_specs[i].name));
-    tpmlp_err_inputs in = {.N = dm->B * dm->T,
-                           .D = dm->D,
-                           .F = dm->F,
-                           .act = dm->act,
-                           .x = view[V_X],
-                           .w1 = view[V_W1],
-                           .b1 = view[V_B1],
-                           .w2 = view[V_W2],
-                           .b2 = view[V_B2],
-                           .dy = view[V_DY],
-                           .h = view[V_H],
-                           .a = view[V_A],
-                           .y = view[V_Y],
-                           .dx = view[V_DX],
-                           .dw1 = view[V_DW1],
-                           .db1 = view[V_DB1],
-                           .dw2 = view[V_DW2],
-                           .db2 = view[V_DB2]};
+    const tpmlp_err_inputs in = model_inputs(&res->dims, view);
     tpmlp_err_tp tp = {0};
     double *keep[4] = {NULL, NULL, NULL, NULL};
     if (o->tp) { /* the all-reduces' roundings; and for one rank, its partial sums */
@@ -376,41 +439,12 @@ int tpmlp_check(tpmlp_check_result *res, const st_file *vec, const st_file *thei
             bnd_dump[i] = tpmlp_alloc(res->rows[i].n, sizeof(float), "dump");
 
     /* the bounds, and the tensors compared row by row as their bounds are found */
-    const int nt = omp_get_max_threads();
-    row_check rc_rows = {.theirs = theirs, .h = view[V_H], .act = dm->act};
-    rc_rows.form = res->rows[V_A].present && dm->act != TPMLP_RELU;
-    rc_rows.bufw = (size_t)(dm->F > dm->D ? dm->F : dm->D);
-    for (int i = 0; i < V_ALL; i++) {
-        if (tpmlp_vec_specs[i].bound != TPMLP_BOUND_ROWS || !res->rows[i].present) continue;
-        row_stream *st = &rc_rows.s[i];
-        st->t = st_find(theirs, tpmlp_vec_specs[i].name), st->ratio = ratio[i], st->bnd = bnd_dump[i];
-        st->ref = ref_of[i], st->blk = block_of((tpmlp_vec_id)i, dm, res->f0, fr);
-    }
-    rc_rows.acc = tpmlp_alloc((size_t)nt * V_ALL, sizeof *rc_rows.acc, "comparison");
-    for (int q = 0; q < nt * V_ALL; q++) cmp_init(&rc_rows.acc[q]);
-    rc_rows.buf = tpmlp_alloc(3 * (size_t)nt * rc_rows.bufw, sizeof(double), "theirs");
+    row_check rc_rows;
+    rows_setup(&rc_rows, res, theirs, view[V_H], ref_of, ratio, bnd_dump, fr);
     tpmlp_err_bounds b;
     tpmlp_progress("check: error bounds and comparison", o->tp ? 2 : 1, o->tp ? 2 : 1);
     tpmlp_err_bounds_compute(&b, &in, o->fmt, o->tp ? &tp : NULL, o->fmt->u_in > 0, check_row, &rc_rows);
-    for (int i = 0; i < V_ALL; i++) {
-        tpmlp_check_row *r = &res->rows[i];
-        if (!r->present) continue;
-        if (tpmlp_vec_specs[i].bound == TPMLP_BOUND_ROWS) { /* the threads' findings */
-            cmp_acc all;
-            cmp_init(&all);
-            for (int q = 0; q < nt; q++) cmp_merge(&all, &rc_rows.acc[(size_t)q * V_ALL + i]);
-            cmp_finish(r, theirs, rc_rows.s[i].t, &all);
-            if (i == V_A && rc_rows.form) form_verdict(r, dm->act, all.num, all.den);
-        } else { /* db1, db2: the rank's block of the reference and the bounds */
-            const tpmlp_block blk = block_of((tpmlp_vec_id)i, dm, res->f0, fr);
-            double *ref = tpmlp_alloc(r->n, sizeof *ref, "the rank's block"),
-                   *bnd = tpmlp_alloc(r->n, sizeof *bnd, "the rank's block");
-            tpmlp_block_take(ref, ref_of[i], &blk, sizeof *ref), tpmlp_block_take(bnd, b.of[i], &blk, sizeof *bnd);
-            compare(r, theirs, st_find(theirs, tpmlp_vec_specs[i].name), ref, bnd, ratio[i], bnd_dump[i]);
-            free(ref), free(bnd);
-        }
-        res->pass &= r->pass;
-    }
+    rows_finish(res, &rc_rows, theirs, ref_of, &b, ratio, bnd_dump, fr);
     free(rc_rows.acc), free(rc_rows.buf);
     tpmlp_progress_done();
     int rc = dump ? write_dump(dump, res, ratio, bnd_dump, err, errlen) : 0;

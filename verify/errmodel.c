@@ -243,24 +243,24 @@ static void emit(const rows_out *o, int thread, tpmlp_vec_id which, int r, int w
  * and of dH; relu: the kink crossings). */
 
 /* the Σ v² kept per row and per column */
-enum { W_SY, W_ABSA, W_S2, W_ABSDH, W_N }; /* σA'² + ui²A², |A|, σdH'² + ui²dH², |dH| */
-enum { K_S = W_N, K_DH, K_HARD, K_N };     /* per column also Σ σdH'², Σ|dH|, Σ hard (db1) */
+enum { W_VAR_A, W_ABS_A, W_VAR_DH, W_ABS_DH, W_N }; /* σA'² + ui²A², |A|, σdH'² + ui²dH², |dH| */
+enum { K_VAR_DH = W_N, K_ABS_DH, K_HARD, K_N };     /* per column also Σ σdH'², Σ|dH|, Σ hard (db1) */
 typedef struct {
-    double *row[W_N];  /* (N), over every f */
-    double *rrow[W_N]; /* (N), over the rank's columns [f0, f1); NULL for whole outputs */
-    double *col[K_N];  /* (F), over every n */
+    double *row[W_N];      /* (N), over every f */
+    double *rank_row[W_N]; /* (N), over the rank's columns [f0, f1); NULL for whole outputs */
+    double *col[K_N];      /* (F), over every n */
 } nf_sums;
 
 typedef struct {
     const tpmlp_err_inputs *in;
     const tpmlp_format *fm;
-    int f0, f1, rank;                   /* rank: row sums over [f0, f1) too */
-    const double *nx, *nw1, *ndy, *nw2; /* ‖x_n‖, ‖W1_f‖, ‖dY_n‖, ‖W2_:f‖: Σ|t| of H and of dA */
-    const float *t2h, *t2da;            /* (N,F), exact: ‖t‖₂² of H and of dA; NULL at fp32 */
-    const float *da;                    /* (N,F): dA = dY·W2 */
-    float *sy, *s2;                     /* (N,F) out, exact: σA'² + ui²A², σdH'² + ui²dH²; else NULL */
-    double *hard;                       /* (N,F) out, relu: the crossings' allowance in dH; else NULL */
-    const rows_out *out;                /* the bounds of h and a */
+    int f0, f1, rank;                       /* rank: row sums over [f0, f1) too */
+    const double *nx, *nw1, *dy_norm, *nw2; /* ‖x_n‖, ‖W1_f‖, ‖dY_n‖, ‖W2_:f‖: Σ|t| of H and of dA */
+    const float *tsq_h, *tsq_da;            /* (N,F), exact: ‖t‖₂² of H and of dA; NULL at fp32 */
+    const float *da;                        /* (N,F): dA = dY·W2 */
+    float *var_a, *var_dh;                  /* (N,F) out, exact: σA'² + ui²A², σdH'² + ui²dH²; else NULL */
+    double *hard;                           /* (N,F) out, relu: the crossings' allowance in dH; else NULL */
+    const rows_out *out;                    /* the bounds of h and a */
 } nf_pass;
 
 /* o = (float)v */
@@ -302,26 +302,31 @@ ERR_CLONES static void row_sh2(double *restrict sh2, const double *restrict h, c
 
 /* One row's pointers in the pass: inputs, then outputs (each F long). */
 typedef struct {
-    const double *h, *a, *sh2, *bh, *nw2;
-    const float *g, *da, *t2da; /* t2da: ‖t‖₂² of dA, or zeros */
-    double ndy;                 /* ua√D·‖dY_n‖ */
-    double *ba, *hard;
-    float *sy, *absa, *s, *s2, *absdh;
+    const double *h, *a, *sh2, *bh, *nw2; /* H, A, σH² (before H's own rounding), H's bound, ‖W2_:f‖ */
+    const float *g, *da, *tsq_da;         /* act'(H), dA, ‖t‖₂² of dA (or zeros) */
+    double dy_norm;                       /* ua√D·‖dY_n‖ */
+    double *ba, *hard;                    /* out: A's bound; relu's crossings (or NULL) */
+    float *var_a;                         /* out: σA'² + ui²A², what A brings into Y and dW2 */
+    float *abs_a;                         /* out: |A| */
+    float *var_dh1;                       /* out: σdH'², what dH brings into db1 */
+    float *var_dh;                        /* out: σdH'² + ui²dH², what dH brings into dW1 and dX */
+    float *abs_dh;                        /* out: |dH| */
 } nf_row;
 
 /* gelu, both forms: the bound of a, what A brings into Y and dW2, and dH's σ² and size */
 ERR_CLONES static void row_gelu(const nf_row *r, double u, double tiny, double ui, int F) {
     const double *restrict h = r->h, *restrict a = r->a, *restrict sh2 = r->sh2, *restrict bhv = r->bh;
     const double *restrict nw2 = r->nw2;
-    const float *restrict g = r->g, *restrict dA = r->da, *restrict t2 = r->t2da;
+    const float *restrict g = r->g, *restrict dA = r->da, *restrict t2 = r->tsq_da;
     double *restrict ba = r->ba;
-    float *restrict sy = r->sy, *restrict absa = r->absa, *restrict sv = r->s, *restrict s2v = r->s2;
-    float *restrict absdh = r->absdh;
-    const double ue = TPMLP_ACT_ULPS * 0x1p-24, cd = r->ndy, c2 = 2 * sq(ui);
+    float *restrict var_a = r->var_a, *restrict abs_a = r->abs_a, *restrict var_dh1_v = r->var_dh1,
+                    *restrict var_dh_v = r->var_dh;
+    float *restrict abs_dh = r->abs_dh;
+    const double ue = TPMLP_ACT_ULPS * 0x1p-24, cd = r->dy_norm, c2 = 2 * sq(ui);
 #pragma omp simd
     for (int f = 0; f < F; f++) {
         const double hv = h[f], av = a[f], bh = bhv[f], gv = g[f];
-        const double shp2 = sh2[f] + sq(UNI * rho_(u, tiny, hv));
+        const double var_h = sh2[f] + sq(UNI * rho_(u, tiny, hv));
         const int h0 = hv == 0; /* s = A/H, ½ at H = 0: picked inputs, no branch */
         const double s = (h0 ? 0.5 : av) / (h0 ? 1 : hv), m = s > 0.5 ? s : 1 - s;
         /* evaluation: TPMLP_ACT_ULPS fp32 ulps of the formula's terms, plus the
@@ -334,56 +339,57 @@ ERR_CLONES static void row_gelu(const nf_row *r, double u, double tiny, double u
         const double ea = ue * (fabs(hv) * m + fabs(av)) + ef;
         const double eg = ue * (m + fabs(gv - s) * (1 + 0.5 * hv * hv)) + u * (fabs(s - 0.5) + s + fabs(gv - s));
         ba[f] = fabs(gv) * bh + ea + ef + 0.5 * M2 * bh * bh + rho_(u, tiny, av);
-        const double sa2 = gv * gv * shp2 + ea * ea + sq(UNI * rho_(u, tiny, av)) + sq(0.5 * M2 * shp2);
-        const float sg2 = (float)(M2 * M2 * shp2 + eg * eg + sq(UNI * rho_(u, tiny, gv)));
-        sy[f] = (float)(sa2 + sq(ui * av)), absa[f] = (float)fabs(av);
+        const double var_a0 = gv * gv * var_h + ea * ea + sq(UNI * rho_(u, tiny, av)) + sq(0.5 * M2 * var_h);
+        const float var_g = (float)(M2 * M2 * var_h + eg * eg + sq(UNI * rho_(u, tiny, gv)));
+        var_a[f] = (float)(var_a0 + sq(ui * av)), abs_a[f] = (float)fabs(av);
         /* dH = dA ⊙ act'(H); dA's own sgemm error is far below 10⁻⁶ of it */
         const double da = dA[f] * (1 + 1e-6);
-        double sda2 = sq(cd * nw2[f]);
-        sda2 += c2 * t2[f];
-        const double sdap2 = sda2 + sq(UNI * rho_(u, tiny, da)), dh = da * gv;
-        const double s_ = gv * gv * sdap2 + da * da * sg2 + sq(UNI * rho_(u, tiny, dh));
-        sv[f] = (float)s_, absdh[f] = (float)fabs(dh), s2v[f] = (float)(s_ + sq(ui * dh));
+        double var_da0 = sq(cd * nw2[f]);
+        var_da0 += c2 * t2[f];
+        const double var_da = var_da0 + sq(UNI * rho_(u, tiny, da)), dh = da * gv;
+        const double var_dh1_ = gv * gv * var_da + da * da * var_g + sq(UNI * rho_(u, tiny, dh));
+        var_dh1_v[f] = (float)var_dh1_, abs_dh[f] = (float)fabs(dh), var_dh_v[f] = (float)(var_dh1_ + sq(ui * dh));
     }
 }
 
 /* relu: slope 1 where h may cross 0 (|H| ≤ its bound) or H > 0 */
 static void row_relu(const nf_row *r, double u, double tiny, double ui, int F) {
-    const double lam = TPMLP_LAMBDA, cd = r->ndy, c2 = 2 * sq(ui);
+    const double lam = TPMLP_LAMBDA, cd = r->dy_norm, c2 = 2 * sq(ui);
     for (int f = 0; f < F; f++) {
         const double hv = r->h[f], av = r->a[f], bh = r->bh[f];
-        const double shp2 = r->sh2[f] + sq(UNI * rho_(u, tiny, hv));
+        const double var_h = r->sh2[f] + sq(UNI * rho_(u, tiny, hv));
         const int cross = fabs(hv) <= bh;
         const double slope = (hv > 0 || cross) ? 1.0 : 0.0;
         r->ba[f] = slope * bh + rho_(u, tiny, av);
-        const double sa2 = slope * shp2 + sq(UNI * rho_(u, tiny, av));
-        r->sy[f] = (float)(sa2 + sq(ui * av)), r->absa[f] = (float)fabs(av);
+        const double var_a0 = slope * var_h + sq(UNI * rho_(u, tiny, av));
+        r->var_a[f] = (float)(var_a0 + sq(ui * av)), r->abs_a[f] = (float)fabs(av);
         const double da = r->da[f] * (1 + 1e-6);
-        double sda2 = sq(cd * r->nw2[f]);
-        sda2 += c2 * r->t2da[f];
-        const double bda = lam * sqrt(sda2) + rho_(u, tiny, da), sdap2 = sda2 + sq(UNI * rho_(u, tiny, da));
+        double var_da0 = sq(cd * r->nw2[f]);
+        var_da0 += c2 * r->tsq_da[f];
+        const double bda = lam * sqrt(var_da0) + rho_(u, tiny, da), var_da = var_da0 + sq(UNI * rho_(u, tiny, da));
         /* where h may cross 0 at the λ level, dH may be off by all of dA: a
          * full-size error, added in full (an on/off event is no random walk),
          * and twice, as every full-size allowance: a correct implementation
          * keeps half of its budget */
         const double dh = hv > 0 ? da : 0;
         r->hard[f] = cross ? 2 * (fabs(da) + bda) : 0;
-        const double s_ = (hv > 0 && !cross ? sdap2 : 0) + sq(UNI * rho_(u, tiny, dh));
-        r->s[f] = (float)s_, r->absdh[f] = (float)fabs(dh), r->s2[f] = (float)(s_ + sq(ui * dh));
+        const double var_dh1_ = (hv > 0 && !cross ? var_da : 0) + sq(UNI * rho_(u, tiny, dh));
+        r->var_dh1[f] = (float)var_dh1_, r->abs_dh[f] = (float)fabs(dh), r->var_dh[f] = (float)(var_dh1_ + sq(ui * dh));
     }
 }
 
 /* acc (K_N × F): the row's Σ v² and db1's sums added to the columns */
 ERR_CLONES static void add_cols(double *restrict acc, const nf_row *r, int F) {
-    const float *restrict sy = r->sy, *restrict absa = r->absa, *restrict s2 = r->s2, *restrict absdh = r->absdh;
-    const float *restrict s = r->s;
-    double *restrict c0 = acc + (size_t)W_SY * F, *restrict c1 = acc + (size_t)W_ABSA * F;
-    double *restrict c2 = acc + (size_t)W_S2 * F, *restrict c3 = acc + (size_t)W_ABSDH * F;
-    double *restrict c4 = acc + (size_t)K_S * F, *restrict c5 = acc + (size_t)K_DH * F;
+    const float *restrict var_a = r->var_a, *restrict abs_a = r->abs_a, *restrict var_dh = r->var_dh,
+                          *restrict abs_dh = r->abs_dh;
+    const float *restrict var_dh1 = r->var_dh1;
+    double *restrict c0 = acc + (size_t)W_VAR_A * F, *restrict c1 = acc + (size_t)W_ABS_A * F;
+    double *restrict c2 = acc + (size_t)W_VAR_DH * F, *restrict c3 = acc + (size_t)W_ABS_DH * F;
+    double *restrict c4 = acc + (size_t)K_VAR_DH * F, *restrict c5 = acc + (size_t)K_ABS_DH * F;
 #pragma omp simd
     for (int f = 0; f < F; f++) {
-        c0[f] += sq(sy[f]), c1[f] += sq(absa[f]), c2[f] += sq(s2[f]), c3[f] += sq(absdh[f]);
-        c4[f] += s[f], c5[f] += absdh[f];
+        c0[f] += sq(var_a[f]), c1[f] += sq(abs_a[f]), c2[f] += sq(var_dh[f]), c3[f] += sq(abs_dh[f]);
+        c4[f] += var_dh1[f], c5[f] += abs_dh[f];
     }
     if (r->hard) {
         const double *restrict hard = r->hard;
@@ -395,8 +401,8 @@ ERR_CLONES static void add_cols(double *restrict acc, const nf_row *r, int F) {
 
 /* the row's Σ v² over [c0, c1) (sq_sums) */
 static void add_row(double out[W_N], const nf_row *r, int c0, int c1) {
-    sq_sums(r->sy + c0, c1 - c0, &out[W_SY], NULL), sq_sums(r->absa + c0, c1 - c0, &out[W_ABSA], NULL);
-    sq_sums(r->s2 + c0, c1 - c0, &out[W_S2], NULL), sq_sums(r->absdh + c0, c1 - c0, &out[W_ABSDH], NULL);
+    sq_sums(r->var_a + c0, c1 - c0, &out[W_VAR_A], NULL), sq_sums(r->abs_a + c0, c1 - c0, &out[W_ABS_A], NULL);
+    sq_sums(r->var_dh + c0, c1 - c0, &out[W_VAR_DH], NULL), sq_sums(r->abs_dh + c0, c1 - c0, &out[W_ABS_DH], NULL);
 }
 
 static void nf_run(nf_sums *S, const nf_pass *p) {
@@ -409,7 +415,7 @@ static void nf_run(nf_sums *S, const nf_pass *p) {
 #pragma omp parallel
     {
         const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-        enum { B_H, B_A32, B_G, B_SY, B_ABSA, B_S, B_S2, B_ABSDH, B_ZERO, B_N };
+        enum { B_H, B_A32, B_G, B_VAR_A, B_ABS_A, B_VAR_DH1, B_VAR_DH, B_ABS_DH, B_ZERO, B_N };
         float *fb = alloc_f((size_t)B_N * F, "row buffers");
         double *sh2 = alloc_d((size_t)3 * F, "row buffers"), *acc = zeros_d((size_t)K_N * F, "column sums");
         float *zero = fb + (size_t)B_ZERO * F;
@@ -424,18 +430,20 @@ static void nf_run(nf_sums *S, const nf_pass *p) {
                         .nw2 = p->nw2,
                         .g = fb + (size_t)B_G * F,
                         .da = p->da + k0,
-                        .t2da = p->t2da ? p->t2da + k0 : zero,
-                        .ndy = cda * p->ndy[n],
+                        .tsq_da = p->tsq_da ? p->tsq_da + k0 : zero,
+                        .dy_norm = cda * p->dy_norm[n],
                         .hard = p->hard ? p->hard + k0 : NULL};
             double *bh = sh2 + F;
             r.bh = bh, r.ba = sh2 + 2 * (size_t)F;
-            r.sy = p->sy ? p->sy + k0 : fb + (size_t)B_SY * F, r.s2 = p->s2 ? p->s2 + k0 : fb + (size_t)B_S2 * F;
-            r.absa = fb + (size_t)B_ABSA * F, r.s = fb + (size_t)B_S * F, r.absdh = fb + (size_t)B_ABSDH * F;
+            r.var_a = p->var_a ? p->var_a + k0 : fb + (size_t)B_VAR_A * F,
+            r.var_dh = p->var_dh ? p->var_dh + k0 : fb + (size_t)B_VAR_DH * F;
+            r.abs_a = fb + (size_t)B_ABS_A * F, r.var_dh1 = fb + (size_t)B_VAR_DH1 * F,
+            r.abs_dh = fb + (size_t)B_ABS_DH * F;
             float *hb = fb + (size_t)B_H * F, *a32 = fb + (size_t)B_A32 * F;
             to_f32(hb, r.h, F);
             act_row(hb, a32, fb + (size_t)B_G * F, F, in->act); /* act'(H): a bound needs its size, not its last bits */
             /* H = X·W1ᵀ + b1: σH², then its bound λσH + ρ(H) */
-            row_sh2(sh2, r.h, in->b1, p->nw1, p->t2h ? p->t2h + k0 : zero, p->nx[n], ch, u, tiny, ui, F);
+            row_sh2(sh2, r.h, in->b1, p->nw1, p->tsq_h ? p->tsq_h + k0 : zero, p->nx[n], ch, u, tiny, ui, F);
             for (int f = 0; f < F; f++) bh[f] = lam * sqrt(sh2[f]) + rho_(u, tiny, r.h[f]);
             if (in->act == TPMLP_RELU)
                 row_relu(&r, u, tiny, ui, F);
@@ -447,7 +455,7 @@ static void nf_run(nf_sums *S, const nf_pass *p) {
             for (int k = 0; k < W_N; k++) S->row[k][n] = sums[k];
             if (p->rank) {
                 add_row(sums, &r, p->f0, p->f1);
-                for (int k = 0; k < W_N; k++) S->rrow[k][n] = sums[k];
+                for (int k = 0; k < W_N; k++) S->rank_row[k][n] = sums[k];
             }
             emit(p->out, t, V_H, n, F, r.bh, NULL), emit(p->out, t, V_A, n, F, r.ba, a32);
         }
@@ -471,15 +479,24 @@ typedef struct {
     int p;
 } nd_finish;
 
-/* Row by row, the bounds of a sum over f ∈ [f0, f1) of per-(n,f) errors
- * through a (D,F)-shaped or (F,D)-shaped weight: Y = A·W2ᵀ (w_df = W2[d,f])
- * or dX = dH·W1 (w_df = W1[f,d]). wk: Σ_f w²σ² (N,D); nv (N), nw (D): ‖·‖₂
- * over f of the terms' other factor and of the weight, for Σ|t|; bias (D) or
- * NULL; hard (N,F) or NULL. Each row: hard + λσ, then fin's terms. */
-static void over_f(const rows_out *out, tpmlp_vec_id which, const walk *wk, const double *nv, const double *nw,
-                   const float *bias, const double *hard, const float *w, int w_is_df, int N, int D, int F, int f0,
-                   int f1, const nd_finish *fin, const tpmlp_format *fm) {
-    const double ck = UA * sqrt(f1 - f0 + 1.0), lam = TPMLP_LAMBDA, ui = fm->u_in * UNI;
+/* A sum over f ∈ [f0, f1) of per-(n,f) errors through a (D,F)-shaped or
+ * (F,D)-shaped weight: Y = A·W2ᵀ (w_df = W2[d,f]) or dX = dH·W1
+ * (w_df = W1[f,d]). */
+typedef struct {
+    tpmlp_vec_id which;    /* whose bounds: V_Y, V_YPART, V_DX, V_DXPART */
+    walk wk;               /* Σ_f w²σ² (N,D) */
+    const double *nv, *nw; /* (N), (D): ‖·‖₂ over f of the terms' other factor and of the weight, for Σ|t| */
+    const float *bias;     /* (D) or NULL: y's running sums are within Σ|t| + |b2| */
+    const double *hard;    /* (N,F) or NULL: relu's crossings, carried through |w| */
+    const float *w;        /* the weight, (D,F) if w_is_df, else (F,D) */
+    int w_is_df, f0, f1;   /* the columns of F summed over */
+    nd_finish fin;         /* what each element adds after hard + λσ */
+} f_sum;
+
+/* Row by row: hard + λσ, then fin's terms. */
+static void over_f(const rows_out *out, const f_sum *s, int N, int D, int F, const tpmlp_format *fm) {
+    const double ck = UA * sqrt(s->f1 - s->f0 + 1.0), lam = TPMLP_LAMBDA, ui = fm->u_in * UNI;
+    const nd_finish *fin = &s->fin;
 #pragma omp parallel
     {
         const int t = omp_get_thread_num();
@@ -487,15 +504,15 @@ static void over_f(const rows_out *out, tpmlp_vec_id which, const walk *wk, cons
 #pragma omp for schedule(static)
         for (int n = 0; n < N; n++) {
             for (int d = 0; d < D; d++) {
-                const double b = bias ? fabs(bias[d]) : 0; /* y's running sums are within Σ|t| + |b2| */
-                row[d] = lam * sqrt(walk_at(wk, n, d) + sq(ck * (nv[n] * nw[d] + b)));
+                const double b = s->bias ? fabs(s->bias[d]) : 0;
+                row[d] = lam * sqrt(walk_at(&s->wk, n, d) + sq(ck * (s->nv[n] * s->nw[d] + b)));
             }
-            if (hard) /* sparse: only relu crossings are non-zero */
-                for (int f = f0; f < f1; f++) {
-                    const double hv = hard[(size_t)n * F + f];
+            if (s->hard) /* sparse: only relu crossings are non-zero */
+                for (int f = s->f0; f < s->f1; f++) {
+                    const double hv = s->hard[(size_t)n * F + f];
                     if (hv == 0) continue;
                     for (int d = 0; d < D; d++)
-                        row[d] += hv * fabsf(w_is_df ? w[(size_t)d * F + f] : w[(size_t)f * D + d]);
+                        row[d] += hv * fabsf(s->w_is_df ? s->w[(size_t)d * F + f] : s->w[(size_t)f * D + d]);
                 }
             const double *ref = fin->ref + (size_t)n * D, *sum = fin->sum ? fin->sum + (size_t)n * D : NULL;
             for (int d = 0; d < D; d++) {
@@ -508,34 +525,43 @@ static void over_f(const rows_out *out, tpmlp_vec_id which, const walk *wk, cons
                     row[d] +=
                         lam * UNI * sqrt(fin->p * sq(fm->u * sum[d] + fm->tiny) + (fin->p - 1) * sq(fm->u * sum[d]));
             }
-            emit(out, t, which, n, D, row, NULL);
+            emit(out, t, s->which, n, D, row, NULL);
         }
         free(row);
     }
 }
 
-/* Row by row, the bounds of a sum over the N rows: out (R,C) ≥ hard + λσ +
- * ρ(ref) for Σ_n G[n,r]·V[n,c], with σ² = wk (R,C), the fp32 accumulation
- * from ng (R), nv (C), the ‖·‖₂ over n of |G| and |V|, hard (N,R) carried
- * through |V| (V (N,C)), and ref (R,C) the reference value. */
-static void over_n(const rows_out *out, tpmlp_vec_id which, const walk *wk, const double *ng, const double *nv,
-                   const double *hard, const float *v, const double *ref, int N, int R, int C, const tpmlp_format *fm) {
+/* A sum over the N rows: Σ_n G[n,r]·V[n,c] (R,C), dW2 = dYᵀ·A or dW1 = dHᵀ·X. */
+typedef struct {
+    tpmlp_vec_id which;    /* whose bounds: V_DW2, V_DW1 */
+    walk wk;               /* σ² (R,C) */
+    const double *ng, *nv; /* (R), (C): ‖·‖₂ over n of |G| and |V|, for the fp32 accumulation */
+    const double *hard;    /* (N,R) or NULL: carried through |V| */
+    const float *v;        /* V (N,C) */
+    const double *ref;     /* (R,C): the reference value, for its own rounding */
+    int R, C;
+} n_sum;
+
+/* Row by row: out ≥ hard + λσ + ρ(ref). */
+static void over_n(const rows_out *out, const n_sum *s, int N, const tpmlp_format *fm) {
     const double cn = UA * sqrt((double)N);
+    const int R = s->R, C = s->C;
 #pragma omp parallel
     {
         const int t = omp_get_thread_num();
         double *row = alloc_d((size_t)C, "a row of bounds");
 #pragma omp for schedule(static)
         for (int r = 0; r < R; r++) {
-            for (int c = 0; c < C; c++) row[c] = TPMLP_LAMBDA * sqrt(walk_at(wk, r, c) + sq(cn * ng[r] * nv[c]));
-            if (hard)
+            for (int c = 0; c < C; c++)
+                row[c] = TPMLP_LAMBDA * sqrt(walk_at(&s->wk, r, c) + sq(cn * s->ng[r] * s->nv[c]));
+            if (s->hard)
                 for (int n = 0; n < N; n++) {
-                    const double hv = hard[(size_t)n * R + r];
+                    const double hv = s->hard[(size_t)n * R + r];
                     if (hv == 0) continue;
-                    for (int c = 0; c < C; c++) row[c] += hv * fabsf(v[(size_t)n * C + c]);
+                    for (int c = 0; c < C; c++) row[c] += hv * fabsf(s->v[(size_t)n * C + c]);
                 }
-            for (int c = 0; c < C; c++) row[c] += rho(fm, ref[(size_t)r * C + c]);
-            emit(out, t, which, r, C, row, NULL);
+            for (int c = 0; c < C; c++) row[c] += rho(fm, s->ref[(size_t)r * C + c]);
+            emit(out, t, s->which, r, C, row, NULL);
         }
         free(row);
     }
@@ -589,13 +615,174 @@ static void input_norms_free(in_norms *m) {
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) free(all[i]);
 }
 
+/* Everything the bounds after the pass over (n, f) read. */
+typedef struct {
+    const tpmlp_err_inputs *in;
+    const tpmlp_format *fm;
+    const tpmlp_err_tp *tp; /* NULL: the outputs of one process */
+    int exact, f0, f1;      /* exact: the random-walk sums by GEMMs of squares; a rank's columns [f0, f1) */
+    const rows_out *out;
+    in_norms m;                    /* ‖·‖₂ of the inputs */
+    nf_sums S;                     /* the pass's sums per row and per column (square roots taken) */
+    float *var_a, *var_dh;         /* (N,F), exact: σA'² + ui²A², σdH'² + ui²dH²; else NULL */
+    double *hard;                  /* (N,F), relu: the crossings' allowance in dH; else NULL */
+    float *x2, *w1sq, *w2sq, *dy2; /* exact: the operands' squares; else NULL */
+} model;
+
+/* h and a, and what the sums below read of A and dH: the pass over (n, f)
+ *   H = X·W1ᵀ + b1     bound λσH + ρ(H)
+ *   A = act(H)         bound |g|·BH + Ea + Ef + ½M2·BH² + ρ(A)
+ *   dH = dA ⊙ act'(H)  its σ² and size, for db1, dW1, dX */
+static void bound_h_a(model *M) {
+    const tpmlp_err_inputs *in = M->in;
+    const int N = in->N, D = in->D, F = in->F, rank = M->tp && (M->tp->yr || M->tp->dxr);
+    const size_t nf = (size_t)N * F, nd = (size_t)N * D, fd = (size_t)F * D;
+    float *tsq_h = NULL, *tsq_da = NULL; /* ‖t‖₂² of H = X·W1ᵀ and of dA = dY·W2: the operands' roundings */
+    if (M->exact) {
+        M->x2 = squares(in->x, nd, "x²"), M->w1sq = squares(in->w1, fd, "W1²");
+        M->w2sq = squares(in->w2, fd, "W2²"), M->dy2 = squares(in->dy, nd, "dY²");
+        if (M->fm->u_in > 0) {
+            tsq_h = pos_gemm(N, F, D, M->x2, (size_t)D, 0, M->w1sq, (size_t)D, 1, "‖t‖₂² of H");
+            tsq_da = pos_gemm(N, F, D, M->dy2, (size_t)D, 0, M->w2sq, (size_t)F, 0, "‖t‖₂² of dA");
+        }
+    }
+    float *da = alloc_f(nf, "dA"); /* its value: one sgemm */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, F, D, 1.0f, in->dy, D, in->w2, F, 0.0f, da, F);
+    for (int k = 0; k < W_N; k++) {
+        M->S.row[k] = alloc_d((size_t)N, "row sums");
+        M->S.rank_row[k] = rank ? alloc_d((size_t)N, "row sums") : NULL;
+    }
+    for (int k = 0; k < K_N; k++) M->S.col[k] = alloc_d((size_t)F, "column sums");
+    if (M->exact) M->var_a = alloc_f(nf, "σA'² + ui²A²"), M->var_dh = alloc_f(nf, "σdH'² + ui²dH²");
+    if (in->act == TPMLP_RELU) M->hard = alloc_d(nf, "crossings");
+    const nf_pass p = {.in = in,
+                       .fm = M->fm,
+                       .f0 = M->f0,
+                       .f1 = M->f1,
+                       .rank = rank,
+                       .nx = M->m.x_r,
+                       .nw1 = M->m.w1_r,
+                       .dy_norm = M->m.dy_r,
+                       .nw2 = M->m.w2_c,
+                       .tsq_h = tsq_h,
+                       .tsq_da = tsq_da,
+                       .da = da,
+                       .var_a = M->var_a,
+                       .var_dh = M->var_dh,
+                       .hard = M->hard,
+                       .out = M->out};
+    nf_run(&M->S, &p);
+    free(da), free(tsq_h), free(tsq_da);
+    for (int k = 0; k < W_N; k++) {
+        roots(M->S.row[k], (size_t)N);
+        if (rank) roots(M->S.rank_row[k], (size_t)N);
+        roots(M->S.col[k], (size_t)F);
+    }
+}
+
+/* y, or a rank's y.partial (part: over its columns [f0, f1), no b2):
+ *   Y = A·W2ᵀ + b2     σY² = Σ_f W2²(σA'² + ui²A²) + ui²b2² + (ua√(F+1)(Σ|t| + |b2|))² + ρ(Y - b2)²
+ * and for the y of a p-way run the all-reduce's roundings. */
+static void bound_y(const model *M, int part) {
+    const tpmlp_err_inputs *in = M->in;
+    const int N = in->N, D = in->D, F = in->F, c0 = part ? M->f0 : 0, c1 = part ? M->f1 : F;
+    const tpmlp_err_tp *tp = M->tp;
+    float *g =
+        M->exact ? pos_gemm(N, D, c1 - c0, M->var_a + c0, (size_t)F, 0, M->w2sq + c0, (size_t)F, 1, "Σ W2²σ²") : NULL;
+    const f_sum s = {
+        .which = part ? V_YPART : V_Y,
+        .wk = {g, (part ? M->S.rank_row : M->S.row)[W_VAR_A], part ? M->m.w2sq_rr : M->m.w2sq_r, D},
+        .nv = (part ? M->S.rank_row : M->S.row)[W_ABS_A],
+        .nw = part ? M->m.w2_rr : M->m.w2_r,
+        .bias = part ? NULL : in->b2,
+        .w = in->w2,
+        .w_is_df = 1,
+        .f0 = c0,
+        .f1 = c1,
+        .fin = part ? (nd_finish){.ref = tp->yr}
+                    : (nd_finish){.b2 = in->b2, .ref = in->y, .sum = tp ? tp->ysum : NULL, .p = tp ? tp->p : 0}};
+    over_f(M->out, &s, N, D, F, M->fm);
+    free(g);
+}
+
+/*   dW2 = dYᵀ·A        σ² = Σ_n dY²(σA'² + ui²A²) + (ua√N Σ|t|)² */
+static void bound_dw2(const model *M) {
+    const tpmlp_err_inputs *in = M->in;
+    const int N = in->N, D = in->D, F = in->F;
+    float *g = M->exact ? pos_gemm(D, F, N, M->dy2, (size_t)D, 1, M->var_a, (size_t)F, 0, "Σ dY²σ²") : NULL;
+    const n_sum s = {.which = V_DW2,
+                     .wk = {g, M->m.dysq_c, M->S.col[W_VAR_A], F},
+                     .ng = M->m.dy_c,
+                     .nv = M->S.col[W_ABS_A],
+                     .ref = in->dw2,
+                     .R = D,
+                     .C = F};
+    over_n(M->out, &s, N, M->fm);
+    free(g);
+}
+
+/*   db2 = Σ_n dY       σ² = ui²Σ dY² + (ua√N Σ|dY|)²,  bound λσ + ρ(db2) */
+static void bound_db2(const model *M, double *b) {
+    const double ui = M->fm->u_in * UNI, cn = UA * sqrt((double)M->in->N);
+    for (int d = 0; d < M->in->D; d++)
+        b[d] = TPMLP_LAMBDA * sqrt(sq(ui) * M->m.dy2[d] + sq(cn * M->m.dy1[d])) + rho(M->fm, M->in->db2[d]);
+}
+
+/*   db1 = Σ_n dH       σ² = Σ_n σdH'² + (ua√N Σ|dH|)²,  hard = Σ_n hard,  bound hard + λσ + ρ(db1) */
+static void bound_db1(const model *M, double *b) {
+    const double cn = UA * sqrt((double)M->in->N);
+    const double *const *col = (const double *const *)M->S.col;
+    for (int f = 0; f < M->in->F; f++)
+        b[f] = col[K_HARD][f] + TPMLP_LAMBDA * sqrt(col[K_VAR_DH][f] + sq(cn * col[K_ABS_DH][f])) +
+               rho(M->fm, M->in->db1[f]);
+}
+
+/*   dW1 = dHᵀ·X        σ² = Σ_n X²(σdH'² + ui²dH²) + (ua√N Σ|t|)²,  hard = Σ_n hard·|X| */
+static void bound_dw1(const model *M) {
+    const tpmlp_err_inputs *in = M->in;
+    const int N = in->N, D = in->D, F = in->F;
+    float *g = M->exact ? pos_gemm(F, D, N, M->var_dh, (size_t)F, 1, M->x2, (size_t)D, 0, "Σ X²σ²") : NULL;
+    const n_sum s = {.which = V_DW1,
+                     .wk = {g, M->S.col[W_VAR_DH], M->m.xsq_c, D},
+                     .ng = M->S.col[W_ABS_DH],
+                     .nv = M->m.x_c,
+                     .hard = M->hard,
+                     .v = in->x,
+                     .ref = in->dw1,
+                     .R = F,
+                     .C = D};
+    over_n(M->out, &s, N, M->fm);
+    free(g);
+}
+
+/* dx, or a rank's dx.partial (part: over its columns [f0, f1)):
+ *   dX = dH·W1         σ² = Σ_f W1²(σdH'² + ui²dH²) + (ua√F Σ|t|)²,  hard = Σ_f hard·|W1|
+ * and for the dx of a p-way run the all-reduce's roundings. */
+static void bound_dx(const model *M, int part) {
+    const tpmlp_err_inputs *in = M->in;
+    const int N = in->N, D = in->D, F = in->F, c0 = part ? M->f0 : 0, c1 = part ? M->f1 : F;
+    const tpmlp_err_tp *tp = M->tp;
+    float *g = M->exact ? pos_gemm(N, D, c1 - c0, M->var_dh + c0, (size_t)F, 0, M->w1sq + (size_t)c0 * D, (size_t)D, 0,
+                                   "Σ W1²σ²")
+                        : NULL;
+    const f_sum s = {.which = part ? V_DXPART : V_DX,
+                     .wk = {g, (part ? M->S.rank_row : M->S.row)[W_VAR_DH], part ? M->m.w1sq_cr : M->m.w1sq_c, D},
+                     .nv = (part ? M->S.rank_row : M->S.row)[W_ABS_DH],
+                     .nw = part ? M->m.w1_cr : M->m.w1_c,
+                     .hard = M->hard,
+                     .w = in->w1,
+                     .w_is_df = 0,
+                     .f0 = c0,
+                     .f1 = c1,
+                     .fin = part ? (nd_finish){.ref = tp->dxr}
+                                 : (nd_finish){.ref = in->dx, .sum = tp ? tp->dxsum : NULL, .p = tp ? tp->p : 0}};
+    over_f(M->out, &s, N, D, F, M->fm);
+    free(g);
+}
+
 void tpmlp_err_bounds_compute(tpmlp_err_bounds *b, const tpmlp_err_inputs *in, const tpmlp_format *fm,
                               const tpmlp_err_tp *tp, int exact, tpmlp_err_row_fn row, void *ctx) {
-    const int N = in->N, D = in->D, F = in->F;
-    const size_t nf = (size_t)N * F, nd = (size_t)N * D, fd = (size_t)F * D;
-    const double lam = TPMLP_LAMBDA, ui = fm->u_in * UNI;
-    if (ui > 0) exact = 1; /* the operands' roundings are summed by the GEMMs of squares only */
-    const int rank = tp && (tp->yr || tp->dxr), f0 = rank ? tp->f0 : 0, f1 = rank ? tp->f1 : F;
+    const int N = in->N, D = in->D, F = in->F, rank = tp && (tp->yr || tp->dxr);
     memset(b, 0, sizeof *b);
     for (int i = 0; i < V_ALL; i++) { /* the arrays the table's rows ask for (the partials: one rank's check) */
         const tpmlp_vec_spec *sp = &tpmlp_vec_specs[i];
@@ -604,85 +791,29 @@ void tpmlp_err_bounds_compute(tpmlp_err_bounds *b, const tpmlp_err_inputs *in, c
             b->of[i] = alloc_d(tpmlp_step_numel((tpmlp_vec_id)i, N, D, F), sp->name);
     }
     const rows_out out = {b, row, ctx};
-    in_norms m;
-    input_norms(&m, in, rank, f0, f1);
-
-    /* exact: the operands' squares, and ‖t‖₂² of H = X·W1ᵀ and of dA = dY·W2 */
-    float *x2 = NULL, *w1sq = NULL, *w2sq = NULL, *dy2 = NULL, *t2h = NULL, *t2da = NULL;
-    if (exact) {
-        x2 = squares(in->x, nd, "x²"), w1sq = squares(in->w1, fd, "W1²");
-        w2sq = squares(in->w2, fd, "W2²"), dy2 = squares(in->dy, nd, "dY²");
-        if (ui > 0) {
-            t2h = pos_gemm(N, F, D, x2, (size_t)D, 0, w1sq, (size_t)D, 1, "‖t‖₂² of H");
-            t2da = pos_gemm(N, F, D, dy2, (size_t)D, 0, w2sq, (size_t)F, 0, "‖t‖₂² of dA");
-        }
-    }
-    float *da = alloc_f(nf, "dA"); /* its value: one sgemm */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, F, D, 1.0f, in->dy, D, in->w2, F, 0.0f, da, F);
-
-    nf_sums S;
-    for (int k = 0; k < W_N; k++) {
-        S.row[k] = alloc_d((size_t)N, "row sums");
-        S.rrow[k] = rank ? alloc_d((size_t)N, "row sums") : NULL;
-    }
-    for (int k = 0; k < K_N; k++) S.col[k] = alloc_d((size_t)F, "column sums");
-    nf_pass p = {in, fm, f0, f1, rank, m.x_r, m.w1_r, m.dy_r, m.w2_c, t2h, t2da, da, NULL, NULL, NULL, &out};
-    if (exact) p.sy = alloc_f(nf, "σA'² + ui²A²"), p.s2 = alloc_f(nf, "σdH'² + ui²dH²");
-    if (in->act == TPMLP_RELU) p.hard = alloc_d(nf, "crossings");
-    nf_run(&S, &p);
-    free(da), free(t2h), free(t2da);
-    for (int k = 0; k < W_N; k++) {
-        roots(S.row[k], (size_t)N);
-        if (rank) roots(S.rrow[k], (size_t)N);
-        roots(S.col[k], (size_t)F);
-    }
-
-    /* y = A·W2ᵀ + b2, and the rank's partial */
-    float *g = exact ? pos_gemm(N, D, F, p.sy, (size_t)F, 0, w2sq, (size_t)F, 1, "Σ W2²σ²") : NULL;
-    walk wk = {g, S.row[W_SY], m.w2sq_r, D};
-    nd_finish fin = {in->b2, in->y, tp ? tp->ysum : NULL, tp ? tp->p : 0};
-    over_f(&out, V_Y, &wk, S.row[W_ABSA], m.w2_r, in->b2, NULL, in->w2, 1, N, D, F, 0, F, &fin, fm);
-    free(g);
-    if (tp && tp->yr) {
-        g = exact ? pos_gemm(N, D, f1 - f0, p.sy + f0, (size_t)F, 0, w2sq + f0, (size_t)F, 1, "Σ W2²σ²") : NULL;
-        wk = (walk){g, S.rrow[W_SY], m.w2sq_rr, D};
-        fin = (nd_finish){NULL, tp->yr, NULL, 0};
-        over_f(&out, V_YPART, &wk, S.rrow[W_ABSA], m.w2_rr, NULL, NULL, in->w2, 1, N, D, F, f0, f1, &fin, fm);
-        free(g);
-    }
-    /* dW2 = dYᵀ·A, db2 = Σ dY */
-    g = exact ? pos_gemm(D, F, N, dy2, (size_t)D, 1, p.sy, (size_t)F, 0, "Σ dY²σ²") : NULL;
-    wk = (walk){g, m.dysq_c, S.col[W_SY], F};
-    over_n(&out, V_DW2, &wk, m.dy_c, S.col[W_ABSA], NULL, NULL, in->dw2, N, D, F, fm);
-    free(g), free(p.sy), free(dy2);
-    for (int d = 0; d < D; d++)
-        b->of[V_DB2][d] = lam * sqrt(sq(ui) * m.dy2[d] + sq(UA * sqrt((double)N) * m.dy1[d])) + rho(fm, in->db2[d]);
-
-    /* db1 = Σ dH, dW1 = dHᵀ·X, dX = dH·W1 */
-    for (int f = 0; f < F; f++)
-        b->of[V_DB1][f] = S.col[K_HARD][f] + lam * sqrt(S.col[K_S][f] + sq(UA * sqrt((double)N) * S.col[K_DH][f])) +
-                          rho(fm, in->db1[f]);
-    g = exact ? pos_gemm(F, D, N, p.s2, (size_t)F, 1, x2, (size_t)D, 0, "Σ X²σ²") : NULL;
-    wk = (walk){g, S.col[W_S2], m.xsq_c, D};
-    over_n(&out, V_DW1, &wk, S.col[W_ABSDH], m.x_c, p.hard, in->x, in->dw1, N, F, D, fm);
-    free(g), free(x2);
-    g = exact ? pos_gemm(N, D, F, p.s2, (size_t)F, 0, w1sq, (size_t)D, 0, "Σ W1²σ²") : NULL;
-    wk = (walk){g, S.row[W_S2], m.w1sq_c, D};
-    fin = (nd_finish){NULL, in->dx, tp ? tp->dxsum : NULL, tp ? tp->p : 0};
-    over_f(&out, V_DX, &wk, S.row[W_ABSDH], m.w1_c, NULL, p.hard, in->w1, 0, N, D, F, 0, F, &fin, fm);
-    free(g);
-    if (tp && tp->dxr) {
-        g = exact ? pos_gemm(N, D, f1 - f0, p.s2 + f0, (size_t)F, 0, w1sq + (size_t)f0 * D, (size_t)D, 0, "Σ W1²σ²")
-                  : NULL;
-        wk = (walk){g, S.rrow[W_S2], m.w1sq_cr, D};
-        fin = (nd_finish){NULL, tp->dxr, NULL, 0};
-        over_f(&out, V_DXPART, &wk, S.rrow[W_ABSDH], m.w1_cr, NULL, p.hard, in->w1, 0, N, D, F, f0, f1, &fin, fm);
-        free(g);
-    }
-    free(p.s2), free(p.hard), free(w1sq), free(w2sq);
-    for (int k = 0; k < W_N; k++) free(S.row[k]), free(S.rrow[k]);
-    for (int k = 0; k < K_N; k++) free(S.col[k]);
-    input_norms_free(&m);
+    /* exact is forced where the operands are rounded (u_in > 0): their roundings are summed by the GEMMs of squares
+     * only */
+    model M = {.in = in,
+               .fm = fm,
+               .tp = tp,
+               .exact = exact || fm->u_in > 0,
+               .f0 = rank ? tp->f0 : 0,
+               .f1 = rank ? tp->f1 : F,
+               .out = &out};
+    input_norms(&M.m, in, rank, M.f0, M.f1);
+    bound_h_a(&M);
+    bound_y(&M, 0);
+    if (tp && tp->yr) bound_y(&M, 1);
+    bound_dw2(&M);
+    bound_db2(&M, b->of[V_DB2]);
+    bound_db1(&M, b->of[V_DB1]);
+    bound_dw1(&M);
+    bound_dx(&M, 0);
+    if (tp && tp->dxr) bound_dx(&M, 1);
+    free(M.var_a), free(M.var_dh), free(M.hard), free(M.x2), free(M.w1sq), free(M.w2sq), free(M.dy2);
+    for (int k = 0; k < W_N; k++) free(M.S.row[k]), free(M.S.rank_row[k]);
+    for (int k = 0; k < K_N; k++) free(M.S.col[k]);
+    input_norms_free(&M.m);
 }
 
 static inline uint64_t bits_of(double v) {
