@@ -14,6 +14,11 @@
 
 #include "util.h"
 
+void args_open_or_die(st_file *f, const char *path) {
+    char err[512];
+    if (st_open(f, path, err, sizeof err) != 0) tpmlp_die(TPMLP_EXIT_USAGE, "%s", err);
+}
+
 int args_positive_int(const char *flag, const char *value) {
     if (value == NULL)
         tpmlp_die(TPMLP_EXIT_USAGE, "%s: missing value (expected an integer from 1 to %d)", flag, INT_MAX);

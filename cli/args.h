@@ -17,6 +17,9 @@ typedef struct {
 
 #define TPMLP_EXIT_USAGE 2
 
+/* Opens the safetensors file a command line names, or dies (exit 2) with the reader's one line. */
+void args_open_or_die(st_file *f, const char *path);
+
 /* A positive int (1..INT_MAX) for flag; dies on anything else. */
 int args_positive_int(const char *flag, const char *value);
 /* "on" 1 or "off" 0 for flag; dies on anything else. */

@@ -11,6 +11,7 @@
 #include "args.h"
 #include "bound.h"
 #include "commands.h"
+#include "stages.h"
 #include "launch.h"
 #include "util.h"
 #ifdef TPMLP_HAVE_MPI
@@ -174,10 +175,13 @@ int cmd_bench(int argc, char **argv) {
         }
         if (args_shape_flag(&s, argc, argv, &i)) continue;
         if (strcmp(argv[i], "--stage") == 0) {
-            if (i + 1 >= argc) tpmlp_die(TPMLP_EXIT_USAGE, "--stage: missing value (allowed: mpi, ring)");
+            char timed[64];
+            stage_names(timed, sizeof timed, STAGE_BENCH, ", ");
+            if (i + 1 >= argc) tpmlp_die(TPMLP_EXIT_USAGE, "--stage: missing value (allowed: %s)", timed);
             stage = argv[++i];
-            if (strcmp(stage, "mpi") != 0 && strcmp(stage, "ring") != 0)
-                tpmlp_die(TPMLP_EXIT_USAGE, "--stage: '%s' is not a stage bench times (allowed: mpi, ring)", stage);
+            const tpmlp_stage *st = stage_find(stage);
+            if (st == NULL || !(st->takes & STAGE_BENCH))
+                tpmlp_die(TPMLP_EXIT_USAGE, "--stage: '%s' is not a stage bench times (allowed: %s)", stage, timed);
             continue;
         }
         if (strcmp(argv[i], "--tp") == 0) {

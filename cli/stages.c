@@ -1,6 +1,6 @@
-/* The CPU stages as the program runs them: which backends, how the ranks
- * start and share the cores, and the test hook. The step and the runner are
- * in parallel/ (tp_mlp.h, runner.h). */
+/* The stages: their table (stages.h), and the CPU stages as the program runs
+ * them: which backends, how the ranks start and share the cores, and the test
+ * hook. The step and the runner are in parallel/ (tp_mlp.h, runner.h). */
 #include "config.h"
 
 #include <cblas.h>
@@ -14,7 +14,48 @@
 #include "comm.h"
 #include "launch.h"
 #include "runner.h"
+#include "stages.h"
 #include "util.h"
+
+const tpmlp_stage tpmlp_stages[] = {
+    {"reference", "cpu", STAGE_ONE_PROCESS, "the float32 MLP in one process\n"},
+    {"shard", "cpu, local", STAGE_TP | STAGE_RANK_OUTPUTS | STAGE_OVERLAP | STAGE_ONE_PROCESS,
+     "P ranks as threads of one process, summing their partial outputs\n"},
+    {"mpi", "cpu, mpi", STAGE_TP | STAGE_RANK_OUTPUTS | STAGE_OVERLAP | STAGE_MPI | STAGE_BENCH,
+     "P processes, MPI_Allreduce; started without mpiexec, tpmlp starts the P ranks\n"
+     "             itself (on this machine; mpiexec -n P --host ... to span machines)\n"},
+    {"ring", "cpu, ring", STAGE_TP | STAGE_RANK_OUTPUTS | STAGE_OVERLAP | STAGE_MPI | STAGE_BENCH,
+     "P processes, a hand-written ring all-reduce over MPI point-to-point\n"},
+    {"sequence", "cpu, mpi", STAGE_TP | STAGE_MPI,
+     "P processes, Megatron's sequence parallelism: rows split too, all-gather\n"
+     "             before fc1 and reduce-scatter after fc2 (N a multiple of P)\n"},
+    {"cuda", "cuda, local", STAGE_TP | STAGE_DTYPE | STAGE_OVERLAP | STAGE_LT | STAGE_ONE_PROCESS | STAGE_GPU,
+     "one GPU, cuBLAS + our kernels; --dtype fp32|tf32|bf16; with --tp P, P shards on\n"
+     "             that GPU, their partials summed there (runs tpmlp-cuda)\n"
+     "             --lt: bias + GELU (tanh) and its backward fused into cuBLASLt's GEMM epilogues\n"},
+    {"nccl", "cuda, nccl", STAGE_TP | STAGE_DTYPE | STAGE_OVERLAP | STAGE_LT | STAGE_LAUNCH | STAGE_GPU,
+     "P GPUs, ncclAllReduce; one process per GPU: mpiexec -n P tpmlp run --stage nccl --tp P,\n"
+     "             or one process driving P local GPUs, no MPI: tpmlp run --stage nccl --launch local --tp P\n"},
+};
+const int tpmlp_nstages = sizeof tpmlp_stages / sizeof *tpmlp_stages;
+
+const tpmlp_stage *stage_find(const char *name) {
+    for (int i = 0; i < tpmlp_nstages; i++)
+        if (strcmp(tpmlp_stages[i].name, name) == 0) return &tpmlp_stages[i];
+    return NULL;
+}
+
+void stage_names(char *buf, size_t len, unsigned mask, const char *last) {
+    int n = 0, k = 0;
+    for (int i = 0; i < tpmlp_nstages; i++) n += (tpmlp_stages[i].takes & mask) == mask;
+    size_t at = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < tpmlp_nstages && at < len; i++) {
+        if ((tpmlp_stages[i].takes & mask) != mask) continue;
+        const char *sep = k == 0 ? "" : k == n - 1 ? last : ", ";
+        at += (size_t)snprintf(buf + at, len - at, "%s%s", sep, tpmlp_stages[i].name), k++;
+    }
+}
 
 /* fault injection for the test that a dying rank ends the job: TPMLP_TEST_DIE_RANK=r
  * (between the collectives: the others wait in the backward's) */
