@@ -324,6 +324,7 @@ static int run_mpi(const opts *o, const tp_run_opts *ro, const tpmlp_mlp32 *in, 
 #endif
 
 static void parse(opts *o, int argc, char **argv) {
+    tpmlp_rank_args ra = {0, -1, TPMLP_SPLIT_BALANCED, 0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--version") == 0) {
@@ -339,12 +340,8 @@ static void parse(opts *o, int argc, char **argv) {
         } else if (strcmp(a, "--bench") == 0) {
             for (int k = 0; k < 3; k++)
                 o->bench[k] = args_positive_int("--bench", i + 1 < argc ? argv[i + 1] : NULL), i++;
-        } else if (strcmp(a, "--tp") == 0) {
-            o->p = args_positive_int("--tp", v), i++;
-        } else if (strcmp(a, "--rank") == 0) {
-            if (v == NULL || (o->rank = atoi(v), strspn(v, "0123456789") != strlen(v) || !*v))
-                tpmlp_die(TPMLP_EXIT_USAGE, "--rank: expected a rank from 0 to P-1, got '%s'", v ? v : "");
-            i++;
+        } else if (strcmp(a, "--split") != 0 && args_rank_flag(&ra, argc, argv, &i)) {
+            continue; /* --tp P, --rank R: tpmlp's own parser */
         } else if (strcmp(a, "--overlap") == 0) {
             o->overlap = args_on_off("--overlap", v), i++;
         } else if (strcmp(a, "--kernels") == 0) {
@@ -367,6 +364,8 @@ static void parse(opts *o, int argc, char **argv) {
             tpmlp_die(TPMLP_EXIT_USAGE, "tpmlp-cuda: unexpected argument '%s' (tpmlp-cuda --help)", a);
         }
     }
+    if (ra.tp) o->p = ra.tp;
+    o->rank = ra.rank;
     const int files = strcmp(o->launch, "files") == 0;
     if (strcmp(o->launch, "mpi") != 0 && strcmp(o->launch, "local") != 0 && !files)
         tpmlp_die(TPMLP_EXIT_USAGE,
