@@ -1,9 +1,13 @@
 /* The communicator interface the tensor-parallel MLP is written against, as
  * torch.distributed is written against its backends (gloo, NCCL). Backends:
- *   local  p ranks as threads of one process (the shard stage, unit tests)
- *   mpi    MPI_Allreduce and friends over Open MPI
+ *   local  p ranks as threads of one process (the shard stage, unit tests),
+ *          over host memory or, with memory hooks, one GPU's (comm_local.c)
+ *   mpi    MPI_Allreduce and friends over Open MPI (comm_mpi.c)
  *   ring   ring reduce-scatter + all-gather by hand over MPI point-to-point
- * Only mpi has a non-blocking all-reduce of its own (MPI_Iallreduce).
+ *          (comm_ring.c)
+ *   nccl   ncclAllReduce and friends on a CUDA stream (comm_nccl.cu)
+ * mpi (MPI_Iallreduce) and nccl (its own stream) have a non-blocking
+ * all-reduce; on local and ring, comm_iallreduce runs the blocking one.
  * Every call returns 0, or -1 after printing one line that names the
  * backend, the call and what failed. All collectives are in place or
  * out of place as documented; counts are per rank where they say so. */

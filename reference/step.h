@@ -107,7 +107,7 @@ typedef struct {
 /* The same, float32: what an implementation under test produces. */
 #define TPMLP_STEP_F32_(id, field, name, dims, role, kind, bound, grad_of, what) float *field;
 typedef struct {
-    int N, D, F;
+    int N, D, F; /* F: a shard's own F_r in a rank's copy of its outputs (tp_shard_download) */
     tpmlp_act act;
     TPMLP_STEP_TENSORS(TPMLP_STEP_F32_)
 } tpmlp_mlp32;
