@@ -1,4 +1,4 @@
-/* tpmlp bench: the reference fwd+bwd against the same six GEMMs alone, timed
+/* tpmlp bench: the step fwd+bwd against the same six GEMMs alone, timed
  * alternately in one run (median of --reps after a warm-up), so the ratio is
  * taken under the same conditions. */
 #include "config.h"
@@ -12,21 +12,22 @@
 #include "bound.h"
 #include "commands.h"
 #include "stages.h"
+#include "comm.h"
 #include "launch.h"
+#include "tp_mlp.h"
 #include "util.h"
 #ifdef TPMLP_HAVE_MPI
 #include <mpi.h>
 
 #include "comm_mpi.h"
 #include "runner.h"
-#include "tp_mlp.h"
 #endif
 
 static const char bench_usage[] =
     "usage: tpmlp bench --batch B --seq T --hidden D [--ffn F] [--act gelu|gelu_tanh|relu]\n"
     "                   [--threads N] [--reps R] [--seed S]\n"
-    "Times the float32 reference forward+backward and, alternating in the same run, its six\n"
-    "GEMMs alone on the same shapes; prints the medians and their ratio.\n"
+    "Times the float32 step forward+backward (the cpu backend, one rank) and, alternating in\n"
+    "the same run, its six GEMMs alone on the same buffers; prints the medians and their ratio.\n"
     "  --ffn      default 4 × hidden      --act      default gelu\n"
     "  --threads  OpenBLAS and OpenMP threads (default: their own defaults)\n"
     "  --reps     timed repetitions after one warm-up (default 11)\n"
@@ -36,15 +37,14 @@ static const char bench_usage[] =
     "             the weight gradients and not, in the same run, with the share of it hidden\n"
     "  --overlap on|off   the mode of the step's main line (default on)\n";
 
-/* The six GEMMs of mlp_forward_f32 + mlp_backward_f32, same shapes and layouts. */
-static void gemms_only(tpmlp_mlp32 *t) {
-    const int N = t->N, D = t->D, F = t->F;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, F, D, 1.0f, t->x, D, t->w1, D, 0.0f, t->h, F);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, D, F, 1.0f, t->a, F, t->w2, F, 0.0f, t->y, D);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, D, F, N, 1.0f, t->dy, D, t->a, F, 0.0f, t->dw2, F);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, F, D, 1.0f, t->dy, D, t->w2, F, 0.0f, t->dh, F);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, F, D, N, 1.0f, t->dh, F, t->x, D, 0.0f, t->dw1, D);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, D, F, 1.0f, t->dh, F, t->w1, D, 0.0f, t->dx, D);
+/* One step, forward and backward, of the shard over its communicator. */
+typedef struct {
+    tp_shard *s;
+    tpmlp_comm *c;
+} tp_job;
+static int tp_step(void *a) {
+    tp_job *j = a;
+    return tp_forward(j->s, j->c) || tp_backward(j->s, j->c);
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -63,14 +63,6 @@ static double timed_max(int (*fn)(void *), void *arg) {
     return worst;
 }
 
-typedef struct {
-    tp_shard *s;
-    tpmlp_comm *c;
-} tp_job;
-static int tp_step(void *a) {
-    tp_job *j = a;
-    return tp_forward(j->s, j->c) || tp_backward(j->s, j->c);
-}
 static int tp_allreduce_only(void *a) {
     tp_job *j = a;
     return j->c->ops->allreduce(j->c, j->s->y, (size_t)j->s->N * j->s->D, COMM_F32);
@@ -215,25 +207,36 @@ int cmd_bench(int argc, char **argv) {
     int N = args_shape_finish(&s);
     args_apply_threads(&s);
 
-    tpmlp_mlp32 t;
-    tpmlp_mlp32_alloc(&t, N, s.hidden, s.ffn, s.act);
-    tpmlp_mlp32_random_inputs(&t, s.seed);
+    /* The step at p = 1 on the cpu backend against the same step with every
+     * operation but its six GEMMs a no-op (tp_compute_wrap's GEMMS_ONLY, as
+     * tpmlp-cuda --bench times a GPU's), on the same buffers, alternating. */
+    const tpmlp_vec_dims d = {1, N, s.hidden, s.ffn, s.act, s.seed};
+    tp_compute gemms;
+    tp_shard sh, sg;
+    tpmlp_comm one;
+    if (tp_compute_wrap(&gemms, tp_compute_cpu(), TP_WRAP_GEMMS_ONLY) != 0 ||
+        tp_shard_alloc(&sh, tp_compute_cpu(), N, s.hidden, s.ffn, 1, 0, s.act) != 0 ||
+        tp_shard_generate(&sh, &d) != 0 || comm_local_create(&one, 1) != 0)
+        return 1;
+    sg = sh, sg.cpt = &gemms; /* the same buffers */
+    tp_job step = {&sh, &one}, gemms_job = {&sg, &one};
     double *tm = tpmlp_alloc((size_t)reps, sizeof *tm, "bench times"),
            *tg = tpmlp_alloc((size_t)reps, sizeof *tg, "bench times");
     tpmlp_progress("bench: warm-up", 1, 1);
-    tpmlp_mlp32_run(&t); /* warm-up: page faults, thread pools */
-    gemms_only(&t);
-    tpmlp_mlp32_run(&t); /* leaves real activations in t for the GEMM-only runs */
-    for (int r = 0; r < reps; r++) {
+    int rc = tp_step(&step) || tp_step(&gemms_job); /* warm-up: page faults, thread pools */
+    rc = rc || tp_step(&step);                      /* leaves real activations for the GEMM-only runs */
+    for (int r = 0; r < reps && rc == 0; r++) {
         tpmlp_progress("bench: timed repetition", r + 1, reps);
         double t0 = tpmlp_now();
-        tpmlp_mlp32_run(&t);
+        rc = tp_step(&step);
         double t1 = tpmlp_now();
-        gemms_only(&t);
+        rc = rc || tp_step(&gemms_job);
         double t2 = tpmlp_now();
         tm[r] = t1 - t0, tg[r] = t2 - t1;
     }
     tpmlp_progress_done();
+    one.ops->destroy(&one), tp_shard_free(&sh), gemms.ops->destroy(&gemms);
+    if (rc != 0) return free(tm), free(tg), 1;
     qsort(tm, (size_t)reps, sizeof *tm, cmp_double);
     qsort(tg, (size_t)reps, sizeof *tg, cmp_double);
     double mlp = tm[reps / 2], gemm = tg[reps / 2];
@@ -243,6 +246,5 @@ int cmd_bench(int argc, char **argv) {
     printf("fwd+bwd %.2f ms, gemms alone %.2f ms, ratio %.3f  (GEMMs at %.1f GFLOP/s)\n", mlp * 1e3, gemm * 1e3,
            mlp / gemm, flops / gemm * 1e-9);
     free(tm), free(tg);
-    tpmlp_mlp32_free(&t);
     return 0;
 }
