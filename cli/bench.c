@@ -37,16 +37,6 @@ static const char bench_usage[] =
     "             the weight gradients and not, in the same run, with the share of it hidden\n"
     "  --overlap on|off   the mode of the step's main line (default on)\n";
 
-/* One step, forward and backward, of the shard over its communicator. */
-typedef struct {
-    tp_shard *s;
-    tpmlp_comm *c;
-} tp_job;
-static int tp_step(void *a) {
-    tp_job *j = a;
-    return tp_forward(j->s, j->c) || tp_backward(j->s, j->c);
-}
-
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -64,7 +54,7 @@ static double timed_max(int (*fn)(void *), void *arg) {
 }
 
 static int tp_allreduce_only(void *a) {
-    tp_job *j = a;
+    tp_step_job *j = a;
     return j->c->ops->allreduce(j->c, j->s->y, (size_t)j->s->N * j->s->D, COMM_F32);
 }
 
@@ -93,7 +83,7 @@ static int bench_tp(const char *stage, int p, tpmlp_shape_args *s, int reps, int
     if (tp_shard_alloc(&sh, tp_compute_cpu(), N, s->hidden, s->ffn, p, rank, s->act) != 0 ||
         tp_shard_generate(&sh, &d) != 0)
         MPI_Abort(MPI_COMM_WORLD, 1);
-    tp_job j = {&sh, &c};
+    tp_step_job j = {&sh, &c};
     /* p = 1 in the same run: rank 0 alone runs the unsharded step with the
      * same threads while the other ranks wait (one core each, so they do
      * not slow it down when there are at least p cores) */
@@ -219,7 +209,7 @@ int cmd_bench(int argc, char **argv) {
         tp_shard_generate(&sh, &d) != 0 || comm_local_create(&one, 1) != 0)
         return 1;
     sg = sh, sg.cpt = &gemms; /* the same buffers */
-    tp_job step = {&sh, &one}, gemms_job = {&sg, &one};
+    tp_step_job step = {&sh, &one}, gemms_job = {&sg, &one};
     double *tm = tpmlp_alloc((size_t)reps, sizeof *tm, "bench times"),
            *tg = tpmlp_alloc((size_t)reps, sizeof *tg, "bench times");
     tpmlp_progress("bench: warm-up", 1, 1);

@@ -61,15 +61,6 @@ typedef struct {
 /* ------------------------------------------------------------ the benchmark */
 
 typedef struct {
-    tp_shard *s;
-    tpmlp_comm *c;
-} step_job;
-static int step(void *arg) {
-    step_job *j = arg;
-    return tp_forward(j->s, j->c) || tp_backward(j->s, j->c);
-}
-
-typedef struct {
     tp_compute *k;
     int which; /* one of the six GEMMs */
     tp_shard *s;
@@ -125,9 +116,9 @@ static int bench(const opts *o) {
     float *t = tpmlp_alloc((size_t)(3 * reps), sizeof *t, "times");
     for (int r = -1; r < reps; r++) /* r = -1: warm-up */
         for (int v = 0; v < nv; v++) {
-            step_job j = {&s[v], &c[v]};
+            tp_step_job j = {&s[v], &c[v]};
             float ms;
-            if (tp_compute_cuda_time(ctx[v], step, &j, &ms) != 0) return 1;
+            if (tp_compute_cuda_time(ctx[v], tp_step, &j, &ms) != 0) return 1;
             if (r >= 0) t[v * reps + r] = ms;
         }
     float med[3];

@@ -158,6 +158,11 @@ int tp_backward(tp_shard *s, tpmlp_comm *c) {
     return rc ? -1 : 0;
 }
 
+int tp_step(void *job) {
+    tp_step_job *j = job;
+    return tp_forward(j->s, j->c) || tp_backward(j->s, j->c) ? -1 : 0;
+}
+
 int tp_shard_download(const tp_shard *s, tpmlp_mlp32 *mine) {
     tp_compute *c = s->cpt;
     tpmlp_mlp32_alloc(mine, s->N, s->D, s->Fr, s->act);

@@ -61,6 +61,14 @@ int tp_shard_generate(tp_shard *s, const tpmlp_vec_dims *d);
  * shard's compute backend. 0, or -1 after one line. */
 int tp_forward(tp_shard *s, tpmlp_comm *c);
 int tp_backward(tp_shard *s, tpmlp_comm *c);
+/* One forward and backward of job->s over job->c (a tp_step_job), as a
+ * callback for the benchmarks' timers. 0, or -1. */
+typedef struct {
+    tp_shard *s;
+    tpmlp_comm *c;
+} tp_step_job;
+int tp_step(void *job);
+
 /* Their pieces without a collective, for the sequence-parallel variant
  * (sp_mlp.h), which changes only the collectives around them:
  *   forward_partial: H_r, A_r and the partial Y_r (kept if asked);
