@@ -43,7 +43,7 @@ unsigned long long args_u64(const char *flag, const char *value) {
 tpmlp_act args_act(const char *flag, const char *value) {
     tpmlp_act act;
     if (value == NULL || tpmlp_act_parse(value, &act) != 0)
-        tpmlp_die(TPMLP_EXIT_USAGE, "%s: '%s' is not an activation (allowed: gelu, gelu_tanh, relu)", flag,
+        tpmlp_die(TPMLP_EXIT_USAGE, "%s: '%s' is not an activation (allowed: gelu, gelu_tanh, relu, silu)", flag,
                   value ? value : "(missing)");
     return act;
 }

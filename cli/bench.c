@@ -24,7 +24,7 @@
 #endif
 
 static const char bench_usage[] =
-    "usage: tpmlp bench --batch B --seq T --hidden D [--ffn F] [--act gelu|gelu_tanh|relu]\n"
+    "usage: tpmlp bench --batch B --seq T --hidden D [--ffn F] [--act gelu|gelu_tanh|relu|silu]\n"
     "                   [--threads N] [--reps R] [--seed S]\n"
     "Times the float32 step forward+backward (the cpu backend, one rank) and, alternating in\n"
     "the same run, its six GEMMs alone on the same buffers; prints the medians and their ratio.\n"

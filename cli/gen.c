@@ -10,7 +10,7 @@
 #include "vectors.h"
 
 static const char gen_usage[] =
-    "usage: tpmlp gen --batch B --seq T --hidden D [--ffn F] [--act gelu|gelu_tanh|relu] [--seed S] -o FILE\n"
+    "usage: tpmlp gen --batch B --seq T --hidden D [--ffn F] [--act gelu|gelu_tanh|relu|silu] [--seed S] -o FILE\n"
     "                 [--tp P --rank R [--split balanced|chunk]]\n"
     "Writes a test-vector file (safetensors): the float32 inputs and the float64 reference\n"
     "outputs, byte for byte the same on every machine. Names and shapes: docs/vectors.md.\n"

@@ -36,6 +36,11 @@ template <int ACT> __device__ __forceinline__ void act_both(float x, float *g, f
         float s = u >= 0.0f ? inv : einv;
         *g = x * s;
         *d = s + x * (einv * inv) * 2.0f * 0.79788456f * (1.0f + 3.0f * 0.044715f * x * x);
+    } else if (ACT == TPMLP_SILU) {
+        float e = expf(-fabsf(x)), inv = 1.0f / (1.0f + e), einv = e * inv; // σ(x) without overflow
+        float s = x >= 0.0f ? inv : einv;
+        *g = x * s;
+        *d = s + x * (einv * inv);
     } else {
         *g = x > 0.0f ? x : 0.0f;
         *d = x > 0.0f ? 1.0f : 0.0f;
@@ -68,6 +73,8 @@ template <int ACT> __device__ __forceinline__ void act_both_ref(float x, float *
         act_gelu_both_f32(x, g, d);
     else if (ACT == TPMLP_GELU_TANH)
         act_gelu_tanh_both_f32(x, g, d);
+    else if (ACT == TPMLP_SILU)
+        act_silu_both_f32(x, g, d);
     else
         *g = act_relu_f32(x), *d = act_relu_grad_f32(x);
 }
@@ -150,6 +157,7 @@ static int bias_act_dt(int version, void *h, void *a, void *dact, const void *b,
     switch (act) {
     case TPMLP_GELU: return launch_bias_act<T, TPMLP_GELU>(version, h, a, dact, b, N, F, s);
     case TPMLP_GELU_TANH: return launch_bias_act<T, TPMLP_GELU_TANH>(version, h, a, dact, b, N, F, s);
+    case TPMLP_SILU: return launch_bias_act<T, TPMLP_SILU>(version, h, a, dact, b, N, F, s);
     default: return launch_bias_act<T, TPMLP_RELU>(version, h, a, dact, b, N, F, s);
     }
 }

@@ -18,7 +18,7 @@
 #define TPMLP_CLONES
 #endif
 
-static const char *const act_names[TPMLP_NUM_ACTS] = {"gelu", "gelu_tanh", "relu"};
+static const char *const act_names[TPMLP_NUM_ACTS] = {"gelu", "gelu_tanh", "relu", "silu"};
 
 int tpmlp_act_parse(const char *name, tpmlp_act *out) {
     for (int i = 0; i < TPMLP_NUM_ACTS; i++)
@@ -35,6 +35,7 @@ float tpmlp_act_f32(tpmlp_act act, float x) {
     switch (act) {
     case TPMLP_GELU: return act_gelu_f32(x);
     case TPMLP_GELU_TANH: return act_gelu_tanh_f32(x);
+    case TPMLP_SILU: return act_silu_f32(x);
     default: return act_relu_f32(x);
     }
 }
@@ -42,6 +43,7 @@ float tpmlp_act_grad_f32(tpmlp_act act, float x) {
     switch (act) {
     case TPMLP_GELU: return act_gelu_grad_f32(x);
     case TPMLP_GELU_TANH: return act_gelu_tanh_grad_f32(x);
+    case TPMLP_SILU: return act_silu_grad_f32(x);
     default: return act_relu_grad_f32(x);
     }
 }
@@ -49,6 +51,7 @@ double tpmlp_act_f64(tpmlp_act act, double x) {
     switch (act) {
     case TPMLP_GELU: return act_gelu_f64(x);
     case TPMLP_GELU_TANH: return act_gelu_tanh_f64(x);
+    case TPMLP_SILU: return act_silu_f64(x);
     default: return act_relu_f64(x);
     }
 }
@@ -56,6 +59,7 @@ double tpmlp_act_grad_f64(tpmlp_act act, double x) {
     switch (act) {
     case TPMLP_GELU: return act_gelu_grad_f64(x);
     case TPMLP_GELU_TANH: return act_gelu_tanh_grad_f64(x);
+    case TPMLP_SILU: return act_silu_grad_f64(x);
     default: return act_relu_grad_f64(x);
     }
 }
@@ -100,6 +104,23 @@ TPMLP_CLONES static void bias_act_row_f32(float *restrict h, float *restrict a, 
                 float v = h[j] + b[j];
                 h[j] = v;
                 a[j] = act_gelu_tanh_f32(v);
+            }
+        }
+        break;
+    case TPMLP_SILU:
+        if (dact) {
+#pragma omp simd
+            for (int j = 0; j < n; j++) {
+                float v = h[j] + b[j];
+                h[j] = v;
+                act_silu_both_f32(v, &a[j], &dact[j]);
+            }
+        } else {
+#pragma omp simd
+            for (int j = 0; j < n; j++) {
+                float v = h[j] + b[j];
+                h[j] = v;
+                a[j] = act_silu_f32(v);
             }
         }
         break;

@@ -18,6 +18,9 @@
  *     nothing overflows; σ(1-σ) = e/(1+e)² for either sign.
  *   gelu_tanh'(x) = σ + x·σ(1-σ)·2u'(x).
  *   relu(x) = x > 0 ? x : 0;  relu'(x) = x > 0 ? 1 : 0 (0 at the kink, as PyTorch).
+ *   silu(x) = x·σ(x)  (PyTorch F.silu, the "Swish" of SwiGLU), σ from
+ *     e = exp(-|x|) ≤ 1 as for gelu_tanh: x ≥ 0: 1/(1+e), x < 0: e/(1+e);
+ *   silu'(x) = σ + x·σ(1-σ).
  *
  * The measured error (tests/test_act.c against long double) is a few ulp on
  * top of the function's own condition number. */
@@ -140,6 +143,35 @@ ACT_INLINE float act_gelu_tanh_grad_f32(float x) {
     return d;
 }
 
+/* σ(x) and σ(1-σ) for silu, from e = exp(-|x|): nothing overflows. */
+ACT_INLINE void act_silu_parts_f32(float x, float *sig, float *s1ms) {
+    float ax = fabsf(x);
+    ax = ax > 120.0f ? 120.0f : ax; /* e^-120 is 0 in float */
+    float e = act_exp2part_f32(-ax, 0.0f);
+    float inv = 1.0f / (1.0f + e), einv = e * inv;
+    *sig = x >= 0.0f ? inv : einv;
+    *s1ms = einv * inv;
+}
+ACT_INLINE float act_silu_f32(float x) {
+    float s, d;
+    act_silu_parts_f32(x, &s, &d);
+    return x * s;
+}
+/* silu and silu' from one evaluation of σ. */
+ACT_INLINE void act_silu_both_f32(float x, float *value, float *grad) {
+    float s, d;
+    act_silu_parts_f32(x, &s, &d);
+    *value = x * s;
+    float ax = fabsf(x);
+    float xc = copysignf(ax > 120.0f ? 120.0f : ax, x); /* σ(1-σ) is 0 beyond: keep inf·0 out */
+    *grad = s + xc * d;
+}
+ACT_INLINE float act_silu_grad_f32(float x) {
+    float v, g;
+    act_silu_both_f32(x, &v, &g);
+    return g;
+}
+
 ACT_INLINE float act_relu_f32(float x) { return x > 0.0f ? x : 0.0f; }
 ACT_INLINE float act_relu_grad_f32(float x) { return x > 0.0f ? 1.0f : 0.0f; }
 
@@ -162,6 +194,20 @@ ACT_INLINE double act_gelu_tanh_f64(double x) {
 ACT_INLINE double act_gelu_tanh_grad_f64(double x) {
     double d, s = act_gelu_tanh_sig_f64(x, &d);
     return s + x * d * 2.0 * 0.79788456080286535588 * (1.0 + 3.0 * 0.044715 * x * x);
+}
+ACT_INLINE double act_silu_sig_f64(double x, double *s1ms) {
+    double e = exp(-fabs(x));
+    double inv = 1.0 / (1.0 + e);
+    *s1ms = e * inv * inv;
+    return x >= 0.0 ? inv : e * inv;
+}
+ACT_INLINE double act_silu_f64(double x) {
+    double d;
+    return x * act_silu_sig_f64(x, &d);
+}
+ACT_INLINE double act_silu_grad_f64(double x) {
+    double d, s = act_silu_sig_f64(x, &d);
+    return s + x * d;
 }
 ACT_INLINE double act_relu_f64(double x) { return x > 0.0 ? x : 0.0; }
 ACT_INLINE double act_relu_grad_f64(double x) { return x > 0.0 ? 1.0 : 0.0; }

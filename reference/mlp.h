@@ -18,10 +18,12 @@ extern "C" { /* the CUDA host code (C++) links against these */
 
 #include <stddef.h>
 
-typedef enum { TPMLP_GELU = 0, TPMLP_GELU_TANH = 1, TPMLP_RELU = 2 } tpmlp_act;
-#define TPMLP_NUM_ACTS 3
+typedef enum { TPMLP_GELU = 0, TPMLP_GELU_TANH = 1, TPMLP_RELU = 2, TPMLP_SILU = 3 } tpmlp_act;
+#define TPMLP_NUM_ACTS 4
+/* The names, for messages: "gelu, gelu_tanh, relu or silu". */
+#define TPMLP_ACT_NAMES "gelu, gelu_tanh, relu or silu"
 
-/* "gelu", "gelu_tanh", "relu"; returns 0 on success, -1 for an unknown name. */
+/* "gelu", "gelu_tanh", "relu", "silu"; returns 0 on success, -1 for an unknown name. */
 int tpmlp_act_parse(const char *name, tpmlp_act *out);
 const char *tpmlp_act_name(tpmlp_act act);
 

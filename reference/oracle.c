@@ -55,6 +55,10 @@ double tpmlp_det_act(tpmlp_act act, double x) {
         double e = det_exp(-2.0 * fabs(u));
         return u >= 0 ? x / (1.0 + e) : x * e / (1.0 + e);
     }
+    case TPMLP_SILU: { /* x·σ(x), σ from e^-|x| ≤ 1 */
+        double e = det_exp(-fabs(x));
+        return x >= 0 ? x / (1.0 + e) : x * e / (1.0 + e);
+    }
     default: return x > 0 ? x : 0.0;
     }
 }
@@ -68,6 +72,11 @@ double tpmlp_det_act_grad(tpmlp_act act, double x) {
         double e = det_exp(-2.0 * fabs(u)), inv = 1.0 / (1.0 + e);
         double s = u >= 0 ? inv : e * inv;
         return s + x * (e * inv * inv) * 2.0 * 0.79788456080286535588 * (1.0 + 3.0 * 0.044715 * x * x);
+    }
+    case TPMLP_SILU: { /* σ + x·σ(1-σ) */
+        double e = det_exp(-fabs(x)), inv = 1.0 / (1.0 + e);
+        double s = x >= 0 ? inv : e * inv;
+        return s + x * (e * inv * inv);
     }
     default: return x > 0 ? 1.0 : 0.0;
     }

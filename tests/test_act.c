@@ -30,6 +30,7 @@ static long double ref_f(tpmlp_act act, long double x) {
     switch (act) {
     case TPMLP_GELU: return x * phi_l(x);
     case TPMLP_GELU_TANH: return x / (1.0L + expl(-2.0L * gt_u(x))); /* = x/2·(1 + tanh u), no cancellation */
+    case TPMLP_SILU: return x / (1.0L + expl(-x));
     default: return x > 0 ? x : 0;
     }
 }
@@ -41,6 +42,10 @@ static long double ref_df(tpmlp_act act, long double x) {
         long double du = sqrtl(2.0L / 3.14159265358979323846264338L) * (1 + 3 * 0.044715L * x * x);
         return s + x * (e / ((1 + e) * (1 + e))) * 2 * du;
     }
+    case TPMLP_SILU: {
+        long double e = expl(-fabsl(x)), s = x >= 0 ? 1 / (1 + e) : e / (1 + e);
+        return s + x * (e / ((1 + e) * (1 + e)));
+    }
     default: return x > 0 ? 1 : 0;
     }
 }
@@ -50,6 +55,10 @@ static long double ref_df(tpmlp_act act, long double x) {
 static long double terms(tpmlp_act act, int grad, long double x) {
     if (!grad || act == TPMLP_RELU) return fabsl(grad ? ref_df(act, x) : ref_f(act, x));
     if (act == TPMLP_GELU) return phi_l(x) + fabsl(x) * pdf_l(x);
+    if (act == TPMLP_SILU) {
+        long double e = expl(-fabsl(x)), s = x >= 0 ? 1 / (1 + e) : e / (1 + e);
+        return s + fabsl(x * (e / ((1 + e) * (1 + e))));
+    }
     long double e = expl(-2.0L * fabsl(gt_u(x))), s = gt_u(x) >= 0 ? 1 / (1 + e) : e / (1 + e);
     return s + fabsl(x * (e / ((1 + e) * (1 + e))) * 2 * sqrtl(2.0L / 3.14159265358979323846264338L) *
                      (1 + 3 * 0.044715L * x * x));
@@ -131,6 +140,7 @@ static void act_special_values(void **state) {
     assert_true(tpmlp_act_grad_f32(TPMLP_GELU_TANH, 0.0f) == 0.5f);
     assert_true(tpmlp_act_grad_f64(TPMLP_GELU, 0.0) == 0.5);
     assert_true(tpmlp_act_grad_f32(TPMLP_RELU, 0.0f) == 0.0f); /* PyTorch's choice at the kink */
+    assert_true(tpmlp_act_grad_f32(TPMLP_SILU, 0.0f) == 0.5f && tpmlp_act_grad_f64(TPMLP_SILU, 0.0) == 0.5);
     assert_true(tpmlp_act_f32(TPMLP_GELU, INFINITY) == INFINITY);
 }
 
@@ -180,17 +190,22 @@ int main(void) {
         NAMED_TEST(act_f32, "gelu", TPMLP_GELU),
         NAMED_TEST(act_f32, "gelu_tanh", TPMLP_GELU_TANH),
         NAMED_TEST(act_f32, "relu", TPMLP_RELU),
+        NAMED_TEST(act_f32, "silu", TPMLP_SILU),
         NAMED_TEST(act_grad_f32, "gelu", TPMLP_GELU),
         NAMED_TEST(act_grad_f32, "gelu_tanh", TPMLP_GELU_TANH),
         NAMED_TEST(act_grad_f32, "relu", TPMLP_RELU),
+        NAMED_TEST(act_grad_f32, "silu", TPMLP_SILU),
         NAMED_TEST(act_f64, "gelu", TPMLP_GELU),
         NAMED_TEST(act_f64, "gelu_tanh", TPMLP_GELU_TANH),
+        NAMED_TEST(act_f64, "silu", TPMLP_SILU),
         NAMED_TEST(act_grad_f64, "gelu", TPMLP_GELU),
         NAMED_TEST(act_grad_f64, "gelu_tanh", TPMLP_GELU_TANH),
+        NAMED_TEST(act_grad_f64, "silu", TPMLP_SILU),
         NAMED_TEST(act_special_values, "", 0),
         NAMED_TEST(row_kernels_match_scalar, "gelu", TPMLP_GELU),
         NAMED_TEST(row_kernels_match_scalar, "gelu_tanh", TPMLP_GELU_TANH),
         NAMED_TEST(row_kernels_match_scalar, "relu", TPMLP_RELU),
+        NAMED_TEST(row_kernels_match_scalar, "silu", TPMLP_SILU),
     };
     return cmocka_run_group_tests_name("activations", tests, NULL, NULL);
 }

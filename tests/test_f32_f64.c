@@ -102,8 +102,8 @@ int main(void) {
     test_seed();
     const struct CMUnitTest tests[] = {
         NAMED_TEST(f32_within_bound, "gelu", TPMLP_GELU), NAMED_TEST(f32_within_bound, "gelu_tanh", TPMLP_GELU_TANH),
-        NAMED_TEST(f32_within_bound, "relu", TPMLP_RELU), NAMED_TEST(f32_within_bound_long_k, "", 0),
-        NAMED_TEST(bound_catches_errors, "", 0),
+        NAMED_TEST(f32_within_bound, "relu", TPMLP_RELU), NAMED_TEST(f32_within_bound, "silu", TPMLP_SILU),
+        NAMED_TEST(f32_within_bound_long_k, "", 0),       NAMED_TEST(bound_catches_errors, "", 0),
     };
     return cmocka_run_group_tests_name("float32 vs float64", tests, NULL, NULL);
 }

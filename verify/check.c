@@ -370,7 +370,7 @@ static void rows_setup(row_check *rc, const tpmlp_check_result *res, const st_fi
     const tpmlp_vec_dims *dm = &res->dims;
     const int nt = omp_get_max_threads();
     *rc = (row_check){.theirs = theirs, .h = h, .act = dm->act};
-    rc->form = res->rows[V_A].present && dm->act != TPMLP_RELU;
+    rc->form = res->rows[V_A].present && tpmlp_err_has_form_test(dm->act);
     rc->bufw = (size_t)(dm->F > dm->D ? dm->F : dm->D);
     for (int i = 0; i < V_ALL; i++) {
         if (tpmlp_vec_specs[i].bound != TPMLP_BOUND_ROWS || !res->rows[i].present) continue;

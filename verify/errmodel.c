@@ -11,7 +11,7 @@
  *   H = X·W1ᵀ + b1     σH² = ui²(2‖t‖₂² + b1²) + (ua√(D+1)(Σ|t| + |b1|))² + ρ(H - b1)²
  *                      (operands x, W1, b1 rounded; fp32 sums; the GEMM's output
  *                      rounded before the bias add)        bound λσH + ρ(H)
- *   A = act(H)         gelu: σA² = g²σH'² + Ea² + ρ(A)²,  hard = ½M2·BH²,
+ *   A = act(H)         gelu, gelu_tanh, silu: σA² = g²σH'² + Ea² + ρ(A)²,  hard = ½M2·BH²,
  *                      g = act'(H), M2 = max|act''| = 0.8, BH the bound of H,
  *                      σH'² = σH² + ρ(H)² (what the next step receives),
  *                      Ea = 8·ue·(|H|·max(s, 1-s) + |A|) + Ef, s = A/H: the terms
@@ -26,7 +26,7 @@
  *   dA = dY·W2         σ² = 2ui²‖t‖₂² + (ua√D Σ|t|)²      (its value: one sgemm)
  *   act'               σg² = M2²σH'² + Eg² + ρ(g)², Eg = 8·ue·(max(s,1-s) + |g - s|(1 + H²/2))
  *                      + u·(|s - ½| + s + |g - s|)
- *   dH = dA ⊙ act'(H)  gelu: σ² = g²σdA'² + dA²σg² + ρ(dH)²
+ *   dH = dA ⊙ act'(H)  smooth: σ² = g²σdA'² + dA²σg² + ρ(dH)²
  *                      relu: where |H| ≤ BH, H may cross 0 at the λ level and
  *                      dH be off by all of dA: hard = 2(|dA| + BdA), in full
  *                      (twice, as every full-size allowance: half the budget)
@@ -85,7 +85,7 @@ const tpmlp_format *tpmlp_format_find(const char *name) {
  * error and the kink crossings are bounded instead, at full size. */
 #define UNI 0.57735026918962576 /* 1/√3 */
 #define UA (0x1p-24 * UNI)      /* fp32 accumulation */
-#define M2 0.8                  /* max |act''| for both GELUs: 2φ(0) ≈ 0.798 */
+#define M2 0.8                  /* ≥ max |act''|: 2φ(0) ≈ 0.798 for both GELUs, 2σ'(0) = 0.5 for silu */
 
 /* ρ(v) = u·|v| + tiny, one rounding of v, and its scale; inline, for the
  * vectorised row loops (u, tiny: the format's) */
@@ -280,6 +280,10 @@ ERR_CLONES static void act_row(const float *restrict h, float *restrict a, float
 #pragma omp simd
         for (int j = 0; j < n; j++) act_gelu_tanh_both_f32(h[j], &a[j], &g[j]);
         break;
+    case TPMLP_SILU:
+#pragma omp simd
+        for (int j = 0; j < n; j++) act_silu_both_f32(h[j], &a[j], &g[j]);
+        break;
     default:
 #pragma omp simd
         for (int j = 0; j < n; j++) a[j] = act_relu_f32(h[j]), g[j] = act_relu_grad_f32(h[j]);
@@ -313,8 +317,13 @@ typedef struct {
     float *abs_dh;                        /* out: |dH| */
 } nf_row;
 
-/* gelu, both forms: the bound of a, what A brings into Y and dW2, and dH's σ² and size */
-ERR_CLONES static void row_gelu(const nf_row *r, double u, double tiny, double ui, int F) {
+/* The smooth activations (both GELUs, silu): the bound of a, what A brings
+ * into Y and dW2, and dH's σ² and size. s = A/H is Φ(H), σ(2u) or σ(H): the
+ * terms of each evaluation formula (½H(1 + erf), ½H(1 + tanh), H·σ(H) or
+ * H/(1 + e^-H), ½H(1 + tanh(H/2))) are |H|·max(s, 1 - s) and |A|, and those
+ * of act' max(s, 1 - s) and |act' - s| (H·φ(H) or H·σ(1-σ)), whose exp
+ * carries |H|·u ≤ (1 + H²/2)·u. */
+ERR_CLONES static void row_smooth(const nf_row *r, double u, double tiny, double ui, int F) {
     const double *restrict h = r->h, *restrict a = r->a, *restrict sh2 = r->sh2, *restrict bhv = r->bh;
     const double *restrict nw2 = r->nw2;
     const float *restrict g = r->g, *restrict dA = r->da, *restrict t2 = r->tsq_da;
@@ -448,7 +457,7 @@ static void nf_run(nf_sums *S, const nf_pass *p) {
             if (in->act == TPMLP_RELU)
                 row_relu(&r, u, tiny, ui, F);
             else
-                row_gelu(&r, u, tiny, ui, F);
+                row_smooth(&r, u, tiny, ui, F);
             add_cols(acc, &r, F);
             double sums[W_N];
             add_row(sums, &r, 0, F);
@@ -852,9 +861,11 @@ ERR_CLONES static void form_terms(double *restrict num, double *restrict den, co
     for (int j = 0; k0 + j < n; j++) form_term(&num[j], &den[j], a1[k0 + j], a2[k0 + j], e[k0 + j], ba[k0 + j]);
 }
 
+int tpmlp_err_has_form_test(tpmlp_act act) { return act == TPMLP_GELU || act == TPMLP_GELU_TANH; }
+
 void tpmlp_err_form_sums(tpmlp_act act, const double *h, const float *a1, const double *e, const double *ba, size_t n,
                          double *num, double *den) {
-    if (act == TPMLP_RELU) return;
+    if (!tpmlp_err_has_form_test(act)) return;
     const tpmlp_act other = act == TPMLP_GELU ? TPMLP_GELU_TANH : TPMLP_GELU;
     enum { BLK = 1024 };
     float hb[BLK], own[BLK], a2[BLK], g[BLK];

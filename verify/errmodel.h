@@ -110,6 +110,8 @@ void tpmlp_err_free(tpmlp_err_bounds *b);
 void tpmlp_err_form_sums(tpmlp_act act, const double *h, const float *a1, const double *e, const double *ba, size_t n,
                          double *num, double *den);
 double tpmlp_err_form_beta(double num, double den, double *noise);
+/* The form test runs for the two GELUs only (relu and silu have no other form to take for them). */
+int tpmlp_err_has_form_test(tpmlp_act act);
 
 #ifdef __cplusplus
 }

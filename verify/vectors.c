@@ -170,7 +170,7 @@ int tpmlp_vec_read_case(const st_file *f, tpmlp_vec_dims *d, char *err, size_t e
         return snprintf(err, errlen, "%s: __metadata__ B × T exceeds %d rows", f->path, INT_MAX), -1;
     const char *act = st_meta(f, "activation"), *seed = st_meta(f, "seed");
     if (act == NULL || tpmlp_act_parse(act, &d->act) != 0)
-        return snprintf(err, errlen, "%s: __metadata__ activation '%s' is not gelu, gelu_tanh or relu", f->path,
+        return snprintf(err, errlen, "%s: __metadata__ activation '%s' is not " TPMLP_ACT_NAMES, f->path,
                         act ? act : "(missing)"),
                -1;
     d->seed = seed ? strtoull(seed, NULL, 10) : 0;
