@@ -3,6 +3,8 @@
  * cancellation O(u/s) ≈ 1e-10, so 1e-6 leaves four orders of margin and any
  * wrong term in a backward formula (errors O(1)) fails. */
 #include <math.h>
+#include <stdint.h>
+#include <stdio.h>
 
 #include "bound.h"
 #include "vectors.h"
@@ -64,12 +66,15 @@ static void fd_catches_wrong_gradient(void **state) {
 
 int main(void) {
     test_seed();
-    const struct CMUnitTest tests[] = {
-        NAMED_TEST(fd_case, "gelu N=3 D=5 F=7", 0),      NAMED_TEST(fd_case, "gelu_tanh N=3 D=5 F=7", 1),
-        NAMED_TEST(fd_case, "relu N=3 D=5 F=7", 2),      NAMED_TEST(fd_case, "gelu N=1 D=1 F=1", 3),
-        NAMED_TEST(fd_case, "gelu_tanh N=1 D=1 F=1", 4), NAMED_TEST(fd_case, "relu N=1 D=1 F=1", 5),
-        NAMED_TEST(fd_case, "gelu N=4 D=6 F=2", 6),      NAMED_TEST(fd_case, "gelu_tanh N=4 D=6 F=2", 7),
-        NAMED_TEST(fd_case, "relu N=4 D=6 F=2", 8),      NAMED_TEST(fd_catches_wrong_gradient, "", 0),
-    };
+    enum { NSHAPES = sizeof shapes / sizeof *shapes, NT = NSHAPES * TPMLP_NUM_ACTS + 1 };
+    static struct CMUnitTest tests[NT];
+    static char names[NT][64];
+    for (int code = 0; code < NSHAPES * TPMLP_NUM_ACTS; code++) { /* every activation on every shape */
+        const int k = code / TPMLP_NUM_ACTS;
+        snprintf(names[code], sizeof names[code], "fd_case %s N=%d D=%d F=%d",
+                 tpmlp_act_name((tpmlp_act)(code % TPMLP_NUM_ACTS)), shapes[k].N, shapes[k].D, shapes[k].F);
+        tests[code] = (struct CMUnitTest){names[code], fd_case, NULL, NULL, (void *)(intptr_t)code};
+    }
+    tests[NT - 1] = (struct CMUnitTest){"fd_catches_wrong_gradient", fd_catches_wrong_gradient, NULL, NULL, NULL};
     return cmocka_run_group_tests_name("finite differences, float64", tests, NULL, NULL);
 }
