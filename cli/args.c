@@ -51,6 +51,8 @@ tpmlp_act args_act(const char *flag, const char *value) {
 int args_shape_flag(tpmlp_shape_args *s, int argc, char **argv, int *i) {
     const char *f = argv[*i];
     const char *v = *i + 1 < argc ? argv[*i + 1] : NULL;
+    if (strcmp(f, "--no-bias") == 0) /* (a flag: no value to consume) */
+        return s->no_bias = 1, 1;
     if (strcmp(f, "--batch") == 0)
         s->batch = args_positive_int(f, v);
     else if (strcmp(f, "--seq") == 0)

@@ -13,6 +13,7 @@ typedef struct {
     tpmlp_act act;
     unsigned long long seed;
     int threads; /* 0: leave OpenBLAS/OpenMP defaults */
+    int no_bias; /* --no-bias: layers without biases */
 } tpmlp_shape_args;
 
 #define TPMLP_EXIT_USAGE 2

@@ -25,7 +25,7 @@
 
 static const char bench_usage[] =
     "usage: tpmlp bench --batch B --seq T --hidden D [--ffn F] [--act gelu|gelu_tanh|relu|silu]\n"
-    "                   [--threads N] [--reps R] [--seed S]\n"
+    "                   [--no-bias] [--threads N] [--reps R] [--seed S]\n"
     "Times the float32 step forward+backward (the cpu backend, one rank) and, alternating in\n"
     "the same run, its six GEMMs alone on the same buffers; prints the medians and their ratio.\n"
     "  --ffn      default 4 × hidden      --act      default gelu\n"
@@ -79,7 +79,8 @@ static int bench_tp(const char *stage, int p, tpmlp_shape_args *s, int reps, int
     tpmlp_comm c;
     if ((strcmp(stage, "ring") == 0 ? comm_ring_create(&c) : comm_mpi_create(&c)) != 0) MPI_Abort(MPI_COMM_WORLD, 1);
     tp_shard sh;
-    tpmlp_vec_dims d = {1, N, s->hidden, s->ffn, s->act, s->seed};
+    tpmlp_vec_dims d = {
+        .B = 1, .T = N, .D = s->hidden, .F = s->ffn, .act = s->act, .seed = s->seed, .no_bias = s->no_bias};
     if (tp_shard_alloc(&sh, tp_compute_cpu(), N, s->hidden, s->ffn, p, rank, s->act) != 0 ||
         tp_shard_generate(&sh, &d) != 0)
         MPI_Abort(MPI_COMM_WORLD, 1);
@@ -200,7 +201,8 @@ int cmd_bench(int argc, char **argv) {
     /* The step at p = 1 on the cpu backend against the same step with every
      * operation but its six GEMMs a no-op (tp_compute_wrap's GEMMS_ONLY, as
      * tpmlp-cuda --bench times a GPU's), on the same buffers, alternating. */
-    const tpmlp_vec_dims d = {1, N, s.hidden, s.ffn, s.act, s.seed};
+    const tpmlp_vec_dims d = {
+        .B = 1, .T = N, .D = s.hidden, .F = s.ffn, .act = s.act, .seed = s.seed, .no_bias = s.no_bias};
     tp_compute gemms;
     tp_shard sh, sg;
     tpmlp_comm one;

@@ -43,9 +43,10 @@ static void index_str(char *buf, size_t len, const uint64_t *shape, int nd, uint
     if (at < len) snprintf(buf + at, len - at, "]");
 }
 
-/* Tensor i is one THEIRS should hold: an output, or with --rank also a partial sum. */
-static int expected(int i, const tpmlp_check_opts *o) {
-    return tpmlp_check_knows((tpmlp_vec_id)i) && (tpmlp_vec_specs[i].role == TPMLP_ROLE_OUT || o->rank >= 0);
+/* Tensor i is one THEIRS should hold: an output of the step, or with --rank also a partial sum. */
+static int expected(const tpmlp_check_result *res, int i, const tpmlp_check_opts *o) {
+    return tpmlp_check_knows((tpmlp_vec_id)i) && tpmlp_vec_has((tpmlp_vec_id)i, &res->dims) &&
+           (tpmlp_vec_specs[i].role == TPMLP_ROLE_OUT || o->rank >= 0);
 }
 
 /* The table's id of THEIRS's tensor name, or -1 if check knows no such tensor. */
@@ -93,13 +94,14 @@ static void print_json(const tpmlp_check_result *res, const st_file *theirs, con
     printf("],\n \"not_provided\": [");
     first = 1;
     for (int i = 0; i < V_ALL; i++)
-        if (!res->rows[i].present && expected(i, o))
+        if (!res->rows[i].present && expected(res, i, o))
             printf("%s\"%s\"", first ? "" : ", ", tpmlp_vec_specs[i].name), first = 0;
     printf("], \"ignored\": [");
     first = 1;
     for (int i = 0; i < theirs->ntensors; i++) {
         const int k = known_id(theirs->tensors[i].name);
-        if (k < 0 || !expected(k, o)) printf("%s", first ? "" : ", "), json_str(theirs->tensors[i].name), first = 0;
+        if (k < 0 || !expected(res, k, o))
+            printf("%s", first ? "" : ", "), json_str(theirs->tensors[i].name), first = 0;
     }
     printf("]}\n");
 }
@@ -139,15 +141,23 @@ static void print_table(const tpmlp_check_result *res, const st_file *theirs, co
     }
     int missing = 0;
     for (int i = 0; i < V_ALL; i++)
-        if (!res->rows[i].present && expected(i, o))
+        if (!res->rows[i].present && expected(res, i, o))
             printf("%s%s", missing++ ? ", " : "  not provided: ", tpmlp_vec_specs[i].name);
     if (missing) printf("\n");
     for (int i = 0; i < theirs->ntensors; i++) {
         const int k = known_id(theirs->tensors[i].name);
-        if (k < 0 || !expected(k, o))
+        if (k < 0 || !expected(res, k, o))
             printf("  ignored (%s): %s\n", k >= 0 ? "checked only with --tp --rank" : "not a vector name",
                    theirs->tensors[i].name);
     }
+}
+
+/* How many outputs the step has (8; 6 without biases). */
+static int outputs_of(const tpmlp_check_result *res) {
+    int n = 0;
+    for (int i = 0; i < V_ALL; i++)
+        n += tpmlp_vec_specs[i].role == TPMLP_ROLE_OUT && tpmlp_vec_has((tpmlp_vec_id)i, &res->dims);
+    return n;
 }
 
 static void print_verdict(const tpmlp_check_result *res, const char *theirs_path, const tpmlp_check_opts *o) {
@@ -157,7 +167,7 @@ static void print_verdict(const tpmlp_check_result *res, const char *theirs_path
         printf("%s: rank %d of %d, %d tensor%s checked\n", res->pass ? "PASS" : "FAIL", o->rank, o->tp, res->present,
                tpmlp_plural(res->present));
     else
-        printf("%s: %d of %d tensors checked\n", res->pass ? "PASS" : "FAIL", res->present, V_COUNT - V_FIRST_OUTPUT);
+        printf("%s: %d of %d tensors checked\n", res->pass ? "PASS" : "FAIL", res->present, outputs_of(res));
 }
 
 int check_report(const char *vec_path, const char *theirs_path, const tpmlp_check_opts *o, const char *dump, int mode) {

@@ -11,10 +11,12 @@
 
 static const char gen_usage[] =
     "usage: tpmlp gen --batch B --seq T --hidden D [--ffn F] [--act gelu|gelu_tanh|relu|silu] [--seed S] -o FILE\n"
-    "                 [--tp P --rank R [--split balanced|chunk]]\n"
+    "                 [--no-bias] [--tp P --rank R [--split balanced|chunk]]\n"
     "Writes a test-vector file (safetensors): the float32 inputs and the float64 reference\n"
     "outputs, byte for byte the same on every machine. Names and shapes: docs/vectors.md.\n"
     "  --ffn default 4 × hidden, --act default gelu, --seed default 0, --threads N (same bytes)\n"
+    "  --no-bias: layers without biases (Llama's): no linear_fc1.bias, linear_fc2.bias nor\n"
+    "  their gradients in the file, and __metadata__ bias = 0\n"
     "  --tp P --rank R: rank R's inputs only (x, dy, linear_fc2.bias whole; its rows of\n"
     "  linear_fc1.weight and .bias, its columns of linear_fc2.weight), F cut by --split:\n"
     "  balanced (default: the first F mod P ranks one larger) or chunk (torch.chunk, DTensor)\n";
@@ -41,7 +43,8 @@ int cmd_gen(int argc, char **argv) {
     args_shape_finish(&s);
     args_apply_threads(&s); /* the threads only share out the work: the bytes are the same */
     args_rank_finish(&ra, 1);
-    tpmlp_vec_dims d = {s.batch, s.seq, s.hidden, s.ffn, s.act, s.seed};
+    tpmlp_vec_dims d = {
+        .B = s.batch, .T = s.seq, .D = s.hidden, .F = s.ffn, .act = s.act, .seed = s.seed, .no_bias = s.no_bias};
     char err[512];
     if (ra.tp) {
         if (tpmlp_split_check(ra.split, d.F, ra.tp, ra.rank, err, sizeof err) != 0)

@@ -43,15 +43,17 @@ static void print_table(const st_file *f) {
     }
 }
 
-/* The step's tensors, one object each, in the table's order. */
+/* The step's tensors, one object each, in the table's order (without
+ * biases, none of the bias tensors: the step has none). */
 static void print_step_json(const st_file *f, const tpmlp_vec_dims *d) {
     printf(",\n \"step\": [");
-    for (int i = 0; i < V_ALL; i++) {
+    for (int i = 0, first = 1; i < V_ALL; i++) {
         const tpmlp_vec_spec *sp = &tpmlp_vec_specs[i];
+        if (!tpmlp_vec_has((tpmlp_vec_id)i, d)) continue;
         const st_tensor *t = st_find(f, sp->name);
         uint64_t shape[ST_MAX_DIMS];
         const int nd = tpmlp_vec_shape((tpmlp_vec_id)i, d, shape), ax = tpmlp_step_f_axis((tpmlp_vec_id)i);
-        printf("%s\n  {\"name\": ", i ? "," : ""), json_str(sp->name);
+        printf("%s\n  {\"name\": ", first ? "" : ","), json_str(sp->name), first = 0;
         printf(", \"role\": \"%s\", \"dims\": \"%s\", \"shape\": ", tpmlp_role_name(sp->role), sp->dims);
         json_dims(shape, nd);
         printf(", \"shard\": \"%s\", \"f_axis\": ", tpmlp_shard_name(tpmlp_step_shard((tpmlp_vec_id)i)));
@@ -95,6 +97,7 @@ static void print_json(const st_file *f, const tpmlp_rank_args *ra, tpmlp_split 
     if (tpmlp_vec_read_case(f, &d, err, sizeof err) == 0) {
         printf(",\n \"B\": %d, \"T\": %d, \"D\": %d, \"F\": %d, \"activation\": \"%s\", \"seed\": %llu", d.B, d.T, d.D,
                d.F, tpmlp_act_name(d.act), d.seed);
+        printf(", \"bias\": %s, \"gated\": false", d.no_bias ? "false" : "true");
         print_step_json(f, &d);
         if (ra->tp) print_tp_json(&d, ra->tp, s);
     } else

@@ -94,7 +94,7 @@ static int bench(const opts *o) {
     const int N = o->bench[0], D = o->bench[1], F = o->bench[2];
     /* cuBLASLt's GELU epilogue is the tanh form: with --lt every variant uses it */
     const tpmlp_act act = o->lt ? TPMLP_GELU_TANH : TPMLP_GELU;
-    const tpmlp_vec_dims d = {1, N, D, F, act, 1};
+    const tpmlp_vec_dims d = {.B = 1, .T = N, .D = D, .F = F, .act = act, .seed = 1};
     enum { OURS, GEMMS, LT };
     const int nv = o->lt ? 3 : 2, reps = 21;
     tp_compute base[3], k[3], *ctx[3]; /* base[GEMMS] unused: the GEMMs alone run on base[OURS] */

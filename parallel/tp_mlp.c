@@ -17,7 +17,7 @@ int tp_shard_alloc(tp_shard *s, tp_compute *cpt, int N, int D, int F, int p, int
     s->rank = rank, s->p = p, s->N = N, s->D = D, s->F = F, s->act = act, s->cpt = cpt;
     tp_slice(F, p, rank, &s->f0, &s->Fr);
     int ok = 1;
-#define ALLOC_(id, field, name, dims, role, kind, bound, grad_of, what)                                                \
+#define ALLOC_(id, field, name, dims, role, kind, bound, grad_of, needs, what)                                                \
     if (ok && TPMLP_ROLE_##role != TPMLP_ROLE_PART)                                                                    \
         ok = (s->field = cpt->ops->alloc(cpt, tpmlp_step_numel(id, N, D, s->Fr), TPMLP_##kind, name)) != NULL;
     TPMLP_STEP_TENSORS(ALLOC_)
@@ -29,7 +29,7 @@ int tp_shard_alloc(tp_shard *s, tp_compute *cpt, int N, int D, int F, int p, int
 void tp_shard_free(tp_shard *s) {
     tp_compute *c = s->cpt;
     if (c == NULL) return;
-#define FREE_(id, field, name, dims, role, kind, bound, grad_of, what)                                                 \
+#define FREE_(id, field, name, dims, role, kind, bound, grad_of, needs, what)                                                 \
     if (s->field) c->ops->release(c, s->field);
     TPMLP_STEP_TENSORS(FREE_)
 #undef FREE_
@@ -38,7 +38,7 @@ void tp_shard_free(tp_shard *s) {
 
 int tp_shard_keep_partials(tp_shard *s) {
     int ok = 1;
-#define PART_(id, field, name, dims, role, kind, bound, grad_of, what)                                                 \
+#define PART_(id, field, name, dims, role, kind, bound, grad_of, needs, what)                                                 \
     if (ok && TPMLP_ROLE_##role == TPMLP_ROLE_PART)                                                                    \
         ok = (s->field = s->cpt->ops->alloc(s->cpt, tpmlp_step_numel(id, s->N, s->D, s->Fr), TPMLP_##kind, name)) !=   \
              NULL;
@@ -52,7 +52,7 @@ int tp_shard_keep_partials(tp_shard *s) {
 static int upload_inputs(tp_shard *s, const float *const in[V_FIRST_OUTPUT]) {
     tp_compute *c = s->cpt;
     int rc = 0;
-#define UP_(id, field, name, dims, role, kind, bound, grad_of, what)                                                   \
+#define UP_(id, field, name, dims, role, kind, bound, grad_of, needs, what)                                                   \
     if (TPMLP_ROLE_##role == TPMLP_ROLE_IN && rc == 0)                                                                 \
         rc = c->ops->upload(c, s->field, in[id], tpmlp_step_numel(id, s->N, s->D, s->Fr), TPMLP_##kind);
     TPMLP_STEP_TENSORS(UP_)
@@ -167,7 +167,7 @@ int tp_shard_download(const tp_shard *s, tpmlp_mlp32 *mine) {
     tp_compute *c = s->cpt;
     tpmlp_mlp32_alloc(mine, s->N, s->D, s->Fr, s->act);
     int rc = c->ops->sync(c);
-#define DOWN_(id, field, name, dims, role, kind, bound, grad_of, what)                                                 \
+#define DOWN_(id, field, name, dims, role, kind, bound, grad_of, needs, what)                                                 \
     if (TPMLP_ROLE_##role == TPMLP_ROLE_PART && s->field && rc == 0)                                                   \
         mine->field = tpmlp_alloc(tpmlp_step_numel(id, s->N, s->D, s->Fr), sizeof(float), name);                       \
     if ((TPMLP_ROLE_##role == TPMLP_ROLE_OUT || (TPMLP_ROLE_##role == TPMLP_ROLE_PART && s->field)) && rc == 0)        \

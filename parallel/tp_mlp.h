@@ -30,7 +30,7 @@ extern "C" {
  * (host memory for cpu, device memory for cuda), shard-shaped: the step's
  * tensor list (step.h) with F replaced by Fr. db1 and db2 are float32, the
  * others the backend's storage type. */
-#define TP_SHARD_FIELD_(id, field, name, dims, role, kind, bound, grad_of, what) void *field;
+#define TP_SHARD_FIELD_(id, field, name, dims, role, kind, bound, grad_of, needs, what) void *field;
 typedef struct {
     int rank, p;
     int N, D, F; /* the full sizes */

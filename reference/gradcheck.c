@@ -19,7 +19,7 @@ static double loss(const tpmlp_mlp64 *t, double *h, double *a, double *y) {
 
 /* Element k of a float64 step tensor, by its table id. */
 static double *tensor64(const tpmlp_mlp64 *t, tpmlp_vec_id id) {
-#define FIELD_(id, field, name, dims, role, kind, bound, grad_of, what) [id] = t->field,
+#define FIELD_(id, field, name, dims, role, kind, bound, grad_of, needs, what) [id] = t->field,
     double *const all[V_ALL] = {TPMLP_STEP_TENSORS(FIELD_)};
 #undef FIELD_
     return all[id];

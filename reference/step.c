@@ -9,8 +9,10 @@
 #include "oracle.h"
 #include "util.h"
 
-#define SPEC_(id, field, name, dims, role, kind, bound, grad_of, what)                                                 \
-    [id] = {name, dims, TPMLP_ROLE_##role, TPMLP_##kind, TPMLP_BOUND_##bound, grad_of, what},
+#define NEEDS_ALWAYS 0
+#define NEEDS_BIAS 1
+#define SPEC_(id, field, name, dims, role, kind, bound, grad_of, needs, what)                                          \
+    [id] = {name, dims, TPMLP_ROLE_##role, TPMLP_##kind, TPMLP_BOUND_##bound, grad_of, NEEDS_##needs, what},
 const tpmlp_vec_spec tpmlp_vec_specs[V_ALL] = {TPMLP_STEP_TENSORS(SPEC_)};
 #undef SPEC_
 
@@ -44,12 +46,12 @@ size_t tpmlp_step_numel(tpmlp_vec_id id, int N, int D, int F) {
     return n;
 }
 
-#define ALLOC_(id, field, name, dims, role, kind, bound, grad_of, what)                                                \
+#define ALLOC_(id, field, name, dims, role, kind, bound, grad_of, needs, what)                                         \
     if (TPMLP_ROLE_##role != TPMLP_ROLE_PART) {                                                                        \
         t->field = tpmlp_alloc(tpmlp_step_numel(id, N, D, F), sizeof *t->field, name);                                 \
         memset(t->field, 0, tpmlp_step_numel(id, N, D, F) * sizeof *t->field);                                         \
     }
-#define FREE_(id, field, name, dims, role, kind, bound, grad_of, what) free(t->field);
+#define FREE_(id, field, name, dims, role, kind, bound, grad_of, needs, what) free(t->field);
 
 void tpmlp_mlp64_alloc(tpmlp_mlp64 *t, int N, int D, int F, tpmlp_act act) {
     *t = (tpmlp_mlp64){.N = N, .D = D, .F = F, .act = act};
@@ -69,7 +71,7 @@ void tpmlp_mlp32_free(tpmlp_mlp32 *t) {
 }
 
 float *tpmlp_mlp32_tensor(const tpmlp_mlp32 *t, tpmlp_vec_id id) {
-#define FIELD_(id, field, name, dims, role, kind, bound, grad_of, what) [id] = t->field,
+#define FIELD_(id, field, name, dims, role, kind, bound, grad_of, needs, what) [id] = t->field,
     float *const all[V_ALL] = {TPMLP_STEP_TENSORS(FIELD_)};
 #undef FIELD_
     return all[id];
@@ -82,7 +84,7 @@ void tpmlp_mlp32_run(tpmlp_mlp32 *t) {
 }
 
 void tpmlp_mlp64_inputs_from32(tpmlp_mlp64 *t64, const tpmlp_mlp32 *t) {
-#define WIDEN_(id, field, name, dims, role, kind, bound, grad_of, what)                                                \
+#define WIDEN_(id, field, name, dims, role, kind, bound, grad_of, needs, what)                                         \
     if (TPMLP_ROLE_##role == TPMLP_ROLE_IN)                                                                            \
         for (size_t k = 0; k < tpmlp_step_numel(id, t->N, t->D, t->F); k++) t64->field[k] = (double)t->field[k];
     TPMLP_STEP_TENSORS(WIDEN_)

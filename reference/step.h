@@ -7,7 +7,7 @@
  * GPU), shard upload and gather, check's tensors and the error model's
  * routing, gradcheck's names, printing, and `tpmlp info --json` (and through
  * it the Python package). A row:
- *   X(ID, field, name, dims, role, kind, bound, grad_of, what)
+ *   X(ID, field, name, dims, role, kind, bound, grad_of, needs, what)
  *   dims   letters of B, T, D, F: its shape (B·T = N rows in memory). Under
  *          tensor parallelism a rank holds the block of F the split gives it
  *          (tpmlp_step_block): with F last, those columns; with F first, those
@@ -24,7 +24,10 @@
  *   bound  how the error model hands out its bounds: ROWS (row by row, as
  *          found), ARRAY (one array), NONE (an input or a temporary).
  *   grad_of  for a gradient, the input it is the gradient of (finite
- *          differences perturb that input); V_ALL for the others. */
+ *          differences perturb that input); V_ALL for the others.
+ *   needs  ALWAYS, or BIAS: only in a step with biases (not with --no-bias,
+ *          Llama's layers: there the files neither hold nor expect it, and
+ *          the step computes as with a bias of zeros). */
 #ifndef TPMLP_STEP_H
 #define TPMLP_STEP_H
 
@@ -37,28 +40,30 @@ extern "C" {
 #endif
 
 #define TPMLP_STEP_TENSORS(X)                                                                                          \
-    X(V_X, x, "x", "BTD", IN, STORE, NONE, V_ALL, "input activations")                                                 \
-    X(V_W1, w1, "linear_fc1.weight", "FD", IN, STORE, NONE, V_ALL, "fc1 weight (nn.Linear layout: out, in)")           \
-    X(V_B1, b1, "linear_fc1.bias", "F", IN, STORE, NONE, V_ALL, "fc1 bias")                                            \
-    X(V_W2, w2, "linear_fc2.weight", "DF", IN, STORE, NONE, V_ALL, "fc2 weight (nn.Linear layout: out, in)")           \
-    X(V_B2, b2, "linear_fc2.bias", "D", IN, STORE, NONE, V_ALL, "fc2 bias")                                            \
-    X(V_DY, dy, "dy", "BTD", IN, STORE, NONE, V_ALL, "gradient of the loss with respect to y")                         \
-    X(V_H, h, "h", "BTF", OUT, STORE, ROWS, V_ALL, "fc1 output before the activation: x·W1ᵀ + b1")                     \
-    X(V_A, a, "a", "BTF", OUT, STORE, ROWS, V_ALL, "activation output: act(h)")                                        \
-    X(V_Y, y, "y", "BTD", OUT, STORE, ROWS, V_ALL, "block output: a·W2ᵀ + b2")                                         \
-    X(V_DX, dx, "dx", "BTD", OUT, STORE, ROWS, V_X, "gradient with respect to x")                                      \
-    X(V_DW1, dw1, "linear_fc1.weight.grad", "FD", OUT, STORE, ROWS, V_W1, "gradient with respect to fc1 weight")       \
-    X(V_DB1, db1, "linear_fc1.bias.grad", "F", OUT, F32, ARRAY, V_B1, "gradient with respect to fc1 bias")             \
-    X(V_DW2, dw2, "linear_fc2.weight.grad", "DF", OUT, STORE, ROWS, V_W2, "gradient with respect to fc2 weight")       \
-    X(V_DB2, db2, "linear_fc2.bias.grad", "D", OUT, F32, ARRAY, V_B2, "gradient with respect to fc2 bias")             \
-    X(V_YPART, y_partial, "y.partial", "BTD", PART, STORE, ROWS, V_ALL,                                                \
+    X(V_X, x, "x", "BTD", IN, STORE, NONE, V_ALL, ALWAYS, "input activations")                                         \
+    X(V_W1, w1, "linear_fc1.weight", "FD", IN, STORE, NONE, V_ALL, ALWAYS, "fc1 weight (nn.Linear layout: out, in)")   \
+    X(V_B1, b1, "linear_fc1.bias", "F", IN, STORE, NONE, V_ALL, BIAS, "fc1 bias")                                      \
+    X(V_W2, w2, "linear_fc2.weight", "DF", IN, STORE, NONE, V_ALL, ALWAYS, "fc2 weight (nn.Linear layout: out, in)")   \
+    X(V_B2, b2, "linear_fc2.bias", "D", IN, STORE, NONE, V_ALL, BIAS, "fc2 bias")                                      \
+    X(V_DY, dy, "dy", "BTD", IN, STORE, NONE, V_ALL, ALWAYS, "gradient of the loss with respect to y")                 \
+    X(V_H, h, "h", "BTF", OUT, STORE, ROWS, V_ALL, ALWAYS, "fc1 output before the activation: x·W1ᵀ + b1")             \
+    X(V_A, a, "a", "BTF", OUT, STORE, ROWS, V_ALL, ALWAYS, "activation output: act(h)")                                \
+    X(V_Y, y, "y", "BTD", OUT, STORE, ROWS, V_ALL, ALWAYS, "block output: a·W2ᵀ + b2")                                 \
+    X(V_DX, dx, "dx", "BTD", OUT, STORE, ROWS, V_X, ALWAYS, "gradient with respect to x")                              \
+    X(V_DW1, dw1, "linear_fc1.weight.grad", "FD", OUT, STORE, ROWS, V_W1, ALWAYS,                                      \
+      "gradient with respect to fc1 weight")                                                                           \
+    X(V_DB1, db1, "linear_fc1.bias.grad", "F", OUT, F32, ARRAY, V_B1, BIAS, "gradient with respect to fc1 bias")       \
+    X(V_DW2, dw2, "linear_fc2.weight.grad", "DF", OUT, STORE, ROWS, V_W2, ALWAYS,                                      \
+      "gradient with respect to fc2 weight")                                                                           \
+    X(V_DB2, db2, "linear_fc2.bias.grad", "D", OUT, F32, ARRAY, V_B2, BIAS, "gradient with respect to fc2 bias")       \
+    X(V_YPART, y_partial, "y.partial", "BTD", PART, STORE, ROWS, V_ALL, ALWAYS,                                        \
       "the rank's A_r·W2_rᵀ before the all-reduce (no bias)")                                                          \
-    X(V_DXPART, dx_partial, "dx.partial", "BTD", PART, STORE, ROWS, V_ALL,                                             \
+    X(V_DXPART, dx_partial, "dx.partial", "BTD", PART, STORE, ROWS, V_ALL, ALWAYS,                                     \
       "the rank's dH_r·W1_r before the all-reduce")                                                                    \
-    X(V_DACT, dact, "dact", "BTF", TMP, STORE, NONE, V_ALL, "act'(h), kept from the forward for the backward")         \
-    X(V_DH, dh, "dh", "BTF", TMP, STORE, NONE, V_ALL, "gradient with respect to h")
+    X(V_DACT, dact, "dact", "BTF", TMP, STORE, NONE, V_ALL, ALWAYS, "act'(h), kept from the forward for the backward") \
+    X(V_DH, dh, "dh", "BTF", TMP, STORE, NONE, V_ALL, ALWAYS, "gradient with respect to h")
 
-#define TPMLP_STEP_ID_(id, field, name, dims, role, kind, bound, grad_of, what) id,
+#define TPMLP_STEP_ID_(id, field, name, dims, role, kind, bound, grad_of, needs, what) id,
 typedef enum { TPMLP_STEP_TENSORS(TPMLP_STEP_ID_) V_ALL } tpmlp_vec_id;
 #undef TPMLP_STEP_ID_
 /* The table's rows come in role order (a test holds it so): inputs, outputs,
@@ -81,6 +86,7 @@ typedef struct {
     tpmlp_kind kind;
     tpmlp_bound_stream bound;
     int grad_of; /* a tpmlp_vec_id, or V_ALL */
+    int bias;    /* 1: only in a step with biases (needs BIAS) */
     const char *what;
 } tpmlp_vec_spec;
 extern const tpmlp_vec_spec tpmlp_vec_specs[V_ALL];
@@ -96,7 +102,7 @@ size_t tpmlp_step_numel(tpmlp_vec_id id, int N, int D, int F);
 
 /* Every tensor of one MLP step, float64, shapes as in mlp.h (the partial
  * sums NULL: a step on one process has none). */
-#define TPMLP_STEP_F64_(id, field, name, dims, role, kind, bound, grad_of, what) double *field;
+#define TPMLP_STEP_F64_(id, field, name, dims, role, kind, bound, grad_of, needs, what) double *field;
 typedef struct {
     int N, D, F;
     tpmlp_act act;
@@ -105,7 +111,7 @@ typedef struct {
 #undef TPMLP_STEP_F64_
 
 /* The same, float32: what an implementation under test produces. */
-#define TPMLP_STEP_F32_(id, field, name, dims, role, kind, bound, grad_of, what) float *field;
+#define TPMLP_STEP_F32_(id, field, name, dims, role, kind, bound, grad_of, needs, what) float *field;
 typedef struct {
     int N, D, F; /* F: a shard's own F_r in a rank's copy of its outputs (tp_shard_download) */
     tpmlp_act act;

@@ -67,7 +67,7 @@ def cases(tmp):
                 h = mine["h"]
                 h[..., [0, 1]] = h[..., [1, 0]]
             whole = os.path.join(tmp, "whole.safetensors")
-            tpmlp_vectors.save(whole, mine, {k: meta[k] for k in ("B", "T", "D", "F", "activation", "seed")})
+            tpmlp_vectors.save(whole, mine, {k: meta[k] for k in ("B", "T", "D", "F", "activation", "seed", "bias") if k in meta})
             for dtype in ("fp32", "bf16"):
                 out["%s %s %s whole" % (name, case, dtype)] = run_check(vec, whole, dtype, [])
                 for split in ("balanced", "chunk"):

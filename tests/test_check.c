@@ -165,6 +165,49 @@ static void run_check(tpmlp_check_result *res, const tpmlp_mlp32 *m, tpmlp_act a
     st_close(&vec), st_close(&theirs);
 }
 
+/* ---- layers without biases (--no-bias) ---- */
+
+/* A step without biases: correct work in every order passes using at most
+ * half of each budget, with the six outputs it has, and y with a bias of
+ * ones added (a layer that kept its bias) fails. gelu and silu. */
+static void no_bias_passes(void **state) {
+    const enum dt t = (enum dt)STATE_INT(state);
+    const tpmlp_act acts[] = {TPMLP_GELU, TPMLP_SILU};
+    char err[512], path[300];
+    for (size_t k = 0; k < sizeof acts / sizeof *acts; k++) {
+        tpmlp_vec_dims d = dims[0][acts[k]];
+        d.no_bias = 1;
+        snprintf(path, sizeof path, "%s/nobias%d.safetensors", dir, (int)acts[k]);
+        if (tpmlp_vec_generate(path, &d, err, sizeof err) != 0) fail_msg("%s", err);
+        for (int o = NAIVE; o <= REVERSED + 1; o++) { /* the last: the planted bug */
+            const int bug = o > REVERSED;
+            st_file vec, theirs;
+            tpmlp_mlp32 m;
+            tpmlp_vec_dims dd;
+            if (st_open(&vec, path, err, sizeof err) || tpmlp_vec_load_inputs(&vec, &m, &dd, err, sizeof err))
+                fail_msg("%s", err);
+            mlp_emulated(&m, bug ? BLOCKED : (enum order)o, t, acts[k]);
+            if (bug)
+                for (size_t i = 0; i < (size_t)m.N * m.D; i++) m.y[i] += 1.0f;
+            tpmlp_check_result res;
+            const tpmlp_check_opts opt = {tpmlp_format_find(dt_names[t]), 0, -1, TPMLP_SPLIT_BALANCED};
+            if (tpmlp_vec_write_outputs(out_path, &m, &dd, err, sizeof err) != 0 ||
+                st_open(&theirs, out_path, err, sizeof err) ||
+                tpmlp_check(&res, &vec, &theirs, &opt, NULL, err, sizeof err) != 0)
+                fail_msg("%s", err);
+            st_close(&vec), st_close(&theirs), tpmlp_mlp32_free(&m);
+            if (res.present != 6) fail_msg("%s: %d tensors checked, expected the 6 outputs", path, res.present);
+            if (bug && res.rows[V_Y].pass)
+                fail_msg("%s %s: y with a bias added passes (seed %llu)", dt_names[t], tpmlp_act_name(acts[k]), d.seed);
+            for (int i = 0; !bug && i < V_ALL; i++)
+                if (res.rows[i].present && (!res.rows[i].pass || res.rows[i].used > 0.5))
+                    fail_msg("%s %s order %d, no bias: %s uses %.1f%% of its bound (seed %llu)", dt_names[t],
+                             tpmlp_act_name(acts[k]), o, tpmlp_vec_specs[i].name, 100 * res.rows[i].used, d.seed);
+        }
+        unlink(path);
+    }
+}
+
 /* ---- correct work passes, at every dtype and in every order ---- */
 
 static void correct_passes(void **state) {
@@ -510,7 +553,7 @@ int main(void) {
                                            "one median element of dW1 off",
                                            "one median element of dW2 off",
                                            "a NaN in dx"};
-    enum { MAXT = TPMLP_NUM_ACTS * NDT * (NBUGS + 1) + 2 * NRANK + 2 * NDT };
+    enum { MAXT = TPMLP_NUM_ACTS * NDT * (NBUGS + 1) + 2 * NRANK + 3 * NDT };
     static struct CMUnitTest tests[MAXT];
     static char names[MAXT][96];
     int n = 0;
@@ -537,6 +580,11 @@ int main(void) {
     for (int t = 0; t < NDT; t++) {
         snprintf(names[n], sizeof names[n], "an 8-way all-reduce in the format passes with --tp 8: %s", dt_names[t]);
         tests[n] = (struct CMUnitTest){names[n], allreduce_passes, NULL, NULL, (void *)(intptr_t)t};
+        n++;
+    }
+    for (int t = 0; t < NDT; t++) {
+        snprintf(names[n], sizeof names[n], "no biases: correct work passes, a kept bias fails: %s", dt_names[t]);
+        tests[n] = (struct CMUnitTest){names[n], no_bias_passes, NULL, NULL, (void *)(intptr_t)t};
         n++;
     }
     static const char *rank_names[NRANK] = {"a correct rank passes", "b2 added to y.partial fails",

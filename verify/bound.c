@@ -12,7 +12,7 @@
 void tpmlp_output_views(tpmlp_output_view v[TPMLP_NUM_OUTPUTS], const tpmlp_mlp32 *t, const tpmlp_mlp64 *ref,
                         const tpmlp_mlp64 *bd) {
     /* the outputs of the step list, in its order */
-#define VIEW_(id, field, name, dims, role, kind, bound, grad_of, what)                                                 \
+#define VIEW_(id, field, name, dims, role, kind, bound, grad_of, needs, what)                                          \
     if (TPMLP_ROLE_##role == TPMLP_ROLE_OUT)                                                                           \
         v[id - V_FIRST_OUTPUT] = (tpmlp_output_view){name, t->field, ref->field, bd ? bd->field : NULL,                \
                                                      tpmlp_step_numel(id, t->N, t->D, t->F)};
@@ -64,7 +64,7 @@ void tpmlp_mlp64_bounds(tpmlp_mlp64 *bd, const tpmlp_mlp64 *ref, const tpmlp_for
                                  .db2 = ref->db2};
     tpmlp_err_bounds b;
     tpmlp_err_bounds_compute(&b, &in, fmt, NULL, 1, NULL, NULL);
-#define COPY_(id, field, name, dims, role, kind, bound, grad_of, what)                                                 \
+#define COPY_(id, field, name, dims, role, kind, bound, grad_of, needs, what)                                          \
     if (TPMLP_ROLE_##role == TPMLP_ROLE_OUT)                                                                           \
         memcpy(bd->field, b.of[id], tpmlp_step_numel(id, N, D, F) * sizeof(double));
     TPMLP_STEP_TENSORS(COPY_)

@@ -39,7 +39,7 @@ int tpmlp_check_write_rank(const char *path, const tpmlp_vec_dims *d, int p, int
     st_out out[V_ALL];
     int n = 0;
     for (int i = 0; i < V_ALL; i++)
-        if (t[i] && tpmlp_check_knows((tpmlp_vec_id)i)) {
+        if (t[i] && tpmlp_check_knows((tpmlp_vec_id)i) && tpmlp_vec_has((tpmlp_vec_id)i, d)) {
             out[n] = (st_out){.name = tpmlp_vec_specs[i].name, .dtype = ST_F32, .data = t[i]};
             out[n].ndim = expected_shape((tpmlp_vec_id)i, d, fr, out[n].shape), n++;
         }
@@ -64,9 +64,11 @@ static int same_case(const st_file *theirs, const st_file *vec, const tpmlp_chec
         return snprintf(err, errlen, "%s: is a vector file (it holds the inputs); THEIRS must hold your outputs",
                         theirs->path),
                -1;
-    const char *keys[] = {"B", "T", "D", "F", "activation", "seed"};
+    const char *keys[] = {"B", "T", "D", "F", "activation", "seed", "bias"};
     for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
         const char *t = st_meta(theirs, keys[i]), *v = st_meta(vec, keys[i]);
+        if (strcmp(keys[i], "bias") == 0 && (t || fmt)) /* in a file tpmlp wrote, absent is with biases (1) */
+            t = t ? t : "1", v = v ? v : "1";
         if (t && v && strcmp(t, v) != 0)
             return snprintf(err, errlen, "%s: __metadata__ %s = '%s', but %s was made with %s = '%s'", theirs->path,
                             keys[i], t, vec->path, keys[i], v),
@@ -307,6 +309,13 @@ static int check_files(tpmlp_check_result *res, const st_file *vec, const st_fil
     for (int i = 0; i < V_COUNT; i++) {
         const st_tensor *t = st_find(vec, tpmlp_vec_specs[i].name);
         st_dtype want = i < V_FIRST_OUTPUT ? ST_F32 : ST_F64;
+        if (!tpmlp_vec_has((tpmlp_vec_id)i, dm)) { /* not in this step (no biases) */
+            if (t)
+                return snprintf(err, errlen, "%s: holds '%s', but its __metadata__ says bias = 0 (no biases)",
+                                vec->path, t->name),
+                       -1;
+            continue;
+        }
         if (t == NULL || t->dtype != want)
             return snprintf(err, errlen, "%s: tensor '%s' %s (a vector file holds it as %s)", vec->path,
                             tpmlp_vec_specs[i].name, t ? "has the wrong dtype" : "is missing", st_dtype_name(want)),
@@ -325,6 +334,11 @@ static int check_files(tpmlp_check_result *res, const st_file *vec, const st_fil
         r->beta_noise = INFINITY;
         if (!tpmlp_check_knows((tpmlp_vec_id)i)) continue;
         const st_tensor *t = st_find(theirs, tpmlp_vec_specs[i].name);
+        if (t && !tpmlp_vec_has((tpmlp_vec_id)i, dm))
+            return snprintf(err, errlen,
+                            "%s: holds '%s', but %s is a step without biases (bias = 0): its layers have none",
+                            theirs->path, t->name, vec->path),
+                   -1;
         if (t == NULL || (tpmlp_vec_specs[i].role == TPMLP_ROLE_PART && *fr == 0)) continue; /* partials: per rank */
         r->ndim = expected_shape((tpmlp_vec_id)i, dm, *fr, r->shape);
         int same = t->ndim == r->ndim;
@@ -341,6 +355,8 @@ static int check_files(tpmlp_check_result *res, const st_file *vec, const st_fil
     }
     return 0;
 }
+
+static void *zeroed(size_t n, size_t es) { return memset(tpmlp_alloc(n, es, "zeros"), 0, n * es); }
 
 /* The error model's inputs from a vector file's tensors (view: by the table's ids). */
 static tpmlp_err_inputs model_inputs(const tpmlp_vec_dims *dm, const void *const view[V_COUNT]) {
@@ -419,9 +435,17 @@ int tpmlp_check(tpmlp_check_result *res, const st_file *vec, const st_file *thei
     res->pass = res->present > 0;
     if (res->present == 0) return 0;
 
-    /* the model's inputs, aligned copies where the file does not align them */
+    /* the model's inputs, aligned copies where the file does not align them;
+     * a step without biases has zeros for them and their gradients */
     const void *view[V_COUNT];
-    for (int i = 0; i < V_COUNT; i++) view[i] = st_aligned(vec, st_find(vec, tpmlp_vec_specs[i].name));
+    void *zeros[V_COUNT] = {0};
+    for (int i = 0; i < V_COUNT; i++) {
+        const size_t es = i < V_FIRST_OUTPUT ? sizeof(float) : sizeof(double);
+        if (tpmlp_vec_has((tpmlp_vec_id)i, &res->dims))
+            view[i] = st_aligned(vec, st_find(vec, tpmlp_vec_specs[i].name));
+        else
+            view[i] = zeros[i] = zeroed(tpmlp_vec_numel((tpmlp_vec_id)i, &res->dims), es);
+    }
     const tpmlp_err_inputs in = model_inputs(&res->dims, view);
     tpmlp_err_tp tp = {0};
     double *keep[4] = {NULL, NULL, NULL, NULL};
@@ -451,6 +475,10 @@ int tpmlp_check(tpmlp_check_result *res, const st_file *vec, const st_file *thei
     for (int i = 0; i < V_ALL; i++) free(ratio[i]), free(bnd_dump[i]);
     tpmlp_err_free(&b);
     for (int i = 0; i < 4; i++) free(keep[i]);
-    for (int i = 0; i < V_COUNT; i++) st_release(vec, view[i]);
+    for (int i = 0; i < V_COUNT; i++)
+        if (zeros[i])
+            free(zeros[i]);
+        else
+            st_release(vec, view[i]);
     return rc;
 }

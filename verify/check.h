@@ -49,7 +49,7 @@ typedef struct {
 
 /* Writes one rank's tensors as `check --tp p --rank r` reads them: t[id] is
  * tensor id (the table's) in its rank shape, or NULL to leave it out; only
- * the tensors check knows are written. Returns 0, or -1 with a message in err. */
+ * the tensors check knows that d's step has are written. Returns 0, or -1 with a message in err. */
 int tpmlp_check_write_rank(const char *path, const tpmlp_vec_dims *d, int p, int r, tpmlp_split s,
                            const float *const t[V_ALL], char *err, size_t errlen);
 

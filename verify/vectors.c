@@ -37,7 +37,10 @@ static uint64_t mix64(uint64_t z) {
     return z ^ (z >> 31);
 }
 
+int tpmlp_vec_has(tpmlp_vec_id id, const tpmlp_vec_dims *d) { return !(tpmlp_vec_specs[id].bias && d->no_bias); }
+
 float tpmlp_vec_input(tpmlp_vec_id id, const tpmlp_vec_dims *d, uint64_t row, uint64_t col) {
+    if (!tpmlp_vec_has(id, d)) return 0.0f; /* a step without biases computes as with zeros */
     /* a hash of (seed, tensor, row, col): counter-based, so shards need no shared state */
     uint64_t h = mix64(d->seed + 0x9e3779b97f4a7c15ULL * (uint64_t)(id + 1));
     h = mix64(h ^ (row * 0xd1b54a32d192ed03ULL));
@@ -61,7 +64,7 @@ void tpmlp_vec_fill(float *out, tpmlp_vec_id id, const tpmlp_vec_dims *d, uint64
 }
 
 void tpmlp_mlp32_random_inputs(tpmlp_mlp32 *t, unsigned long long seed) {
-    const tpmlp_vec_dims d = {1, t->N, t->D, t->F, t->act, seed};
+    const tpmlp_vec_dims d = {.B = 1, .T = t->N, .D = t->D, .F = t->F, .act = t->act, .seed = seed};
     tpmlp_vec_fill_inputs(t, &d);
 }
 
@@ -88,6 +91,7 @@ void tpmlp_vec_meta(tpmlp_meta *m, const char *format, const tpmlp_vec_dims *d) 
     meta_add(m, "format", format), meta_add(m, "format_version", TPMLP_FORMAT_VERSION);
     meta_num(m, "B", d->B), meta_num(m, "T", d->T), meta_num(m, "D", d->D), meta_num(m, "F", d->F);
     meta_add(m, "activation", tpmlp_act_name(d->act));
+    if (d->no_bias) meta_add(m, "bias", "0");
     snprintf(m->buf[m->n], sizeof m->buf[m->n], "%llu", d->seed), meta_add(m, "seed", m->buf[m->n]);
     meta_add(m, "generator_version", TPMLP_GENERATOR_VERSION);
 }
@@ -104,19 +108,22 @@ int tpmlp_vec_generate_rank(const char *path, const tpmlp_vec_dims *d, int p, in
     tpmlp_split_slice(s, d->F, p, r, &f0, &fr);
     float *buf[V_FIRST_OUTPUT];
     st_out out[V_FIRST_OUTPUT];
+    int n = 0;
     for (int i = 0; i < V_FIRST_OUTPUT; i++) { /* each input's block (the whole tensor when replicated) */
+        if (!tpmlp_vec_has((tpmlp_vec_id)i, d)) continue;
         const tpmlp_block b = tpmlp_step_block((tpmlp_vec_id)i, d->B * d->T, d->D, d->F, f0, fr);
-        out[i] = (st_out){.name = tpmlp_vec_specs[i].name, .dtype = ST_F32};
-        out[i].ndim = tpmlp_vec_shape((tpmlp_vec_id)i, d, out[i].shape);
-        if (tpmlp_step_f_axis((tpmlp_vec_id)i) >= 0) out[i].shape[tpmlp_step_f_axis((tpmlp_vec_id)i)] = (uint64_t)fr;
-        out[i].data = buf[i] = tpmlp_alloc(tpmlp_block_numel(&b), sizeof(float), tpmlp_vec_specs[i].name);
-        tpmlp_vec_fill(buf[i], (tpmlp_vec_id)i, d, b.r0, b.r1, b.c0, b.c1);
+        out[n] = (st_out){.name = tpmlp_vec_specs[i].name, .dtype = ST_F32};
+        out[n].ndim = tpmlp_vec_shape((tpmlp_vec_id)i, d, out[n].shape);
+        if (tpmlp_step_f_axis((tpmlp_vec_id)i) >= 0) out[n].shape[tpmlp_step_f_axis((tpmlp_vec_id)i)] = (uint64_t)fr;
+        out[n].data = buf[n] = tpmlp_alloc(tpmlp_block_numel(&b), sizeof(float), tpmlp_vec_specs[i].name);
+        tpmlp_vec_fill(buf[n], (tpmlp_vec_id)i, d, b.r0, b.r1, b.c0, b.c1);
+        n++;
     }
     tpmlp_meta m;
     tpmlp_vec_meta(&m, "tpmlp-mlp-rank-inputs", d);
     tpmlp_vec_meta_rank(&m, p, r, s, f0, f0 + fr);
-    int rc = st_write(path, out, V_FIRST_OUTPUT, m.keys, m.vals, m.n, err, errlen);
-    for (int i = 0; i < V_FIRST_OUTPUT; i++) free(buf[i]);
+    int rc = st_write(path, out, n, m.keys, m.vals, m.n, err, errlen);
+    for (int i = 0; i < n; i++) free(buf[i]);
     return rc;
 }
 
@@ -124,12 +131,14 @@ int tpmlp_vec_generate(const char *path, const tpmlp_vec_dims *d, char *err, siz
     const int N = d->B * d->T;
     void *buf[V_COUNT];
     st_out out[V_COUNT];
+    int n = 0; /* the tensors of d's step go into the file (without biases: none of theirs) */
     for (int i = 0; i < V_COUNT; i++) {
         size_t es = i < V_FIRST_OUTPUT ? sizeof(float) : sizeof(double);
         buf[i] = tpmlp_alloc(tpmlp_vec_numel((tpmlp_vec_id)i, d), es, tpmlp_vec_specs[i].name);
-        out[i] =
+        if (!tpmlp_vec_has((tpmlp_vec_id)i, d)) continue;
+        out[n] =
             (st_out){.name = tpmlp_vec_specs[i].name, .dtype = i < V_FIRST_OUTPUT ? ST_F32 : ST_F64, .data = buf[i]};
-        out[i].ndim = tpmlp_vec_shape((tpmlp_vec_id)i, d, out[i].shape);
+        out[n].ndim = tpmlp_vec_shape((tpmlp_vec_id)i, d, out[n].shape), n++;
     }
     /* inputs: x, dy as (N, D); weights (out, in); biases one row */
     for (int i = 0; i < V_FIRST_OUTPUT; i++) fill_whole(buf[i], (tpmlp_vec_id)i, d);
@@ -142,7 +151,7 @@ int tpmlp_vec_generate(const char *path, const tpmlp_vec_dims *d, char *err, siz
     tpmlp_meta m;
     tpmlp_vec_meta(&m, TPMLP_FORMAT_NAME, d);
     tpmlp_progress("writing the file", 1, 1);
-    int rc = st_write(path, out, V_COUNT, m.keys, m.vals, m.n, err, errlen);
+    int rc = st_write(path, out, n, m.keys, m.vals, m.n, err, errlen);
     tpmlp_progress_done();
     for (int i = 0; i < V_COUNT; i++) free(buf[i]);
     return rc;
@@ -174,6 +183,10 @@ int tpmlp_vec_read_case(const st_file *f, tpmlp_vec_dims *d, char *err, size_t e
                         act ? act : "(missing)"),
                -1;
     d->seed = seed ? strtoull(seed, NULL, 10) : 0;
+    const char *bias = st_meta(f, "bias");
+    if (bias && strcmp(bias, "0") != 0 && strcmp(bias, "1") != 0)
+        return snprintf(err, errlen, "%s: __metadata__ bias = '%s', expected 0 or 1", f->path, bias), -1;
+    d->no_bias = bias && strcmp(bias, "0") == 0; /* absent: with biases, as every file written before */
     return 0;
 }
 
@@ -208,6 +221,13 @@ int tpmlp_vec_load_inputs(const st_file *f, tpmlp_mlp32 *t, tpmlp_vec_dims *d, c
     tpmlp_mlp32_alloc(t, d->B * d->T, d->D, d->F, d->act);
     for (int i = 0; i < V_FIRST_OUTPUT; i++) {
         const st_tensor *s = st_find(f, tpmlp_vec_specs[i].name);
+        if (!tpmlp_vec_has((tpmlp_vec_id)i, d)) { /* a bias of a step without: zeros (alloc), and none in the file */
+            if (s == NULL) continue;
+            tpmlp_mlp32_free(t);
+            return snprintf(err, errlen, "%s: holds '%s', but its __metadata__ says bias = 0 (no biases)", f->path,
+                            s->name),
+                   -1;
+        }
         if (s == NULL || s->dtype != ST_F32) {
             tpmlp_mlp32_free(t);
             return snprintf(err, errlen, "%s: input tensor '%s' %s", f->path, tpmlp_vec_specs[i].name,
@@ -221,14 +241,16 @@ int tpmlp_vec_load_inputs(const st_file *f, tpmlp_mlp32 *t, tpmlp_vec_dims *d, c
 
 int tpmlp_vec_write_outputs(const char *path, const tpmlp_mlp32 *t, const tpmlp_vec_dims *d, char *err, size_t errlen) {
     st_out out[V_COUNT - V_FIRST_OUTPUT];
+    int n = 0;
     for (int i = V_FIRST_OUTPUT; i < V_COUNT; i++) {
-        st_out *o = &out[i - V_FIRST_OUTPUT];
+        if (!tpmlp_vec_has((tpmlp_vec_id)i, d)) continue;
+        st_out *o = &out[n++];
         *o = (st_out){.name = tpmlp_vec_specs[i].name, .dtype = ST_F32, .data = tpmlp_mlp32_tensor(t, (tpmlp_vec_id)i)};
         o->ndim = tpmlp_vec_shape((tpmlp_vec_id)i, d, o->shape);
     }
     tpmlp_meta m;
     tpmlp_vec_meta(&m, "tpmlp-mlp-outputs", d);
-    return st_write(path, out, V_COUNT - V_FIRST_OUTPUT, m.keys, m.vals, m.n, err, errlen);
+    return st_write(path, out, n, m.keys, m.vals, m.n, err, errlen);
 }
 
 int tpmlp_run_reference_file(const st_file *vec, const char *path, char *err, size_t errlen) {

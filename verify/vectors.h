@@ -19,19 +19,24 @@ extern "C" {
 #define TPMLP_FORMAT_VERSION "1"
 #define TPMLP_GENERATOR_VERSION "1"
 
-/* The sizes a vector file is made for. */
+/* The sizes a vector file is made for, and the form of its MLP. */
 typedef struct {
     int B, T, D, F;
     tpmlp_act act;
     unsigned long long seed;
+    int no_bias; /* 1: no biases (--no-bias): the table's BIAS rows are not in the step */
 } tpmlp_vec_dims;
+
+/* Tensor id is part of d's step (its needs column: the bias tensors only with biases). */
+int tpmlp_vec_has(tpmlp_vec_id id, const tpmlp_vec_dims *d);
 
 /* Shape of tensor id: returns ndim, fills shape. */
 int tpmlp_vec_shape(tpmlp_vec_id id, const tpmlp_vec_dims *d, uint64_t shape[ST_MAX_DIMS]);
 uint64_t tpmlp_vec_numel(tpmlp_vec_id id, const tpmlp_vec_dims *d);
 
 /* Input element (row, col) of tensor id (V_X .. V_DY), a function of
- * (seed, tensor, row, col) only: any shard can be generated alone.
+ * (seed, tensor, row, col) only: any shard can be generated alone (a bias
+ * of a step without biases: 0).
  *   x, dy: uniform on [-√3, √3) (unit variance); weights and biases of a
  *   layer with fan-in k: uniform on [-1/√k, 1/√k) (nn.Linear's init).
  * Uniforms are 24-bit multiples built by exact float arithmetic, so the
@@ -52,8 +57,9 @@ int tpmlp_vec_generate_rank(const char *path, const tpmlp_vec_dims *d, int p, in
                             size_t errlen);
 
 /* The metadata of every file tpmlp writes: its format and the sizes,
- * activation and seed it belongs to (so that check can refuse a mix-up), and
- * for one rank's file the split: tp, rank, split, f0, f1. */
+ * activation and seed it belongs to (so that check can refuse a mix-up), bias
+ * = 0 for a step without biases (absent: with biases, as in every file
+ * written before), and for one rank's file the split: tp, rank, split, f0, f1. */
 typedef struct {
     const char *keys[16], *vals[16];
     char buf[16][24];
