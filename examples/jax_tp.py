@@ -11,14 +11,16 @@ activation on the rank's block of F, fc2 split by columns of W2
     g: psum forward, identity backward   (after fc2: Y is summed over ranks)
 
 and b2 added once, after g. Rank R's inputs are written by `tpmlp gen ...
---tp P --rank R` (balanced split) from the vector file's metadata. When P
-does not divide F the ranks' blocks differ by one: each is padded up to
-ceil(F/P) with zero rows of W1 and b1 and zero columns of W2 (act(0) = 0 for
-gelu, gelu_tanh and relu, so the padding adds nothing to y or dx and gets zero
-gradients) and the padding is cut off before saving. Forward and backward
-(jax.vjp with the file's dy) run in float32; each rank's tensors (h, a as
-(B, T, F_R); y, dx; its gradients; y.partial = A_R W2_R^T before g and
-dx.partial = its dX before f's psum) are saved and checked with
+--tp P --rank R` from the vector file's metadata (F split as tpmlp.Step
+says: balanced, Megatron's). When P does not divide F the ranks' blocks
+differ by one: each is padded up to the largest along its axis of F (the
+step's f_axis) with zeros, zero rows of W1 and b1 and zero columns of W2
+(act(0) = 0 for gelu, gelu_tanh and relu, so the padding adds nothing to y or
+dx and gets zero gradients), and the padding is cut off before saving.
+Forward and backward (jax.vjp with the file's dy) run in float32; each rank's
+tensors (h, a as (B, T, F_R); y, dx; its gradients, named after its
+parameters; y.partial = A_R W2_R^T before g and dx.partial = its dX before
+f's psum) are saved and checked with
 `tpmlp check --tp P --rank R` through the tpmlp Python package. It prints a
 table of the ranks and exits 0 only when every rank passes.
 
@@ -35,13 +37,12 @@ The tpmlp program: --tpmlp, else $TPMLP, else tpmlp on PATH, else ./tpmlp of thi
 """
 import os
 import re
-import subprocess
 import sys
 
 import numpy as np
 
 import tp_harness  # beside this file: the command line, finding tpmlp, the ranks' table
-from tp_harness import BUGS, tpmlp  # tpmlp: the installed package, or this checkout's python/
+
 AXIS = "tp"
 
 
@@ -103,9 +104,9 @@ def activation(name, bug):
 def parallel_mlp_step(act_name, bug):
     """The per-rank body for shard_map: forward and backward of one rank's block.
 
-    Takes x, dy, b2 (replicated) and the rank's (padded) W1_R (Fp, D), b1_R (Fp),
-    W2_R (D, Fp); returns the rank's tensors, each with a leading axis of 1 that
-    shard_map stacks over the ranks."""
+    Takes the rank's inputs by name: x, dy, b2 (replicated) and its (padded)
+    W1_R (Fp, D), b1_R (Fp), W2_R (D, Fp); returns the rank's tensors by name,
+    each with a leading axis of 1 that shard_map stacks over the ranks."""
     import jax
     import jax.numpy as jnp
     from jax import lax
@@ -114,8 +115,11 @@ def parallel_mlp_step(act_name, bug):
     act = activation(act_name, bug)
     hi = lax.Precision.HIGHEST
 
-    def forward(x, tap, w1, b1, w2, b2):
-        # tap is zero: its gradient is the cotangent reaching f, the rank's dX before the psum
+    def forward(x, tap, params):
+        # params: the weights and biases by name; tap is zero: its gradient is the cotangent
+        # reaching f, the rank's dX before the psum
+        w1, b1 = params["linear_fc1.weight"], params["linear_fc1.bias"]
+        w2, b2 = params["linear_fc2.weight"], params["linear_fc2.bias"]
         u = f(x) + tap
         h = jnp.einsum("btd,fd->btf", u, w1, precision=hi) + b1          # ColumnParallelLinear
         a = act(h)
@@ -127,28 +131,19 @@ def parallel_mlp_step(act_name, bug):
             y = y + b2
         return y, (h, a, partial)
 
-    def step(x, dy, w1, b1, w2, b2):
-        y, vjp, (h, a, partial) = jax.vjp(forward, x, jnp.zeros_like(x), w1, b1, w2, b2, has_aux=True)
-        dx, dx_partial, dw1, db1, dw2, db2 = vjp(dy)
-        outs = {"h": h, "a": a, "y": y, "dx": dx,
-                "linear_fc1.weight.grad": dw1, "linear_fc1.bias.grad": db1,
-                "linear_fc2.weight.grad": dw2, "linear_fc2.bias.grad": db2,
-                "y.partial": partial, "dx.partial": dx_partial}
+    def rank_step(t):
+        x, dy = t["x"], t["dy"]
+        params = {k: v for k, v in t.items() if k not in ("x", "dy")}
+        y, vjp, (h, a, partial) = jax.vjp(forward, x, jnp.zeros_like(x), params, has_aux=True)
+        dx, dx_partial, grads = vjp(dy)
+        outs = {"h": h, "a": a, "y": y, "dx": dx, "y.partial": partial, "dx.partial": dx_partial}
+        outs.update({f"{name}.grad": grad for name, grad in grads.items()})  # each parameter's, under its name
         return {k: v[None] for k, v in outs.items()}
 
-    return step
+    return rank_step
 
 
 # ------------------------------------------------------------------ the run
-
-def gen_shard(prog, meta, tp, rank, path):
-    subprocess.run([prog, "gen", "--batch", meta["B"], "--seq", meta["T"],
-                    "--hidden", meta["D"], "--ffn", meta["F"], "--act", meta["activation"],
-                    "--seed", meta["seed"], "--tp", str(tp), "--rank", str(rank),
-                    "--split", "balanced", "-o", path],
-                   check=True, stdout=subprocess.DEVNULL)
-    return tpmlp.load(path)
-
 
 def run(tp, cfg):
     """Runs the P ranks under shard_map; saves and checks each rank's tensors.
@@ -159,59 +154,51 @@ def run(tp, cfg):
     from jax.experimental.shard_map import shard_map
 
     jax.config.update("jax_enable_x64", False)
-    meta, d = cfg["meta"], cfg["dir"]
+    step = cfg["step"]
     cpus = jax.devices("cpu")
     if len(cpus) < tp:
         raise RuntimeError(f"{len(cpus)} CPU devices for --tp {tp} (XLA_FLAGS={os.environ.get('XLA_FLAGS')!r})")
     mesh = Mesh(np.array(cpus[:tp]), (AXIS,))
 
-    # each rank's inputs, from tpmlp gen --tp P --rank R; padded to Fp = ceil(F/P)
-    shards, slices = [], []
-    for r in range(tp):
-        shard, smeta = gen_shard(cfg["tpmlp"], meta, tp, r, os.path.join(d, f"inputs-{r}.safetensors"))
-        shards.append(shard)
-        slices.append((int(smeta["f0"]), int(smeta["f1"])))
-    F, D = int(meta["F"]), int(meta["D"])
-    fp = -(-F // tp)
-    w1 = np.zeros((tp * fp, D), np.float32)
-    b1 = np.zeros((tp * fp,), np.float32)
-    w2 = np.zeros((D, tp * fp), np.float32)
-    for r, (s, (f0, f1)) in enumerate(zip(shards, slices)):
-        n = f1 - f0
-        assert s["linear_fc1.weight"].shape == (n, D), (r, s["linear_fc1.weight"].shape)
-        w1[r * fp:r * fp + n] = s["linear_fc1.weight"]
-        b1[r * fp:r * fp + n] = s["linear_fc1.bias"]
-        w2[:, r * fp:r * fp + n] = s["linear_fc2.weight"]
-    s0 = shards[0]
-    x, dy, b2 = (np.asarray(s0[k], np.float32) for k in ("x", "dy", "linear_fc2.bias"))
-    for s in shards[1:]:  # the replicated inputs are the same on every rank
-        assert all(np.array_equal(s[k], s0[k]) for k in ("x", "dy", "linear_fc2.bias"))
+    # each rank's inputs, from tpmlp gen --tp P --rank R
+    shards = [tp_harness.gen_inputs(cfg, r)[0] for r in range(tp)]
+    fp = max(f1 - f0 for f0, f1 in step.blocks)  # shard_map wants equal blocks: the largest
+
+    def laid_out(name):
+        """An input as shard_map takes it, and its PartitionSpec: one with an axis of F is the ranks'
+        blocks, each padded with zeros to fp, side by side along that axis; a replicated one is whole."""
+        ax = step[name].f_axis
+        if ax is None:
+            assert all(np.array_equal(s[name], shards[0][name]) for s in shards)  # the same on every rank
+            return shards[0][name], P()
+        pad = [(0, 0)] * len(step[name].shape)
+        blocks = []
+        for s in shards:
+            pad[ax] = (0, fp - s[name].shape[ax])
+            blocks.append(np.pad(s[name], pad))
+        return np.concatenate(blocks, axis=ax), P(*(AXIS if i == ax else None for i in range(len(pad))))
 
     def put(a, spec):
         return jax.device_put(jnp.asarray(a, jnp.float32), NamedSharding(mesh, spec))
 
-    args = (put(x, P()), put(dy, P()), put(w1, P(AXIS, None)), put(b1, P(AXIS)),
-            put(w2, P(None, AXIS)), put(b2, P()))
-    in_specs = (P(), P(), P(AXIS, None), P(AXIS), P(None, AXIS), P())
-    step = parallel_mlp_step(meta["activation"], cfg["bug"])
+    inputs = {name: laid_out(name) for name in step.inputs}
+    args = {name: put(a, spec) for name, (a, spec) in inputs.items()}
+    in_specs = ({name: spec for name, (_, spec) in inputs.items()},)
+    body = parallel_mlp_step(step.activation, cfg["bug"])
     # every output has a leading rank axis; check_rep=False since f and g are custom_vjp with psums
-    fn = jax.jit(shard_map(step, mesh=mesh, in_specs=in_specs, out_specs=P(AXIS), check_rep=False))
-    outs = jax.tree_util.tree_map(np.asarray, fn(*args))
+    fn = jax.jit(shard_map(body, mesh=mesh, in_specs=in_specs, out_specs=P(AXIS), check_rep=False))
+    outs = jax.tree_util.tree_map(np.asarray, fn(args))
     assert all(v.dtype == np.float32 for v in outs.values())
 
     results = []
-    for r, (f0, f1) in enumerate(slices):
+    for r, (f0, f1) in enumerate(step.blocks):
         result = {"rank": r, "ok": False}
         try:
-            n = f1 - f0
-            t = {k: v[r] for k, v in outs.items()}
-            t["h"], t["a"] = t["h"][..., :n], t["a"][..., :n]      # cut off the padding
-            t["linear_fc1.weight.grad"] = t["linear_fc1.weight.grad"][:n]
-            t["linear_fc1.bias.grad"] = t["linear_fc1.bias.grad"][:n]
-            t["linear_fc2.weight.grad"] = t["linear_fc2.weight.grad"][:, :n]
+            # rank r's tensors, the padding cut off: the first f1 - f0 of each block of F
+            t = {name: step.cut(name, v[r], block=(0, f1 - f0)) for name, v in outs.items()}
             impl = (f"jax {jax.__version__} shard_map on {tp} cpu devices "
                     f"(examples/jax_tp.py{', bug ' + cfg['bug'] if cfg['bug'] else ''})")
-            result.update(tp_harness.save_and_check(cfg, meta, tp, r, f0, f1, t, impl))
+            result.update(tp_harness.save_and_check(cfg, r, t, impl))
         except Exception as e:  # reported against this rank
             result["error"] = f"{type(e).__name__}: {e}"
         results.append(result)
@@ -221,13 +208,13 @@ def run(tp, cfg):
 # -------------------------------------------------------------------- main
 
 def main(argv=None):
-    args, prog, meta = tp_harness.parse_args(__doc__, "host CPU devices", argv)
+    args, prog, step = tp_harness.parse_args(__doc__, "host CPU devices", argv)
 
     set_device_count(args.tp)  # before jax is imported (in run)
-    results, secs = tp_harness.run_in_workdir(args, prog, meta, "jax_tp", lambda cfg: run(args.tp, cfg))
+    results, secs = tp_harness.run_in_workdir(args, prog, step, "jax_tp", lambda cfg: run(args.tp, cfg))
     import jax
 
-    title = tp_harness.title("jax_tp", args, meta,
+    title = tp_harness.title("jax_tp", args, step,
                              f"{args.tp} ranks as cpu devices under shard_map, jax {jax.__version__}")
     return tp_harness.report(title, results, [0] * len(results), args.tp, args.verbose, secs)
 

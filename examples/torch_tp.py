@@ -9,10 +9,11 @@ with Megatron's two conjugate operators
     g: all-reduce forward, identity backward   (after fc2: Y is summed over ranks)
 
 and b2 added once, after g. Each rank reads only its own shard, written by
-`tpmlp gen ... --tp P --rank R` from the vector file's metadata, runs forward
-and backward with the file's dy, saves what it holds (h, a as (B, T, F_R); y,
-dx; its gradients; y.partial = A_R W2_R^T before g and dx.partial = its dX
-before f's all-reduce) and checks it with `tpmlp check --tp P --rank R`
+`tpmlp gen ... --tp P --rank R` from the vector file's metadata (F split as
+tpmlp.Step says: balanced, Megatron's), runs forward and backward with the
+file's dy, saves what it holds (h, a as (B, T, F_R); y, dx; its gradients,
+named after its parameters; y.partial = A_R W2_R^T before g and dx.partial =
+its dX before f's all-reduce) and checks it with `tpmlp check --tp P --rank R`
 through the tpmlp Python package. The parent prints a table of the ranks and
 exits 0 only when every rank passes.
 
@@ -31,7 +32,6 @@ import datetime
 import json
 import os
 import socket
-import subprocess
 import sys
 import time
 
@@ -41,7 +41,6 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 import tp_harness  # beside this file: the command line, finding tpmlp, the ranks' table
-from tp_harness import BUGS, tpmlp  # tpmlp: the installed package, or this checkout's python/
 
 
 # ---------------------------------------------------------------- the harness
@@ -214,14 +213,7 @@ def run_rank(rank, tp, cfg):
     meta, d = cfg["meta"], cfg["dir"]
     result = {"rank": rank, "ok": False}
     try:
-        shard_file = os.path.join(d, f"inputs-{rank}.safetensors")
-        subprocess.run([cfg["tpmlp"], "gen", "--batch", meta["B"], "--seq", meta["T"],
-                        "--hidden", meta["D"], "--ffn", meta["F"], "--act", meta["activation"],
-                        "--seed", meta["seed"], "--tp", str(tp), "--rank", str(rank),
-                        "--split", "balanced", "-o", shard_file],
-                       check=True, stdout=subprocess.DEVNULL)
-        shard, smeta = tpmlp.load(shard_file)
-        f0, f1 = int(smeta["f0"]), int(smeta["f1"])
+        shard, _ = tp_harness.gen_inputs(cfg, rank)
         device = torch.device("cuda", rank) if dist.get_backend() == "nccl" else torch.device("cpu")
 
         taps = {}
@@ -231,14 +223,13 @@ def run_rank(rank, tp, cfg):
         y = mlp(x)
         y.backward(dy)
 
-        fc1, fc2 = mlp.linear_fc1, mlp.linear_fc2
-        outs = {"h": taps["h"], "a": taps["a"], "y": y, "dx": x.grad,
-                "linear_fc1.weight.grad": fc1.weight.grad, "linear_fc1.bias.grad": fc1.bias.grad,
-                "linear_fc2.weight.grad": fc2.weight.grad, "linear_fc2.bias.grad": fc2.bias.grad,
-                "y.partial": taps["y.partial"], "dx.partial": taps["dx.partial"]}
+        # the taps (h, a, y.partial, dx.partial), y and dx, and each parameter's gradient under its
+        # name: the module's names are the vector file's (linear_fc1.weight, ...)
+        outs = {**taps, "y": y, "dx": x.grad}
+        outs.update({f"{name}.grad": p.grad for name, p in mlp.named_parameters()})
         impl = (f"torch {torch.__version__} {dist.get_backend()} "
                 f"(examples/torch_tp.py{', bug ' + cfg['bug'] if cfg['bug'] else ''})")
-        result.update(tp_harness.save_and_check(cfg, meta, tp, rank, f0, f1, outs, impl))
+        result.update(tp_harness.save_and_check(cfg, rank, outs, impl))
     except Exception as e:  # the parent reports it against this rank
         result["error"] = f"{type(e).__name__}: {e}"
         raise
@@ -251,7 +242,7 @@ def run_rank(rank, tp, cfg):
 # -------------------------------------------------------------------- parent
 
 def main(argv=None):
-    args, prog, meta = tp_harness.parse_args(__doc__, "processes", argv)
+    args, prog, step = tp_harness.parse_args(__doc__, "processes", argv)
 
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     backend = "nccl" if gpus >= args.tp else "gloo"
@@ -267,8 +258,8 @@ def main(argv=None):
                 results.append({"rank": r, "ok": False, "error": "it wrote no verdict"})
         return codes, results
 
-    (codes, results), secs = tp_harness.run_in_workdir(args, prog, meta, "torch_tp", ranks)
-    title = tp_harness.title("torch_tp", args, meta,
+    (codes, results), secs = tp_harness.run_in_workdir(args, prog, step, "torch_tp", ranks)
+    title = tp_harness.title("torch_tp", args, step,
                              f"{args.tp} ranks over {backend}, torch {torch.__version__}")
     return tp_harness.report(title, results, codes, args.tp, args.verbose, secs)
 

@@ -1,11 +1,13 @@
 """What torch_tp.py and jax_tp.py share: the command line, finding the tpmlp
-program, the working folder the ranks write to, and the table of the ranks'
-verdicts. Each rank's result is a dict
-with "rank", "ok", and from `tpmlp.check(..., tp=P, rank=R)` the JSON's
-"slice" and "tensors" and the printed "table" (or an "error")."""
+program, the step's table (tpmlp.Step: the tensors a rank saves, each rank's
+block of F and the split), the working folder the ranks write to, and the
+table of the ranks' verdicts. Each rank's result is a dict with "rank", "ok",
+and from `tpmlp.check(..., tp=P, rank=R)` the JSON's "slice" and "tensors"
+and the printed "table" (or an "error")."""
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +44,11 @@ def budget(b):
 
 
 def parse_args(doc, ranks_are, argv=None):
-    """The examples' command line; returns (args, tpmlp program, the vector file's metadata)."""
+    """The examples' command line; returns (args, tpmlp program, the vector file's step).
+
+    The step (tpmlp.Step, from `tpmlp info --json --tp P`) has the file's sizes,
+    the names of the tensors a rank saves, and each rank's block of F under
+    its split (balanced: Megatron's)."""
     ap = argparse.ArgumentParser(description=doc.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tp", type=int, required=True, help=f"number of ranks P ({ranks_are})")
@@ -58,19 +64,22 @@ def parse_args(doc, ranks_are, argv=None):
     meta = tpmlp.metadata(args.vectors)
     if meta.get("format") != "tpmlp-mlp-vectors":
         ap.error(f"{args.vectors}: not a tpmlp vector file (format {meta.get('format')!r})")
-    if args.tp > int(meta["F"]):
-        ap.error(f"--tp {args.tp} is more than F = {meta['F']}")
-    return args, prog, meta
+    try:
+        step = tpmlp.Step(args.vectors, tp=args.tp, tpmlp=prog)
+    except ValueError as e:  # e.g. more ranks than columns of F
+        ap.error(str(e))
+    return args, prog, step
 
 
-def run_in_workdir(args, prog, meta, name, body):
+def run_in_workdir(args, prog, step, name, body):
     """Runs body(cfg), where cfg names the working folder the ranks write to
     (--keep's, kept; or a temporary one, removed after), the tpmlp program,
-    the vector file and its metadata, and the planted bug. Returns body's
-    result and the seconds it took."""
+    the vector file, its metadata and its step, and the planted bug. Returns
+    body's result and the seconds it took."""
     d = args.keep or tempfile.mkdtemp(prefix=name + "-")
     os.makedirs(d, exist_ok=True)
-    cfg = {"meta": meta, "dir": d, "tpmlp": prog, "vectors": os.path.abspath(args.vectors), "bug": args.bug}
+    cfg = {"meta": step.metadata, "step": step, "dir": d, "tpmlp": prog,
+           "vectors": os.path.abspath(args.vectors), "bug": args.bug}
     t0 = time.monotonic()
     try:
         return body(cfg), time.monotonic() - t0
@@ -79,10 +88,10 @@ def run_in_workdir(args, prog, meta, name, body):
             shutil.rmtree(d, ignore_errors=True)
 
 
-def title(name, args, meta, how):
+def title(name, args, step, how):
     """The report's first line: the vector file, its sizes, how the ranks ran, the planted bug."""
-    return (f"{name}: {os.path.basename(args.vectors)}: B={meta['B']} T={meta['T']} D={meta['D']} "
-            f"F={meta['F']} act={meta['activation']}; {how}{'; bug: ' + args.bug if args.bug else ''}")
+    return (f"{name}: {os.path.basename(args.vectors)}: B={step.B} T={step.T} D={step.D} "
+            f"F={step.F} act={step.activation}; {how}{'; bug: ' + args.bug if args.bug else ''}")
 
 
 def report(title, results, codes, p, verbose, secs):
@@ -113,14 +122,32 @@ def report(title, results, codes, p, verbose, secs):
     return 0 if ok else 1
 
 
-def save_and_check(cfg, meta, tp, rank, f0, f1, tensors, implementation):
+def gen_inputs(cfg, rank):
+    """Writes rank's inputs with `tpmlp gen --tp P --rank R` (its shard; x, dy, b2
+    whole) from the vector file's metadata; returns (tensors, metadata)."""
+    meta, step = cfg["meta"], cfg["step"]
+    path = os.path.join(cfg["dir"], f"inputs-{rank}.safetensors")
+    subprocess.run([cfg["tpmlp"], "gen", "--batch", meta["B"], "--seq", meta["T"], "--hidden", meta["D"],
+                    "--ffn", meta["F"], "--act", meta["activation"], "--seed", meta["seed"],
+                    "--tp", str(step.tp), "--rank", str(rank), "--split", step.split, "-o", path],
+                   check=True, stdout=subprocess.DEVNULL)
+    return tpmlp.load(path)
+
+
+def save_and_check(cfg, rank, tensors, implementation):
     """Saves rank's tensors (with the rank's metadata, so that check refuses
-    them as another rank) and checks them: returns the result's fields."""
+    them as another rank) and checks them: returns the result's fields. A rank
+    must save every output of the step and its partial sums."""
+    meta, step = cfg["meta"], cfg["step"]
+    missing = [name for name in step.outputs + step.partials if name not in tensors]
+    if missing:
+        raise ValueError(f"rank {rank} saves no {', '.join(missing)}")
+    f0, f1 = step.block(rank)
     out_file = os.path.join(cfg["dir"], f"rank-{rank}.safetensors")
     out_meta = {k: meta[k] for k in ("B", "T", "D", "F", "activation", "seed")}
-    out_meta.update(tp=tp, rank=rank, split="balanced", f0=f0, f1=f1, implementation=implementation)
+    out_meta.update(tp=step.tp, rank=rank, split=step.split, f0=f0, f1=f1, implementation=implementation)
     tpmlp.save(out_file, tensors, out_meta)
-    report = tpmlp.check(cfg["vectors"], out_file, dtype="fp32", tp=tp, rank=rank, split="balanced",
+    report = tpmlp.check(cfg["vectors"], out_file, dtype="fp32", tp=step.tp, rank=rank, split=step.split,
                          tpmlp=cfg["tpmlp"])
     return dict(ok=report.ok, slice=[f0, f1], table=str(report),
                 tensors=[{"name": t.name, "verdict": t.verdict, "budget_used": t.budget_used,

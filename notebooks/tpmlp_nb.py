@@ -1,5 +1,6 @@
 """Helpers shared by the tutorial notebooks: where tpmlp is, running it (and
-mpiexec), reading safetensors files with numpy."""
+mpiexec), reading safetensors files with numpy, and a file's step (its tensors,
+each rank's block of F) from the tpmlp package's tpmlp.Step."""
 import os
 import shutil
 import subprocess
@@ -8,7 +9,9 @@ import tempfile
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(ROOT, "examples"))
+sys.path.insert(0, os.path.join(ROOT, "python"))
 from tpmlp_vectors import load  # noqa: E402  (the 40-line numpy reader)
+import tpmlp as tpmlp_package  # noqa: E402  (python/: tpmlp.Step)
 
 TPMLP = os.path.join(ROOT, "tpmlp")
 CUDA = os.path.join(ROOT, "tpmlp-cuda")
@@ -56,11 +59,11 @@ def ratios(vectors, theirs, dtype="fp32"):
     return {k: v.ravel() for k, v in t.items() if not k.endswith(".bound")}
 
 
-def tp_slice(F, p, r):
-    """Rank r's block of F: the first F mod p ranks get one more (parallel/tp_mlp.c: tp_slice)."""
-    q, rem = divmod(F, p)
-    f0 = r * q + min(r, rem)
-    return f0, q + (1 if r < rem else 0)
+def step(vectors, tp=None, split=None):
+    """The file's step, as `tpmlp info --json [--tp P]` gives it (tpmlp.Step): its tensors by
+    role (.inputs, .outputs, .partials), each one's shape and axis of F (s['h'].f_axis); with
+    tp, each rank's block (f0, f1) of F (.blocks) and .cut(name, array, rank=r)."""
+    return tpmlp_package.Step(vectors, tp=tp, split=split, tpmlp=TPMLP)
 
 
 def gpu_here():

@@ -27,7 +27,7 @@ def bump(index, factor):
 def test_reference_outputs_pass(prog, gelu_vec, ref_outputs):
     r = tpmlp.check(gelu_vec, ref_outputs, tpmlp=prog)
     assert r.ok and r.returncode == 0
-    assert [t.name for t in r.tensors] == tpmlp.OUTPUTS
+    assert [t.name for t in r.tensors] == tpmlp.Step(gelu_vec, tpmlp=prog).outputs
     assert r.dtype == "fp32" and r.rank is None and r.tp is None and r.not_provided == []
     assert r.raw["verdict"] == "PASS" and r.version == tpmlp.__version__
     for t in r.tensors:
@@ -113,7 +113,8 @@ def test_per_rank_pass(prog, gelu_vec, rank_outputs, rank):
     assert r.ok and r.tp == 3 and r.rank == rank and r.split == "balanced"
     assert r.slice == [(0, 7), (7, 14), (14, 20)][rank]
     names = [t.name for t in r.tensors]
-    assert names == tpmlp.OUTPUTS + tpmlp.PARTIALS
+    step = tpmlp.Step(gelu_vec, tpmlp=prog)
+    assert names == step.outputs + step.partials
     f0, f1 = r.slice
     assert r["h"].shape == (2, 3, f1 - f0) and r["y"].shape == (2, 3, 8)
     s = str(r)

@@ -36,12 +36,6 @@ _NOT_FOR_PACKAGE = {"BF16"}
 
 MAX_HEADER = 100 * 1000 * 1000  # the safetensors package's own limit
 
-INPUTS = ["x", "linear_fc1.weight", "linear_fc1.bias", "linear_fc2.weight", "linear_fc2.bias", "dy"]
-OUTPUTS = ["h", "a", "y", "dx", "linear_fc1.weight.grad", "linear_fc1.bias.grad",
-           "linear_fc2.weight.grad", "linear_fc2.bias.grad"]
-PARTIALS = ["y.partial", "dx.partial"]
-
-
 def _bad(path, what, name=None):
     where = f"{path}: tensor '{name}': " if name is not None else f"{path}: "
     return ValueError(where + what)
