@@ -74,7 +74,8 @@ static int world_rank, world_size;
 static tpmlp_comm mpi_comms[2]; /* mpi, ring */
 #endif
 
-static void both_wait(threads *t) { pthread_barrier_wait(&t->barrier); }
+/* every thread of the run reaches this point before any goes on */
+static void wait_for_all(threads *t) { pthread_barrier_wait(&t->barrier); }
 
 /* 1 if ok on every rank */
 static int agree(rk *e, int ok) {
@@ -86,10 +87,10 @@ static int agree(rk *e, int ok) {
     }
 #endif
     e->t->ok[e->rank] = ok;
-    both_wait(e->t);
+    wait_for_all(e->t);
     int all = 1;
     for (int r = 0; r < e->size; r++) all &= e->t->ok[r] != 0;
-    both_wait(e->t); /* every verdict read before the next is written */
+    wait_for_all(e->t); /* every verdict read before the next is written */
     return all;
 }
 
@@ -133,10 +134,10 @@ static int same_on_all_ranks(rk *e, const void *p, size_t n) {
     }
 #endif
     e->t->hash[e->rank] = h;
-    both_wait(e->t);
+    wait_for_all(e->t);
     int same = 1;
     for (int r = 0; r < e->size; r++) same &= e->t->hash[r] == e->t->hash[0];
-    both_wait(e->t);
+    wait_for_all(e->t);
     return same;
 }
 
@@ -149,12 +150,12 @@ static void sum_over_ranks(rk *e, const double *in, double *out, size_t n) {
     }
 #endif
     e->t->vec[e->rank] = in;
-    both_wait(e->t);
+    wait_for_all(e->t);
     for (size_t i = 0; i < n; i++) {
         out[i] = 0;
         for (int r = 0; r < e->size; r++) out[i] += e->t->vec[r][i];
     }
-    both_wait(e->t);
+    wait_for_all(e->t);
 }
 
 /* ---------------------------------------------------------------- TP MLP */
