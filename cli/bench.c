@@ -191,6 +191,7 @@ int cmd_bench(int argc, char **argv) {
         launch_ranks(p, argc, argv); /* typed at a shell: start the p ranks */
         return bench_tp(stage, p, &s, reps, overlap);
 #else
+        (void)overlap; /* (the mpi and ring stages' option) */
         tpmlp_die(TPMLP_EXIT_USAGE, "--stage %s: this tpmlp was built without MPI", stage);
 #endif
     }

@@ -23,10 +23,12 @@ int launch_under_mpi(void) {
     return 0;
 }
 
+#ifdef TPMLP_MPIEXEC
 /* Sets name=value for the job unless the user has set name already. */
 static void setenv_default(const char *name, const char *value) {
     if (setenv(name, value, 0) != 0) tpmlp_die(1, "launch: cannot set %s in the environment", name);
 }
+#endif
 
 void launch_ranks(int p, int argc, char **argv) {
     if (p <= 1 || launch_under_mpi()) return;

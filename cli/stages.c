@@ -57,16 +57,6 @@ void stage_names(char *buf, size_t len, unsigned mask, const char *last) {
     }
 }
 
-/* fault injection for the test that a dying rank ends the job: TPMLP_TEST_DIE_RANK=r
- * (between the collectives: the others wait in the backward's) */
-static void maybe_die(int rank) {
-    const char *die = getenv("TPMLP_TEST_DIE_RANK");
-    if (die && atoi(die) == rank) {
-        fprintf(stderr, "tpmlp: rank %d: dying on purpose (TPMLP_TEST_DIE_RANK)\n", rank);
-        raise(SIGKILL);
-    }
-}
-
 static void one_core(int rank, tp_compute *cpt) {
     (void)rank, (void)cpt;
     omp_set_num_threads(1); /* one core per rank, as one process per rank would have */
@@ -95,6 +85,15 @@ int stage_shard(const char *vectors, const char *out, int p, int overlap, const 
 }
 
 #ifdef TPMLP_HAVE_MPI
+/* fault injection for the test that a dying rank ends the job: TPMLP_TEST_DIE_RANK=r
+ * (between the collectives: the others wait in the backward's) */
+static void maybe_die(int rank) {
+    const char *die = getenv("TPMLP_TEST_DIE_RANK");
+    if (die && atoi(die) == rank) {
+        fprintf(stderr, "tpmlp: rank %d: dying on purpose (TPMLP_TEST_DIE_RANK)\n", rank);
+        raise(SIGKILL);
+    }
+}
 #include <mpi.h>
 
 #include "comm_mpi.h"
