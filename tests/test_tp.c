@@ -477,6 +477,7 @@ static void run_case(void **state) {
     CASE(tp_properties, "local p=" #p " gelu", p, 0, TPMLP_GELU),                                                      \
         CASE(tp_properties, "local p=" #p " gelu_tanh", p, 0, TPMLP_GELU_TANH),                                        \
         CASE(tp_properties, "local p=" #p " relu", p, 0, TPMLP_RELU),                                                  \
+        CASE(tp_properties, "local p=" #p " silu", p, 0, TPMLP_SILU),                                                  \
         CASE(sp_properties, "sequence local p=" #p " gelu", p, 0, TPMLP_GELU),                                         \
         CASE(sp_properties, "sequence local p=" #p " gelu_tanh", p, 0, TPMLP_GELU_TANH),                               \
         CASE(sp_properties, "sequence local p=" #p " relu", p, 0, TPMLP_RELU),                                         \
@@ -514,6 +515,7 @@ static int run_mpi(int argc, char **argv) {
         CASE(tp_properties, "ring gelu", 0, 1, TPMLP_GELU),
         CASE(tp_properties, "ring gelu_tanh", 0, 1, TPMLP_GELU_TANH),
         CASE(tp_properties, "ring relu", 0, 1, TPMLP_RELU),
+        CASE(tp_properties, "mpi silu", 0, 0, TPMLP_SILU),
         CASE(sp_properties, "sequence mpi gelu", 0, 0, TPMLP_GELU),
         CASE(sp_properties, "sequence mpi gelu_tanh", 0, 0, TPMLP_GELU_TANH),
         CASE(sp_properties, "sequence mpi relu", 0, 0, TPMLP_RELU),
