@@ -56,23 +56,23 @@ static inline int kh_no_gpu(char *why, size_t len) {
     return kh_gpu_why(why, len, e, count, drv, rt, access("/proc/driver/nvidia/version", F_OK) == 0);
 }
 
-static inline size_t kh_size(kernel_dtype dt) { return dt == KDT_F32 ? 4 : 2; }
+static inline size_t kh_size(comm_dtype dt) { return dt == COMM_F32 ? 4 : 2; }
 
 // x as stored: itself in fp32, rounded to nearest bf16 in bf16
-static inline float kh_round(float x, kernel_dtype dt) {
-    return dt == KDT_F32 ? x : __bfloat162float(__float2bfloat16_rn(x));
+static inline float kh_round(float x, comm_dtype dt) {
+    return dt == COMM_F32 ? x : __bfloat162float(__float2bfloat16_rn(x));
 }
 
 // n floats as stored in dt (bytes: n·kh_size(dt)), and back
-static inline void kh_pack(unsigned char *bytes, const float *host, size_t n, kernel_dtype dt) {
-    if (dt == KDT_F32) return (void)memcpy(bytes, host, n * 4);
+static inline void kh_pack(unsigned char *bytes, const float *host, size_t n, comm_dtype dt) {
+    if (dt == COMM_F32) return (void)memcpy(bytes, host, n * 4);
     for (size_t i = 0; i < n; i++) {
         __nv_bfloat16 b = __float2bfloat16_rn(host[i]);
         memcpy(&bytes[2 * i], &b, 2);
     }
 }
-static inline void kh_unpack(float *host, const unsigned char *bytes, size_t n, kernel_dtype dt) {
-    if (dt == KDT_F32) return (void)memcpy(host, bytes, n * 4);
+static inline void kh_unpack(float *host, const unsigned char *bytes, size_t n, comm_dtype dt) {
+    if (dt == COMM_F32) return (void)memcpy(host, bytes, n * 4);
     for (size_t i = 0; i < n; i++) {
         __nv_bfloat16 b;
         memcpy(&b, &bytes[2 * i], 2);
@@ -80,7 +80,7 @@ static inline void kh_unpack(float *host, const unsigned char *bytes, size_t n, 
     }
 }
 // a device copy of n floats, converted to dt
-static inline void *kh_upload(const float *host, size_t n, kernel_dtype dt) {
+static inline void *kh_upload(const float *host, size_t n, comm_dtype dt) {
     std::vector<unsigned char> buf(n * kh_size(dt) + 1);
     kh_pack(buf.data(), host, n, dt);
     void *d;
@@ -90,13 +90,13 @@ static inline void *kh_upload(const float *host, size_t n, kernel_dtype dt) {
 }
 
 // n values of dt on the device, back as floats
-static inline void kh_download(float *host, const void *dev, size_t n, kernel_dtype dt) {
+static inline void kh_download(float *host, const void *dev, size_t n, comm_dtype dt) {
     std::vector<unsigned char> buf(n * kh_size(dt) + 1);
     CUDA_OK(cudaMemcpy(buf.data(), dev, n * kh_size(dt), cudaMemcpyDeviceToHost));
     kh_unpack(host, buf.data(), n, dt);
 }
 
-static inline void *kh_alloc(size_t n, kernel_dtype dt) {
+static inline void *kh_alloc(size_t n, comm_dtype dt) {
     void *d;
     CUDA_OK(cudaMalloc(&d, n * kh_size(dt) + 1));
     return d;

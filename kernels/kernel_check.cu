@@ -28,7 +28,7 @@ static void report(int ok, const char *what, int version, const char *dt, const 
 // (both a few ulp), scaled by the function's own sensitivity |x·act'(x)|.
 // The kernel adds the bias in fp32 and applies act before rounding h for
 // storage; the reference does the same.
-static void check_bias_act(int version, kernel_dtype dt, tpmlp_act act, int N, int F) {
+static void check_bias_act(int version, comm_dtype dt, tpmlp_act act, int N, int F) {
     const size_t n = (size_t)N * F;
     std::vector<float> h(n), b(F);
     tpmlp_fill_uniform_f32(h.data(), n, 11, 6.0f);
@@ -41,7 +41,7 @@ static void check_bias_act(int version, kernel_dtype dt, tpmlp_act act, int N, i
     CUDA_OK(cudaDeviceSynchronize());
     std::vector<float> gh(n), ga(n), gd(n);
     kh_download(gh.data(), dh, n, dt), kh_download(ga.data(), da, n, dt), kh_download(gd.data(), dd, n, dt);
-    const double u = dt == KDT_F32 ? 0x1p-24 : 0x1p-8, u32 = 0x1p-24;
+    const double u = dt == COMM_F32 ? 0x1p-24 : 0x1p-8, u32 = 0x1p-24;
     double worst = 0;
     for (size_t i = 0; rc == 0 && i < n; i++) {
         float v32 = h[i] + b[i % F], v = kh_round(v32, dt); /* the kernel applies act to v32, stores v */
@@ -51,7 +51,7 @@ static void check_bias_act(int version, kernel_dtype dt, tpmlp_act act, int N, i
         double tol_d = u * fabs(d) + 16 * u32 * (fabs(d) + fabs(v32) * 0.8 + 1) + 1e-30;
         worst = fmax(worst, fmax(fabs(gh[i] - v) / tol_h, fmax(fabs(ga[i] - g) / tol_a, fabs(gd[i] - d) / tol_d)));
     }
-    report(rc == 0 && worst <= 1.0, "bias_act", version, dt == KDT_F32 ? "fp32" : "bf16", tpmlp_act_name(act), worst);
+    report(rc == 0 && worst <= 1.0, "bias_act", version, dt == COMM_F32 ? "fp32" : "bf16", tpmlp_act_name(act), worst);
     CUDA_OK(cudaFree(dh));
     CUDA_OK(cudaFree(db));
     CUDA_OK(cudaFree(da));
@@ -59,7 +59,7 @@ static void check_bias_act(int version, kernel_dtype dt, tpmlp_act act, int N, i
 }
 
 // db against a float64 column sum: N terms, worst-case N·u32·Σ|terms|; dH to the storage type's u.
-static void check_act_bwd(int version, kernel_dtype dt, int with_dact, int N, int F) {
+static void check_act_bwd(int version, comm_dtype dt, int with_dact, int N, int F) {
     const size_t n = (size_t)N * F;
     std::vector<float> dh(n), dact(n);
     tpmlp_fill_uniform_f32(dh.data(), n, 21, 1.0f);
@@ -76,7 +76,7 @@ static void check_act_bwd(int version, kernel_dtype dt, int with_dact, int N, in
     kh_download(gdh.data(), ddh, n, dt);
     std::vector<float> gdb(F);
     CUDA_OK(cudaMemcpy(gdb.data(), ddb, sizeof(float) * F, cudaMemcpyDeviceToHost));
-    const double u = dt == KDT_F32 ? 0x1p-24 : 0x1p-8;
+    const double u = dt == COMM_F32 ? 0x1p-24 : 0x1p-8;
     double worst = 0;
     for (int j = 0; rc == 0 && j < F; j++) {
         double s = 0, sabs = 0;
@@ -89,7 +89,7 @@ static void check_act_bwd(int version, kernel_dtype dt, int with_dact, int N, in
         worst = fmax(worst, fabs(gdb[j] - s) / ((N + 1) * 0x1p-24 * sabs + u * sabs + 1e-30));
     }
     report(rc == 0 && worst <= 1.0, with_dact ? "act_bwd (dH, db1)" : "colsum (db2)", version,
-           dt == KDT_F32 ? "fp32" : "bf16", "", worst);
+           dt == COMM_F32 ? "fp32" : "bf16", "", worst);
     CUDA_OK(cudaFree(ddh));
     CUDA_OK(cudaFree(ddact));
     CUDA_OK(cudaFree(ddb));
@@ -126,34 +126,34 @@ static void bench(int N, int F) {
     double copy_gbs = 2.0 * 4 * n * reps / (time_ms(e0, e1) * 1e6); /* read + write */
     printf("# N=%d F=%d; device copy: %.0f GB/s (read + write)\n", N, F, copy_gbs);
     printf("# %-22s %-4s %-9s %2s %10s %9s %7s\n", "kernel", "dt", "act", "v", "time (us)", "GB/s", "% copy");
-    for (int dt = 0; dt < 2; dt++) {
-        const double es = dt == KDT_F32 ? 4 : 2;
+    for (const comm_dtype dt : {COMM_F32, COMM_BF16}) {
+        const double es = dt == COMM_F32 ? 4 : 2;
         for (int act = 0; act < TPMLP_NUM_ACTS; act++)
             for (int v = 1; v <= BIAS_ACT_VERSIONS; v++) {
-                if (kernel_bias_act(v, (kernel_dtype)dt, x, y, z, bias, N, F, (tpmlp_act)act, 0)) continue;
+                if (kernel_bias_act(v, dt, x, y, z, bias, N, F, (tpmlp_act)act, 0)) continue;
                 CUDA_OK(cudaEventRecord(e0));
                 for (int r = 0; r < reps; r++)
-                    if (kernel_bias_act(v, (kernel_dtype)dt, x, y, z, bias, N, F, (tpmlp_act)act, 0))
+                    if (kernel_bias_act(v, dt, x, y, z, bias, N, F, (tpmlp_act)act, 0))
                         tpmlp_die(1, "bench: bias_act failed");
                 CUDA_OK(cudaEventRecord(e1));
                 CUDA_OK(cudaEventSynchronize(e1));
                 double us = time_ms(e0, e1) * 1e3 / reps, gbs = 4.0 * es * n / (us * 1e3); /* h read+write, a, dact */
-                printf("# %-22s %-4s %-9s %2d %10.1f %9.0f %6.0f%%\n", "bias_act", dt ? "bf16" : "fp32",
+                printf("# %-22s %-4s %-9s %2d %10.1f %9.0f %6.0f%%\n", "bias_act", dt == COMM_BF16 ? "bf16" : "fp32",
                        tpmlp_act_name((tpmlp_act)act), v, us, gbs, 100 * gbs / copy_gbs);
             }
         for (int with = 1; with >= 0; with--)
             for (int v = 1; v <= ACT_BWD_VERSIONS; v++) {
-                if (kernel_act_bwd(v, (kernel_dtype)dt, x, db, with ? y : NULL, N, F, scratch, 0))
+                if (kernel_act_bwd(v, dt, x, db, with ? y : NULL, N, F, scratch, 0))
                     continue; /* warm-up */
                 CUDA_OK(cudaEventRecord(e0));
                 for (int r = 0; r < reps; r++)
-                    if (kernel_act_bwd(v, (kernel_dtype)dt, x, db, with ? y : NULL, N, F, scratch, 0))
+                    if (kernel_act_bwd(v, dt, x, db, with ? y : NULL, N, F, scratch, 0))
                         tpmlp_die(1, "bench: act_bwd failed");
                 CUDA_OK(cudaEventRecord(e1));
                 CUDA_OK(cudaEventSynchronize(e1));
                 double us = time_ms(e0, e1) * 1e3 / reps, gbs = (with ? 3.0 : 1.0) * es * n / (us * 1e3);
                 printf("# %-22s %-4s %-9s %2d %10.1f %9.0f %6.0f%%\n", with ? "act_bwd (dH, db1)" : "colsum (db2)",
-                       dt ? "bf16" : "fp32", "", v, us, gbs, 100 * gbs / copy_gbs);
+                       dt == COMM_BF16 ? "bf16" : "fp32", "", v, us, gbs, 100 * gbs / copy_gbs);
             }
     }
     CUDA_OK(cudaFree(x));
@@ -174,22 +174,22 @@ int main(int argc, char **argv) {
     const int nshapes = (int)(sizeof shapes / sizeof *shapes);
     printf("1..%d\n", nshapes * 2 * (BIAS_ACT_VERSIONS * TPMLP_NUM_ACTS + ACT_BWD_VERSIONS * 2));
     for (auto &sh : shapes)
-        for (int dt = 0; dt < 2; dt++) {
+        for (const comm_dtype dt : {COMM_F32, COMM_BF16}) {
             for (int v = 1; v <= BIAS_ACT_VERSIONS; v++)
                 for (int act = 0; act < TPMLP_NUM_ACTS; act++) {
-                    if (v >= 2 && !kernel_fits_pack((kernel_dtype)dt, sh[1])) {
+                    if (v >= 2 && !kernel_fits_pack(dt, sh[1])) {
                         printf("ok %d - bias_act v%d F = %d # SKIP F not a multiple of the pack\n", ++ntest, v, sh[1]);
                         continue;
                     }
-                    check_bias_act(v, (kernel_dtype)dt, (tpmlp_act)act, sh[0], sh[1]);
+                    check_bias_act(v, dt, (tpmlp_act)act, sh[0], sh[1]);
                 }
             for (int v = 1; v <= ACT_BWD_VERSIONS; v++)
                 for (int with = 1; with >= 0; with--) {
-                    if (v == 3 && !kernel_fits_pack((kernel_dtype)dt, sh[1])) {
+                    if (v == 3 && !kernel_fits_pack(dt, sh[1])) {
                         printf("ok %d - act_bwd v3 F = %d # SKIP F not a multiple of the pack\n", ++ntest, sh[1]);
                         continue;
                     }
-                    check_act_bwd(v, (kernel_dtype)dt, with, sh[0], sh[1]);
+                    check_act_bwd(v, dt, with, sh[0], sh[1]);
                 }
         }
     if (argc > 1 && strcmp(argv[1], "--bench") == 0)

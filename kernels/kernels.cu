@@ -162,13 +162,13 @@ static int bias_act_dt(int version, void *h, void *a, void *dact, const void *b,
     }
 }
 
-int kernel_bias_act(int version, kernel_dtype dt, void *h, void *a, void *dact, const void *b, int N, int F,
+int kernel_bias_act(int version, comm_dtype dt, void *h, void *a, void *dact, const void *b, int N, int F,
                     tpmlp_act act, cudaStream_t stream) {
     if (version < 1 || version > BIAS_ACT_VERSIONS) {
         fprintf(stderr, "tpmlp: kernel bias_act: no version %d (1..%d)\n", version, BIAS_ACT_VERSIONS);
         return -1;
     }
-    return dt == KDT_F32 ? bias_act_dt<float>(version, h, a, dact, b, N, F, act, stream)
+    return dt == COMM_F32 ? bias_act_dt<float>(version, h, a, dact, b, N, F, act, stream)
                          : bias_act_dt<__nv_bfloat16>(version, h, a, dact, b, N, F, act, stream);
 }
 
@@ -300,13 +300,13 @@ static int act_bwd_dt(int version, void *dh, float *db, const void *dact, int N,
     return check(cudaGetLastError(), "act_bwd launch");
 }
 
-int kernel_act_bwd(int version, kernel_dtype dt, void *dh, float *db, const void *dact, int N, int F, float *scratch,
+int kernel_act_bwd(int version, comm_dtype dt, void *dh, float *db, const void *dact, int N, int F, float *scratch,
                    cudaStream_t stream) {
     if (version < 1 || version > ACT_BWD_VERSIONS) {
         fprintf(stderr, "tpmlp: kernel act_bwd: no version %d (1..%d)\n", version, ACT_BWD_VERSIONS);
         return -1;
     }
-    return dt == KDT_F32 ? act_bwd_dt<float>(version, dh, db, dact, N, F, scratch, stream)
+    return dt == COMM_F32 ? act_bwd_dt<float>(version, dh, db, dact, N, F, scratch, stream)
                          : act_bwd_dt<__nv_bfloat16>(version, dh, db, dact, N, F, scratch, stream);
 }
 
@@ -317,10 +317,10 @@ template <typename T> __global__ void bias_add_k(T *y, const T *b, size_t n, int
     if (i < n) y[i] = from_f<T>(to_f(y[i]) + to_f(b[i % D]));
 }
 
-int kernel_bias_add(kernel_dtype dt, void *y, const void *b, int N, int D, cudaStream_t stream) {
+int kernel_bias_add(comm_dtype dt, void *y, const void *b, int N, int D, cudaStream_t stream) {
     size_t n = (size_t)N * D;
     unsigned blocks = (unsigned)((n + 255) / 256);
-    if (dt == KDT_F32)
+    if (dt == COMM_F32)
         bias_add_k<float><<<blocks, 256, 0, stream>>>((float *)y, (const float *)b, n, D);
     else
         bias_add_k<__nv_bfloat16><<<blocks, 256, 0, stream>>>((__nv_bfloat16 *)y, (const __nv_bfloat16 *)b, n, D);
@@ -332,9 +332,9 @@ template <typename T> __global__ void add_k(T *y, const T *x, size_t n) {
     if (i < n) y[i] = from_f<T>(to_f(y[i]) + to_f(x[i]));
 }
 
-int kernel_add(kernel_dtype dt, void *y, const void *x, size_t n, cudaStream_t stream) {
+int kernel_add(comm_dtype dt, void *y, const void *x, size_t n, cudaStream_t stream) {
     unsigned blocks = (unsigned)((n + 255) / 256);
-    if (dt == KDT_F32)
+    if (dt == COMM_F32)
         add_k<float><<<blocks, 256, 0, stream>>>((float *)y, (const float *)x, n);
     else
         add_k<__nv_bfloat16><<<blocks, 256, 0, stream>>>((__nv_bfloat16 *)y, (const __nv_bfloat16 *)x, n);
@@ -346,9 +346,9 @@ template <typename T> __global__ void to_f32_k(float *out, const T *in, size_t n
     if (i < n) out[i] = to_f(in[i]);
 }
 
-int kernel_to_f32(kernel_dtype dt, float *out, const void *in, size_t n, cudaStream_t stream) {
+int kernel_to_f32(comm_dtype dt, float *out, const void *in, size_t n, cudaStream_t stream) {
     unsigned blocks = (unsigned)((n + 255) / 256);
-    if (dt == KDT_F32)
+    if (dt == COMM_F32)
         to_f32_k<float><<<blocks, 256, 0, stream>>>(out, (const float *)in, n);
     else
         to_f32_k<__nv_bfloat16><<<blocks, 256, 0, stream>>>(out, (const __nv_bfloat16 *)in, n);

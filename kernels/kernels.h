@@ -21,28 +21,30 @@
 
 #include <cuda_runtime.h>
 
+#include "comm.h"
 #include "mlp.h"
 
-typedef enum { KDT_F32 = 0, KDT_BF16 = 1 } kernel_dtype;
+/* A buffer's storage type is the communicators' comm_dtype (comm.h), one
+ * vocabulary for both: COMM_F32 or COMM_BF16 here (no kernel takes COMM_F64). */
 
 /* h, a, dact: N·F elements of dtype dt; b: F elements of dt; dact may be NULL. */
-int kernel_bias_act(int version, kernel_dtype dt, void *h, void *a, void *dact, const void *b, int N, int F,
+int kernel_bias_act(int version, comm_dtype dt, void *h, void *a, void *dact, const void *b, int N, int F,
                     tpmlp_act act, cudaStream_t stream);
 /* dh (N·F, dt) in: dA, out: dH (untouched when dact is NULL); db: F floats;
  * scratch: (N/rows_per_chunk + 1)·F floats for version 2 (kernel_act_bwd_scratch). */
-int kernel_act_bwd(int version, kernel_dtype dt, void *dh, float *db, const void *dact, int N, int F, float *scratch,
+int kernel_act_bwd(int version, comm_dtype dt, void *dh, float *db, const void *dact, int N, int F, float *scratch,
                    cudaStream_t stream);
 size_t kernel_act_bwd_scratch(int N, int F);
 /* y = y + x, elementwise: n values of dt (the local sum of shard partials). */
-int kernel_add(kernel_dtype dt, void *y, const void *x, size_t n, cudaStream_t stream);
+int kernel_add(comm_dtype dt, void *y, const void *x, size_t n, cudaStream_t stream);
 /* out (n floats) = in (n values of dt), exactly (bf16 widens). */
-int kernel_to_f32(kernel_dtype dt, float *out, const void *in, size_t n, cudaStream_t stream);
+int kernel_to_f32(comm_dtype dt, float *out, const void *in, size_t n, cudaStream_t stream);
 /* y = y + b on every row: y (N·D, dt), b (D, dt). */
-int kernel_bias_add(kernel_dtype dt, void *y, const void *b, int N, int D, cudaStream_t stream);
+int kernel_bias_add(comm_dtype dt, void *y, const void *b, int N, int D, cudaStream_t stream);
 
 /* Rows of n values of dt are whole 16-byte packs (4 floats, 8 bf16): what
  * bias_act v2-v4 and act_bwd v3 need. */
-static inline int kernel_fits_pack(kernel_dtype dt, int n) { return n % (dt == KDT_F32 ? 4 : 8) == 0; }
+static inline int kernel_fits_pack(comm_dtype dt, int n) { return n % (dt == COMM_F32 ? 4 : 8) == 0; }
 
 #define BIAS_ACT_VERSIONS 4
 #define ACT_BWD_VERSIONS 3

@@ -22,7 +22,7 @@ namespace {
 
 struct impl {
     int device;
-    kernel_dtype dt;
+    comm_dtype dt;
     cudaDataType_t type;
     cublasComputeType_t compute;
     int lt, kernels;
@@ -58,7 +58,7 @@ int cublas_fail(const char *what, cublasStatus_t s) {
         if (s_ != CUBLAS_STATUS_SUCCESS) return cublas_fail(what, s_);                                                 \
     } while (0)
 
-kernel_dtype dtype_of(const impl *m, tpmlp_kind k) { return k == TPMLP_F32 ? KDT_F32 : m->dt; }
+comm_dtype dtype_of(const impl *m, tpmlp_kind k) { return k == TPMLP_F32 ? COMM_F32 : m->dt; }
 size_t elem(const impl *m, tpmlp_kind k) { return kh_size(dtype_of(m, k)); }
 
 void *cuda_alloc(tp_compute *c, size_t n, tpmlp_kind k, const char *what) {
@@ -303,12 +303,11 @@ int mem_sum(void *ctx, void *out, const void *const *slots, int size, size_t off
         fprintf(stderr, "tpmlp: comm local (GPU): sums float32 and bf16 only\n");
         return -1;
     }
-    const kernel_dtype dt = t == COMM_F32 ? KDT_F32 : KDT_BF16;
-    const size_t es = kh_size(dt);
+    const size_t es = kh_size(t); /* (the communicator's type is the kernels': one vocabulary) */
     CU(cudaMemcpyAsync(out, (const char *)slots[0] + offset * es, n * es, cudaMemcpyDeviceToDevice, m->stream),
        "all-reduce copy");
     for (int r = 1; r < size; r++) /* in rank order: every rank gets the same bits */
-        if (kernel_add(dt, out, (const char *)slots[r] + offset * es, n, m->stream) != 0) return -1;
+        if (kernel_add(t, out, (const char *)slots[r] + offset * es, n, m->stream) != 0) return -1;
     return 0;
 }
 int mem_copy(void *ctx, void *dst, const void *src, size_t bytes) {
@@ -356,7 +355,7 @@ int tp_compute_cuda_create(tp_compute *c, int device, tp_cuda_mode mode, int lt,
         return -1;
     }
     m->device = device, m->lt = lt, m->kernels = kernels, m->ws_bytes = (size_t)32 << 20;
-    m->dt = mode == TP_CUDA_BF16 ? KDT_BF16 : KDT_F32;
+    m->dt = mode == TP_CUDA_BF16 ? COMM_BF16 : COMM_F32;
     m->type = mode == TP_CUDA_BF16 ? CUDA_R_16BF : CUDA_R_32F;
     m->compute = mode == TP_CUDA_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     *c = (tp_compute){lt ? &cuda_lt_ops : &cuda_ops, mode == TP_CUDA_BF16 ? COMM_BF16 : COMM_F32, m};
