@@ -70,60 +70,29 @@ double tpmlp_act_grad_f64(tpmlp_act act, double x) {
  * h, a, dact, b (n). The derivative shares most of its work with the value
  * (erfc, exp), so saving it here for the backward costs one more store
  * stream instead of a second pass of transcendental math. */
+/* The row loop of a smooth activation: its value and derivative from one
+ * evaluation (BOTH), or its value alone (VALUE) where no dact is kept. */
+#define SMOOTH_ROW(BOTH, VALUE)                                                                                        \
+    if (dact) {                                                                                                        \
+        _Pragma("omp simd") for (int j = 0; j < n; j++) {                                                              \
+            float v = h[j] + b[j];                                                                                     \
+            h[j] = v;                                                                                                  \
+            BOTH(v, &a[j], &dact[j]);                                                                                  \
+        }                                                                                                              \
+    } else {                                                                                                           \
+        _Pragma("omp simd") for (int j = 0; j < n; j++) {                                                              \
+            float v = h[j] + b[j];                                                                                     \
+            h[j] = v;                                                                                                  \
+            a[j] = VALUE(v);                                                                                           \
+        }                                                                                                              \
+    }
+
 TPMLP_CLONES static void bias_act_row_f32(float *restrict h, float *restrict a, float *restrict dact,
                                           const float *restrict b, int n, tpmlp_act act) {
     switch (act) {
-    case TPMLP_GELU:
-        if (dact) {
-#pragma omp simd
-            for (int j = 0; j < n; j++) {
-                float v = h[j] + b[j];
-                h[j] = v;
-                act_gelu_both_f32(v, &a[j], &dact[j]);
-            }
-        } else {
-#pragma omp simd
-            for (int j = 0; j < n; j++) {
-                float v = h[j] + b[j];
-                h[j] = v;
-                a[j] = act_gelu_f32(v);
-            }
-        }
-        break;
-    case TPMLP_GELU_TANH:
-        if (dact) {
-#pragma omp simd
-            for (int j = 0; j < n; j++) {
-                float v = h[j] + b[j];
-                h[j] = v;
-                act_gelu_tanh_both_f32(v, &a[j], &dact[j]);
-            }
-        } else {
-#pragma omp simd
-            for (int j = 0; j < n; j++) {
-                float v = h[j] + b[j];
-                h[j] = v;
-                a[j] = act_gelu_tanh_f32(v);
-            }
-        }
-        break;
-    case TPMLP_SILU:
-        if (dact) {
-#pragma omp simd
-            for (int j = 0; j < n; j++) {
-                float v = h[j] + b[j];
-                h[j] = v;
-                act_silu_both_f32(v, &a[j], &dact[j]);
-            }
-        } else {
-#pragma omp simd
-            for (int j = 0; j < n; j++) {
-                float v = h[j] + b[j];
-                h[j] = v;
-                a[j] = act_silu_f32(v);
-            }
-        }
-        break;
+    case TPMLP_GELU: SMOOTH_ROW(act_gelu_both_f32, act_gelu_f32); break;
+    case TPMLP_GELU_TANH: SMOOTH_ROW(act_gelu_tanh_both_f32, act_gelu_tanh_f32); break;
+    case TPMLP_SILU: SMOOTH_ROW(act_silu_both_f32, act_silu_f32); break;
     default:
 #pragma omp simd
         for (int j = 0; j < n; j++) {

@@ -112,14 +112,20 @@ ACT_INLINE float act_gelu_grad_f32(float x) {
     return d;
 }
 
+/* σ(z) and σ(1-σ) from e = exp(-|z|) ≤ 1: z ≥ 0: 1/(1+e), z < 0: e/(1+e), so
+ * nothing overflows; both sides computed, a plain select vectorises. */
+ACT_INLINE void act_sigmoid_parts_f32(float z, float *sig, float *s1ms) {
+    float az = fabsf(z);
+    az = az > 120.0f ? 120.0f : az; /* e^-120 is 0 in float */
+    float e = act_exp2part_f32(-az, 0.0f);
+    float inv = 1.0f / (1.0f + e), einv = e * inv;
+    *sig = z >= 0.0f ? inv : einv;
+    *s1ms = einv * inv;
+}
+
 ACT_INLINE void act_gelu_tanh_parts_f32(float x, float *sig, float *e_over) {
     float u = 0.79788456f * (x + 0.044715f * x * x * x);
-    float au = fabsf(u);
-    au = au > 60.0f ? 60.0f : au; /* e^-120 is 0 in float */
-    float e = act_exp2part_f32(-2.0f * au, 0.0f);
-    float inv = 1.0f / (1.0f + e), einv = e * inv;
-    *sig = u >= 0.0f ? inv : einv; /* both sides computed: a plain select vectorises */
-    *e_over = einv * inv;          /* σ(1-σ) */
+    act_sigmoid_parts_f32(2.0f * u, sig, e_over); /* σ(2u); 2u is exact */
 }
 ACT_INLINE float act_gelu_tanh_f32(float x) {
     float s, d;
@@ -143,15 +149,8 @@ ACT_INLINE float act_gelu_tanh_grad_f32(float x) {
     return d;
 }
 
-/* σ(x) and σ(1-σ) for silu, from e = exp(-|x|): nothing overflows. */
-ACT_INLINE void act_silu_parts_f32(float x, float *sig, float *s1ms) {
-    float ax = fabsf(x);
-    ax = ax > 120.0f ? 120.0f : ax; /* e^-120 is 0 in float */
-    float e = act_exp2part_f32(-ax, 0.0f);
-    float inv = 1.0f / (1.0f + e), einv = e * inv;
-    *sig = x >= 0.0f ? inv : einv;
-    *s1ms = einv * inv;
-}
+/* σ(x) and σ(1-σ) for silu. */
+ACT_INLINE void act_silu_parts_f32(float x, float *sig, float *s1ms) { act_sigmoid_parts_f32(x, sig, s1ms); }
 ACT_INLINE float act_silu_f32(float x) {
     float s, d;
     act_silu_parts_f32(x, &s, &d);
