@@ -10,12 +10,13 @@ activation on the rank's block of F, fc2 split by columns of W2
     f: identity forward, psum backward   (before fc1: dX is summed over ranks)
     g: psum forward, identity backward   (after fc2: Y is summed over ranks)
 
-and b2 added once, after g. Rank R's inputs are written by `tpmlp gen ...
+and b2 added once, after g (a step without biases, tpmlp gen --no-bias: no b1,
+b2, and no bias gradients). Rank R's inputs are written by `tpmlp gen ...
 --tp P --rank R` from the vector file's metadata (F split as tpmlp.Step
 says: balanced, Megatron's). When P does not divide F the ranks' blocks
 differ by one: each is padded up to the largest along its axis of F (the
 step's f_axis) with zeros, zero rows of W1 and b1 and zero columns of W2
-(act(0) = 0 for gelu, gelu_tanh and relu, so the padding adds nothing to y or
+(act(0) = 0 for gelu, gelu_tanh, relu and silu, so the padding adds nothing to y or
 dx and gets zero gradients), and the padding is cut off before saving.
 Forward and backward (jax.vjp with the file's dy) run in float32; each rank's
 tensors (h, a as (B, T, F_R); y, dx; its gradients, named after its
@@ -28,9 +29,9 @@ table of the ranks and exits 0 only when every rank passes.
     python3 examples/jax_tp.py --tp 2 --bug no-dx-allreduce VECTORS      # must FAIL
 
 --bug plants one of the classic mistakes, each of which must fail:
-    b2-every-rank     every rank adds b2 before g (y gets P b2)
+    b2-every-rank     every rank adds b2 before g (y gets P b2; refused for a step without biases)
     no-dx-allreduce   f's backward does not psum (dx is one rank's partial)
-    tanh-gelu         the other GELU form (tanh for erf; erf for tanh; tanh-GELU for relu)
+    tanh-gelu         the other GELU form (tanh for erf; erf for tanh; tanh-GELU for relu; erf-GELU for silu)
     extra-allreduce   g psums in the backward too (every gradient P times too big)
 
 The tpmlp program: --tpmlp, else $TPMLP, else tpmlp on PATH, else ./tpmlp of this checkout.
@@ -95,17 +96,18 @@ def megatron_ops(bug):
 def activation(name, bug):
     import jax
     if bug == "tanh-gelu":
-        name = {"gelu": "gelu_tanh", "gelu_tanh": "gelu", "relu": "gelu_tanh"}[name]
+        name = {"gelu": "gelu_tanh", "gelu_tanh": "gelu", "relu": "gelu_tanh", "silu": "gelu"}[name]
     return {"gelu": lambda h: jax.nn.gelu(h, approximate=False),
             "gelu_tanh": lambda h: jax.nn.gelu(h, approximate=True),
-            "relu": jax.nn.relu}[name]
+            "relu": jax.nn.relu, "silu": jax.nn.silu}[name]
 
 
 def parallel_mlp_step(act_name, bug):
     """The per-rank body for shard_map: forward and backward of one rank's block.
 
     Takes the rank's inputs by name: x, dy, b2 (replicated) and its (padded)
-    W1_R (Fp, D), b1_R (Fp), W2_R (D, Fp); returns the rank's tensors by name,
+    W1_R (Fp, D), b1_R (Fp), W2_R (D, Fp) (no b1, b2 for a step without
+    biases: no b terms then); returns the rank's tensors by name,
     each with a leading axis of 1 that shard_map stacks over the ranks."""
     import jax
     import jax.numpy as jnp
@@ -118,16 +120,18 @@ def parallel_mlp_step(act_name, bug):
     def forward(x, tap, params):
         # params: the weights and biases by name; tap is zero: its gradient is the cotangent
         # reaching f, the rank's dX before the psum
-        w1, b1 = params["linear_fc1.weight"], params["linear_fc1.bias"]
-        w2, b2 = params["linear_fc2.weight"], params["linear_fc2.bias"]
+        w1, b1 = params["linear_fc1.weight"], params.get("linear_fc1.bias")
+        w2, b2 = params["linear_fc2.weight"], params.get("linear_fc2.bias")
         u = f(x) + tap
-        h = jnp.einsum("btd,fd->btf", u, w1, precision=hi) + b1          # ColumnParallelLinear
+        h = jnp.einsum("btd,fd->btf", u, w1, precision=hi)               # ColumnParallelLinear
+        if b1 is not None:
+            h = h + b1
         a = act(h)
         partial = jnp.einsum("btf,df->btd", a, w2, precision=hi)          # RowParallelLinear
         if bug == "b2-every-rank":  # the bug: b2 summed P times by g
             partial = partial + b2
         y = g(partial)
-        if bug != "b2-every-rank":
+        if bug != "b2-every-rank" and b2 is not None:
             y = y + b2
         return y, (h, a, partial)
 

@@ -8,7 +8,9 @@ with Megatron's two conjugate operators
     f: identity forward, all-reduce backward   (before fc1: dX is summed over ranks)
     g: all-reduce forward, identity backward   (after fc2: Y is summed over ranks)
 
-and b2 added once, after g. Each rank reads only its own shard, written by
+and b2 added once, after g (a step without biases, tpmlp gen --no-bias: the
+layers have none, as nn.Linear(bias=False), and no bias gradients are saved).
+Each rank reads only its own shard, written by
 `tpmlp gen ... --tp P --rank R` from the vector file's metadata (F split as
 tpmlp.Step says: balanced, Megatron's), runs forward and backward with the
 file's dy, saves what it holds (h, a as (B, T, F_R); y, dx; its gradients,
@@ -21,9 +23,9 @@ exits 0 only when every rank passes.
     python3 examples/torch_tp.py --tp 2 --bug no-dx-allreduce VECTORS      # must FAIL
 
 --bug plants one of the classic mistakes, each of which must fail:
-    b2-every-rank     every rank adds b2 before g (y gets P b2)
+    b2-every-rank     every rank adds b2 before g (y gets P b2; refused for a step without biases)
     no-dx-allreduce   f's backward does not all-reduce (dx is one rank's partial)
-    tanh-gelu         the other GELU form (tanh for erf; erf for tanh; tanh-GELU for relu)
+    tanh-gelu         the other GELU form (tanh for erf; erf for tanh; tanh-GELU for relu; erf-GELU for silu)
     extra-allreduce   g all-reduces in the backward too (every gradient P times too big)
 
 The tpmlp program: --tpmlp, else $TPMLP, else tpmlp on PATH, else ./tpmlp of this checkout.
@@ -145,12 +147,12 @@ class ReduceFromTensorParallelRegion(torch.autograd.Function):
 
 
 class ColumnParallelLinear(torch.nn.Module):
-    """fc1's rows [f0, f1) (output columns of H): f, then X W1_R^T + b1_R."""
+    """fc1's rows [f0, f1) (output columns of H): f, then X W1_R^T + b1_R (bias None: no b1)."""
 
     def __init__(self, weight, bias, taps, bug=None):
         super().__init__()
         self.weight = torch.nn.Parameter(weight)  # (F_R, D), nn.Linear layout
-        self.bias = torch.nn.Parameter(bias)      # (F_R)
+        self.bias = None if bias is None else torch.nn.Parameter(bias)  # (F_R)
         self.taps, self.bug = taps, bug
 
     def forward(self, x):
@@ -159,12 +161,12 @@ class ColumnParallelLinear(torch.nn.Module):
 
 
 class RowParallelLinear(torch.nn.Module):
-    """fc2's columns [f0, f1) (input rows of A): A_R W2_R^T, then g, then b2 once."""
+    """fc2's columns [f0, f1) (input rows of A): A_R W2_R^T, then g, then b2 once (bias None: no b2)."""
 
     def __init__(self, weight, bias, taps, bug=None):
         super().__init__()
         self.weight = torch.nn.Parameter(weight)  # (D, F_R)
-        self.bias = torch.nn.Parameter(bias)      # (D), whole on every rank
+        self.bias = None if bias is None else torch.nn.Parameter(bias)  # (D), whole on every rank
         self.taps, self.bug = taps, bug
 
     def forward(self, a):
@@ -174,25 +176,26 @@ class RowParallelLinear(torch.nn.Module):
             partial = F.linear(a, self.weight)
         self.taps["y.partial"] = partial.detach().clone()
         y = ReduceFromTensorParallelRegion.apply(partial, self.bug)
-        if self.bug != "b2-every-rank":
+        if self.bug != "b2-every-rank" and self.bias is not None:
             y = y + self.bias
         return y
 
 
 def activation(name, bug):
     if bug == "tanh-gelu":
-        name = {"gelu": "gelu_tanh", "gelu_tanh": "gelu", "relu": "gelu_tanh"}[name]
+        name = {"gelu": "gelu_tanh", "gelu_tanh": "gelu", "relu": "gelu_tanh", "silu": "gelu"}[name]
     return {"gelu": torch.nn.GELU(), "gelu_tanh": torch.nn.GELU(approximate="tanh"),
-            "relu": torch.nn.ReLU()}[name]
+            "relu": torch.nn.ReLU(), "silu": torch.nn.SiLU()}[name]
 
 
 class ParallelMLP(torch.nn.Module):
     def __init__(self, shard, act, taps, bug=None):
         super().__init__()
         t = {k: torch.from_numpy(v.copy()) for k, v in shard.items()}
-        self.linear_fc1 = ColumnParallelLinear(t["linear_fc1.weight"], t["linear_fc1.bias"], taps, bug)
+        # the biases only where the step has them (a rank's inputs of gen --no-bias hold none)
+        self.linear_fc1 = ColumnParallelLinear(t["linear_fc1.weight"], t.get("linear_fc1.bias"), taps, bug)
         self.act = activation(act, bug)
-        self.linear_fc2 = RowParallelLinear(t["linear_fc2.weight"], t["linear_fc2.bias"], taps, bug)
+        self.linear_fc2 = RowParallelLinear(t["linear_fc2.weight"], t.get("linear_fc2.bias"), taps, bug)
         self.taps = taps
 
     def forward(self, x):

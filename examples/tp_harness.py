@@ -68,6 +68,9 @@ def parse_args(doc, ranks_are, argv=None):
         step = tpmlp.Step(args.vectors, tp=args.tp, tpmlp=prog)
     except ValueError as e:  # e.g. more ranks than columns of F
         ap.error(str(e))
+    if args.bug == "b2-every-rank" and not step.bias:
+        ap.error(f"--bug b2-every-rank: {args.vectors} is a step without biases (tpmlp gen --no-bias): "
+                 f"there is no b2 to add on every rank")
     return args, prog, step
 
 
@@ -91,7 +94,8 @@ def run_in_workdir(args, prog, step, name, body):
 def title(name, args, step, how):
     """The report's first line: the vector file, its sizes, how the ranks ran, the planted bug."""
     return (f"{name}: {os.path.basename(args.vectors)}: B={step.B} T={step.T} D={step.D} "
-            f"F={step.F} act={step.activation}; {how}{'; bug: ' + args.bug if args.bug else ''}")
+            f"F={step.F} act={step.activation}{'' if step.bias else ' no bias'}; {how}"
+            f"{'; bug: ' + args.bug if args.bug else ''}")
 
 
 def report(title, results, codes, p, verbose, secs):
@@ -124,12 +128,14 @@ def report(title, results, codes, p, verbose, secs):
 
 def gen_inputs(cfg, rank):
     """Writes rank's inputs with `tpmlp gen --tp P --rank R` (its shard; x, dy, b2
-    whole) from the vector file's metadata; returns (tensors, metadata)."""
+    whole; with --no-bias where the step has no biases: no b1, b2) from the
+    vector file's metadata; returns (tensors, metadata)."""
     meta, step = cfg["meta"], cfg["step"]
     path = os.path.join(cfg["dir"], f"inputs-{rank}.safetensors")
     subprocess.run([cfg["tpmlp"], "gen", "--batch", meta["B"], "--seq", meta["T"], "--hidden", meta["D"],
                     "--ffn", meta["F"], "--act", meta["activation"], "--seed", meta["seed"],
-                    "--tp", str(step.tp), "--rank", str(rank), "--split", step.split, "-o", path],
+                    "--tp", str(step.tp), "--rank", str(rank), "--split", step.split, "-o", path]
+                   + ([] if step.bias else ["--no-bias"]),
                    check=True, stdout=subprocess.DEVNULL)
     return tpmlp.load(path)
 
@@ -144,7 +150,7 @@ def save_and_check(cfg, rank, tensors, implementation):
         raise ValueError(f"rank {rank} saves no {', '.join(missing)}")
     f0, f1 = step.block(rank)
     out_file = os.path.join(cfg["dir"], f"rank-{rank}.safetensors")
-    out_meta = {k: meta[k] for k in ("B", "T", "D", "F", "activation", "seed")}
+    out_meta = {k: meta[k] for k in ("B", "T", "D", "F", "activation", "seed", "bias") if k in meta}
     out_meta.update(tp=step.tp, rank=rank, split=step.split, f0=f0, f1=f1, implementation=implementation)
     tpmlp.save(out_file, tensors, out_meta)
     report = tpmlp.check(cfg["vectors"], out_file, dtype="fp32", tp=step.tp, rank=rank, split=step.split,

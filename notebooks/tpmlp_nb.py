@@ -44,10 +44,12 @@ def tpmlp(*args, ranks=None, show=True, check=True):
     return r.stdout
 
 
-def gen(name, batch, seq, hidden, ffn, act="gelu", seed=1):
+def gen(name, batch, seq, hidden, ffn, act="gelu", seed=1, bias=True):
+    """A vector file in the scratch folder (act: gelu, gelu_tanh, relu, silu; bias=False: tpmlp gen --no-bias,
+    layers without biases, whose step has no bias tensors)."""
     f = path(name)
     tpmlp("gen", "--batch", batch, "--seq", seq, "--hidden", hidden, "--ffn", ffn, "--act", act, "--seed", seed,
-          "-o", f, show=False)
+          *([] if bias else ["--no-bias"]), "-o", f, show=False)
     return f
 
 

@@ -101,7 +101,9 @@ def test_golden_vector(tmp_path, impl):
 @pytest.mark.parametrize("name", sorted(os.listdir(GOLDEN)) if os.path.isdir(GOLDEN) else [])
 def test_every_golden_loads(name):
     t, meta = tpmlp.load(golden(name))
-    assert len(t) == 14 and meta["format"] == "tpmlp-mlp-vectors"
+    # 14 tensors; a step without biases (metadata bias = 0) has no b1, b2 nor their gradients: 10
+    assert len(t) == (10 if meta.get("bias") == "0" else 14) and meta["format"] == "tpmlp-mlp-vectors"
+    assert ("linear_fc1.bias" in t) == ("linear_fc2.bias.grad" in t) == (meta.get("bias") != "0")
 
 
 def test_bf16_read(tmp_path, impl):

@@ -101,8 +101,11 @@ class Step:
 
     names, inputs, outputs, partials, temporaries: tensor names, in the
     table's order. step[name] is a StepTensor; `name in step` works.
-    B, T, D, F, activation, seed: the sizes. tp, split, blocks: P, the split
-    and each rank's (f0, f1) (None without tp). metadata: the file's.
+    B, T, D, F, activation, seed: the sizes. bias: whether the layers have
+    biases (False for a step of `tpmlp gen --no-bias`, metadata bias = 0: then
+    no linear_fc1.bias, linear_fc2.bias nor their gradients are among its
+    tensors, and outputs has six names). tp, split, blocks: P, the split and
+    each rank's (f0, f1) (None without tp). metadata: the file's.
     """
 
     def __init__(self, path, tp=None, split=None, tpmlp=None):
@@ -116,6 +119,7 @@ class Step:
         self.B, self.T, self.D, self.F = (int(raw[k]) for k in ("B", "T", "D", "F"))
         self.activation = raw["activation"]
         self.seed = raw.get("seed")
+        self.bias = bool(raw.get("bias", True))  # absent (a program before --no-bias): with biases
         self.tensors = [StepTensor(name=e["name"], role=e["role"], dims=e["dims"], shape=tuple(e["shape"]),
                                    shard=e["shard"], f_axis=e["f_axis"], present=bool(e["present"]),
                                    what=e.get("what", ""))
@@ -211,4 +215,4 @@ class Step:
     def __repr__(self):
         tp = f", tp={self.tp}, split={self.split!r}" if self.tp is not None else ""
         return (f"Step({self.path!r}: B={self.B} T={self.T} D={self.D} F={self.F} "
-                f"{self.activation}{tp}; {len(self.tensors)} tensors)")
+                f"{self.activation}{'' if self.bias else ', no bias'}{tp}; {len(self.tensors)} tensors)")
