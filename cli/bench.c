@@ -207,10 +207,11 @@ int cmd_bench(int argc, char **argv) {
     tp_compute gemms;
     tp_shard sh, sg;
     tpmlp_comm one;
-    if (tp_compute_wrap(&gemms, tp_compute_cpu(), TP_WRAP_GEMMS_ONLY) != 0 ||
-        tp_shard_alloc(&sh, tp_compute_cpu(), N, s.hidden, s.ffn, 1, 0, s.act) != 0 ||
-        tp_shard_generate(&sh, &d) != 0 || comm_local_create(&one, 1) != 0)
-        return 1;
+    if (tp_compute_wrap(&gemms, tp_compute_cpu(), TP_WRAP_GEMMS_ONLY) != 0) return 1; /* (each said why) */
+    if (tp_shard_alloc(&sh, tp_compute_cpu(), N, s.hidden, s.ffn, 1, 0, s.act) != 0)
+        return gemms.ops->destroy(&gemms), 1;
+    if (tp_shard_generate(&sh, &d) != 0 || comm_local_create(&one, 1) != 0)
+        return tp_shard_free(&sh), gemms.ops->destroy(&gemms), 1;
     sg = sh, sg.cpt = &gemms; /* the same buffers */
     tp_step_job step = {&sh, &one}, gemms_job = {&sg, &one};
     double *tm = tpmlp_alloc((size_t)reps, sizeof *tm, "bench times"),
@@ -229,7 +230,10 @@ int cmd_bench(int argc, char **argv) {
     }
     tpmlp_progress_done();
     one.ops->destroy(&one), tp_shard_free(&sh), gemms.ops->destroy(&gemms);
-    if (rc != 0) return free(tm), free(tg), 1;
+    if (rc != 0) { /* the backend said which call failed */
+        fprintf(stderr, "tpmlp: bench: the step failed\n");
+        return free(tm), free(tg), 1;
+    }
     qsort(tm, (size_t)reps, sizeof *tm, cmp_double);
     qsort(tg, (size_t)reps, sizeof *tg, cmp_double);
     double mlp = tm[reps / 2], gemm = tg[reps / 2];

@@ -18,7 +18,8 @@ static const char gen_usage[] =
     "  --no-bias: layers without biases (Llama's): no linear_fc1.bias, linear_fc2.bias nor\n"
     "  their gradients in the file, and __metadata__ bias = 0\n"
     "  --tp P --rank R: rank R's inputs only (x, dy, linear_fc2.bias whole; its rows of\n"
-    "  linear_fc1.weight and .bias, its columns of linear_fc2.weight), F cut by --split:\n"
+    "  linear_fc1.weight and .bias, its columns of linear_fc2.weight; no biases with\n"
+    "  --no-bias), F cut by --split:\n"
     "  balanced (default: the first F mod P ranks one larger) or chunk (torch.chunk, DTensor)\n";
 
 int cmd_gen(int argc, char **argv) {

@@ -39,8 +39,9 @@ template <int ACT> __device__ __forceinline__ void act_both(float x, float *g, f
     } else if (ACT == TPMLP_SILU) {
         float e = expf(-fabsf(x)), inv = 1.0f / (1.0f + e), einv = e * inv; // σ(x) without overflow
         float s = x >= 0.0f ? inv : einv;
+        float xc = fminf(fmaxf(x, -120.0f), 120.0f); // σ(1-σ) is 0 beyond: keeps inf·0 out, as act.h does
         *g = x * s;
-        *d = s + x * (einv * inv);
+        *d = s + xc * (einv * inv);
     } else {
         *g = x > 0.0f ? x : 0.0f;
         *d = x > 0.0f ? 1.0f : 0.0f;
@@ -169,7 +170,7 @@ int kernel_bias_act(int version, comm_dtype dt, void *h, void *a, void *dact, co
         return -1;
     }
     return dt == COMM_F32 ? bias_act_dt<float>(version, h, a, dact, b, N, F, act, stream)
-                         : bias_act_dt<__nv_bfloat16>(version, h, a, dact, b, N, F, act, stream);
+                          : bias_act_dt<__nv_bfloat16>(version, h, a, dact, b, N, F, act, stream);
 }
 
 // ---------------------------------------------------------------- act_bwd
@@ -307,7 +308,7 @@ int kernel_act_bwd(int version, comm_dtype dt, void *dh, float *db, const void *
         return -1;
     }
     return dt == COMM_F32 ? act_bwd_dt<float>(version, dh, db, dact, N, F, scratch, stream)
-                         : act_bwd_dt<__nv_bfloat16>(version, dh, db, dact, N, F, scratch, stream);
+                          : act_bwd_dt<__nv_bfloat16>(version, dh, db, dact, N, F, scratch, stream);
 }
 
 // ---------------------------------------------------------------- bias_add

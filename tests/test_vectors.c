@@ -94,6 +94,8 @@ static void table_is_consistent(void **s) {
         if (t->role == TPMLP_ROLE_PART)
             assert_null(f), assert_int_equal(tpmlp_step_shard((tpmlp_vec_id)i), TPMLP_PARTIAL);
         assert_int_equal(t->kind == TPMLP_F32, t->bound == TPMLP_BOUND_ARRAY);
+        /* the error model fills the ARRAY bounds by name (bound_db1, bound_db2): the table must agree */
+        assert_int_equal(t->bound == TPMLP_BOUND_ARRAY, i == V_DB1 || i == V_DB2);
         assert_int_equal(t->bound == TPMLP_BOUND_NONE, t->role == TPMLP_ROLE_IN || t->role == TPMLP_ROLE_TMP);
         for (int k = 0; k < i; k++) assert_string_not_equal(t->name, tpmlp_vec_specs[k].name);
         if (t->grad_of != V_ALL) { /* a gradient: an output, shaped as the input it is the gradient of */

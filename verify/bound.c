@@ -41,27 +41,16 @@ static float *to_f32(const double *v, size_t n, const char *what) {
 
 void tpmlp_mlp64_bounds(tpmlp_mlp64 *bd, const tpmlp_mlp64 *ref, const tpmlp_format *fmt) {
     const int N = ref->N, D = ref->D, F = ref->F;
-    const size_t nd = (size_t)N * D, fd = (size_t)F * D;
-    float *x = to_f32(ref->x, nd, "x"), *w1 = to_f32(ref->w1, fd, "w1"), *b1 = to_f32(ref->b1, (size_t)F, "b1");
-    float *w2 = to_f32(ref->w2, fd, "w2"), *b2 = to_f32(ref->b2, (size_t)D, "b2"), *dy = to_f32(ref->dy, nd, "dy");
-    const tpmlp_err_inputs in = {.N = N,
-                                 .D = D,
-                                 .F = F,
-                                 .act = ref->act,
-                                 .x = x,
-                                 .w1 = w1,
-                                 .b1 = b1,
-                                 .w2 = w2,
-                                 .b2 = b2,
-                                 .dy = dy,
-                                 .h = ref->h,
-                                 .a = ref->a,
-                                 .y = ref->y,
-                                 .dx = ref->dx,
-                                 .dw1 = ref->dw1,
-                                 .db1 = ref->db1,
-                                 .dw2 = ref->dw2,
-                                 .db2 = ref->db2};
+    /* the model's inputs by the table's ids: the inputs as the float32 they are, the outputs float64 */
+    const void *t[V_COUNT];
+    float *in32[V_FIRST_OUTPUT];
+#define VIEW_(id, field, name, dims, role, kind, bound, grad_of, needs, what)                                          \
+    if (TPMLP_ROLE_##role == TPMLP_ROLE_IN)                                                                            \
+        t[id] = in32[id] = to_f32(ref->field, tpmlp_step_numel(id, N, D, F), name);                                    \
+    if (TPMLP_ROLE_##role == TPMLP_ROLE_OUT) t[id] = ref->field;
+    TPMLP_STEP_TENSORS(VIEW_)
+#undef VIEW_
+    const tpmlp_err_inputs in = tpmlp_err_inputs_of(N, D, F, ref->act, t);
     tpmlp_err_bounds b;
     tpmlp_err_bounds_compute(&b, &in, fmt, NULL, 1, NULL, NULL);
 #define COPY_(id, field, name, dims, role, kind, bound, grad_of, needs, what)                                          \
@@ -70,5 +59,5 @@ void tpmlp_mlp64_bounds(tpmlp_mlp64 *bd, const tpmlp_mlp64 *ref, const tpmlp_for
     TPMLP_STEP_TENSORS(COPY_)
 #undef COPY_
     tpmlp_err_free(&b);
-    free(x), free(w1), free(b1), free(w2), free(b2), free(dy);
+    for (int i = 0; i < V_FIRST_OUTPUT; i++) free(in32[i]);
 }

@@ -60,7 +60,10 @@ static void shape_str(char *buf, size_t len, const uint64_t *shape, int nd) {
  * metadata that names other sizes, activation, seed, or another rank. */
 static int same_case(const st_file *theirs, const st_file *vec, const tpmlp_check_opts *o, char *err, size_t errlen) {
     const char *fmt = st_meta(theirs, "format");
-    if ((fmt && strcmp(fmt, TPMLP_FORMAT_NAME) == 0) || st_find(theirs, "x") || st_find(theirs, "linear_fc1.weight"))
+    int inputs = 0; /* the inputs every step has (x, the weights, dy): a vector file holds them */
+    for (int i = 0; i < V_FIRST_OUTPUT; i++)
+        inputs += !tpmlp_vec_specs[i].bias && st_find(theirs, tpmlp_vec_specs[i].name);
+    if ((fmt && strcmp(fmt, TPMLP_FORMAT_NAME) == 0) || inputs > 0)
         return snprintf(err, errlen, "%s: is a vector file (it holds the inputs); THEIRS must hold your outputs",
                         theirs->path),
                -1;
@@ -358,28 +361,6 @@ static int check_files(tpmlp_check_result *res, const st_file *vec, const st_fil
 
 static void *zeroed(size_t n, size_t es) { return memset(tpmlp_alloc(n, es, "zeros"), 0, n * es); }
 
-/* The error model's inputs from a vector file's tensors (view: by the table's ids). */
-static tpmlp_err_inputs model_inputs(const tpmlp_vec_dims *dm, const void *const view[V_COUNT]) {
-    return (tpmlp_err_inputs){.N = dm->B * dm->T,
-                              .D = dm->D,
-                              .F = dm->F,
-                              .act = dm->act,
-                              .x = view[V_X],
-                              .w1 = view[V_W1],
-                              .b1 = view[V_B1],
-                              .w2 = view[V_W2],
-                              .b2 = view[V_B2],
-                              .dy = view[V_DY],
-                              .h = view[V_H],
-                              .a = view[V_A],
-                              .y = view[V_Y],
-                              .dx = view[V_DX],
-                              .dw1 = view[V_DW1],
-                              .db1 = view[V_DB1],
-                              .dw2 = view[V_DW2],
-                              .db2 = view[V_DB2]};
-}
-
 /* The row streams of the present ROWS tensors, their accumulators and buffers. */
 static void rows_setup(row_check *rc, const tpmlp_check_result *res, const st_file *theirs, const double *h,
                        const double *const ref_of[V_ALL], float *const ratio[V_ALL], float *const bnd[V_ALL], int fr) {
@@ -446,7 +427,8 @@ int tpmlp_check(tpmlp_check_result *res, const st_file *vec, const st_file *thei
         else
             view[i] = zeros[i] = zeroed(tpmlp_vec_numel((tpmlp_vec_id)i, &res->dims), es);
     }
-    const tpmlp_err_inputs in = model_inputs(&res->dims, view);
+    const tpmlp_err_inputs in =
+        tpmlp_err_inputs_of(res->dims.B * res->dims.T, res->dims.D, res->dims.F, res->dims.act, view);
     tpmlp_err_tp tp = {0};
     double *keep[4] = {NULL, NULL, NULL, NULL};
     if (o->tp) { /* the all-reduces' roundings; and for one rank, its partial sums */

@@ -789,6 +789,27 @@ static void bound_dx(const model *M, int part) {
     free(g);
 }
 
+tpmlp_err_inputs tpmlp_err_inputs_of(int N, int D, int F, tpmlp_act act, const void *const t[V_COUNT]) {
+    return (tpmlp_err_inputs){.N = N,
+                              .D = D,
+                              .F = F,
+                              .act = act,
+                              .x = t[V_X],
+                              .w1 = t[V_W1],
+                              .b1 = t[V_B1],
+                              .w2 = t[V_W2],
+                              .b2 = t[V_B2],
+                              .dy = t[V_DY],
+                              .h = t[V_H],
+                              .a = t[V_A],
+                              .y = t[V_Y],
+                              .dx = t[V_DX],
+                              .dw1 = t[V_DW1],
+                              .db1 = t[V_DB1],
+                              .dw2 = t[V_DW2],
+                              .db2 = t[V_DB2]};
+}
+
 void tpmlp_err_bounds_compute(tpmlp_err_bounds *b, const tpmlp_err_inputs *in, const tpmlp_format *fm,
                               const tpmlp_err_tp *tp, int exact, tpmlp_err_row_fn row, void *ctx) {
     const int N = in->N, D = in->D, F = in->F, rank = tp && (tp->yr || tp->dxr);

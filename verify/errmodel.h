@@ -60,6 +60,10 @@ typedef struct {
     const double *y, *dx, *dw1, *db1, *dw2, *db2; /* the reference outputs: their own last rounding */
 } tpmlp_err_inputs;
 
+/* The inputs of the bound from the tensors of a vector file by the table's
+ * ids: t[id] float32 for the inputs, float64 for the outputs. */
+tpmlp_err_inputs tpmlp_err_inputs_of(int N, int D, int F, tpmlp_act act, const void *const t[V_COUNT]);
+
 /* For outputs of a tensor-parallel run over p ranks: ysum/dxsum (N,D), Σ_r |Y_r|
  * and Σ_r |dX_r| over all ranks, for the all-reduce's roundings in y and dx.
  * For one rank's check also the F-columns [f0, f1) of the rank and yr/dxr

@@ -80,7 +80,10 @@ void tpmlp_vec_fill_inputs(tpmlp_mlp32 *t, const tpmlp_vec_dims *d) {
 
 /* ---------------------------------------------------------------- files */
 
-static void meta_add(tpmlp_meta *m, const char *key, const char *val) { m->keys[m->n] = key, m->vals[m->n++] = val; }
+static void meta_add(tpmlp_meta *m, const char *key, const char *val) {
+    if (m->n >= TPMLP_META_MAX) tpmlp_die(1, "metadata: more than %d keys (at '%s')", TPMLP_META_MAX, key);
+    m->keys[m->n] = key, m->vals[m->n++] = val;
+}
 static void meta_num(tpmlp_meta *m, const char *key, long long v) {
     snprintf(m->buf[m->n], sizeof m->buf[m->n], "%lld", v);
     meta_add(m, key, m->buf[m->n]);

@@ -60,9 +60,10 @@ int tpmlp_vec_generate_rank(const char *path, const tpmlp_vec_dims *d, int p, in
  * activation and seed it belongs to (so that check can refuse a mix-up), bias
  * = 0 for a step without biases (absent: with biases, as in every file
  * written before), and for one rank's file the split: tp, rank, split, f0, f1. */
+#define TPMLP_META_MAX 24
 typedef struct {
-    const char *keys[16], *vals[16];
-    char buf[16][24];
+    const char *keys[TPMLP_META_MAX], *vals[TPMLP_META_MAX];
+    char buf[TPMLP_META_MAX][24];
     int n;
 } tpmlp_meta;
 void tpmlp_vec_meta(tpmlp_meta *m, const char *format, const tpmlp_vec_dims *d);
