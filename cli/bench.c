@@ -188,9 +188,9 @@ int cmd_bench(int argc, char **argv) {
         tpmlp_die(TPMLP_EXIT_USAGE, "bench: --batch, --seq and --hidden are required (tpmlp bench --help)");
     if (stage != NULL) {
 #ifdef TPMLP_HAVE_MPI
-        char err[256]; /* every argument checked before any rank starts */
-        if (tp_run_check_p(p, args_shape_finish(&s), s.ffn, 0, err, sizeof err) != 0)
-            tpmlp_die(TPMLP_EXIT_USAGE, "%s", err);
+        char err[256];                       /* every argument checked before any rank starts */
+        const int N = args_shape_finish(&s); /* (fills in the default F) */
+        if (tp_run_check_p(p, N, s.ffn, 0, err, sizeof err) != 0) tpmlp_die(TPMLP_EXIT_USAGE, "%s", err);
         launch_ranks(p, argc, argv); /* typed at a shell: start the p ranks */
         return bench_tp(stage, p, &s, reps, overlap);
 #else

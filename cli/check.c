@@ -163,11 +163,19 @@ static int outputs_of(const tpmlp_check_result *res) {
 static void print_verdict(const tpmlp_check_result *res, const char *theirs_path, const tpmlp_check_opts *o) {
     if (res->present == 0)
         printf("FAIL: %s holds none of the output tensors\n", theirs_path);
-    else if (o->tp && o->rank >= 0)
-        printf("%s: rank %d of %d, %d tensor%s checked\n", res->pass ? "PASS" : "FAIL", o->rank, o->tp, res->present,
-               tpmlp_plural(res->present));
-    else
-        printf("%s: %d of %d tensors checked\n", res->pass ? "PASS" : "FAIL", res->present, outputs_of(res));
+    else if (res->pass && o->tp && o->rank >= 0)
+        printf("PASS: rank %d of %d, %d tensor%s checked\n", o->rank, o->tp, res->present, tpmlp_plural(res->present));
+    else if (res->pass)
+        printf("PASS: %d of %d tensors checked\n", res->present, outputs_of(res));
+    else { /* how many failed, and the first in the step's order: where the bug enters */
+        int failed = 0, first = -1;
+        for (int i = 0; i < V_ALL; i++)
+            if (res->rows[i].present && !res->rows[i].pass) failed++, first = first < 0 ? i : first;
+        char who[48] = "";
+        if (o->tp && o->rank >= 0) snprintf(who, sizeof who, "rank %d of %d, ", o->rank, o->tp);
+        printf("FAIL: %s%d of %d tensor%s failed; the first in the step's order, %s, is where to look\n", who, failed,
+               res->present, tpmlp_plural(res->present), tpmlp_vec_specs[first].name);
+    }
 }
 
 int check_report(const char *vec_path, const char *theirs_path, const tpmlp_check_opts *o, const char *dump, int mode) {

@@ -69,7 +69,8 @@ def test_planted_errors_fail(prog, gelu_vec, ref_outputs, tmp_path):
     assert r["h"].nonfinite and r["h"].got is None and r["h"].budget_used is None
     assert r["a"].ok
     s = str(r)
-    assert "FAIL: 8 tensors checked" in s and "NaN/Inf" in s and "[0,1,2]" in s
+    assert "FAIL: 3 of 8 tensors failed; the first in the step's order, h, is where to look" in s
+    assert "NaN/Inf" in s and "[0,1,2]" in s
 
 
 def test_a_zeroed_weight_grad_fails(prog, gelu_vec, ref_outputs, tmp_path):
@@ -148,7 +149,7 @@ def test_assert_matches_message(prog, gelu_vec, ref_outputs, rank_outputs, tmp_p
     assert "y: worst element [1, 2, 3]" in msg
     assert f"got {y.got:.9g}" in msg and f"reference {y.reference:.9g}" in msg and f"bound {y.bound:.3g}" in msg
     assert "budget used" in msg and y.budget_str() in msg
-    assert "FAIL: 8 tensors checked" in msg  # the table follows
+    assert "FAIL: 1 of 8 tensors failed; the first in the step's order, y, is where to look" in msg  # the table follows
     assert "rank" not in msg.split("\n")[0]
 
     badr = planted(rank_outputs[2], tmp_path / "r2.safetensors",

@@ -168,8 +168,12 @@ class Report:
         if self.ignored:
             lines.append("  ignored: " + ", ".join(self.ignored))
         who = f"rank {self.rank} of {self.tp}, " if self.rank is not None else ""
-        lines.append(f"{'PASS' if self.ok else 'FAIL'}: {who}{len(self.tensors)} tensors checked"
-                     + ("" if self.ok or self.failed else " (none of the output names found)"))
+        if self.ok or not self.failed:
+            lines.append(f"{'PASS' if self.ok else 'FAIL'}: {who}{len(self.tensors)} tensors checked"
+                         + ("" if self.ok else " (none of the output names found)"))
+        else:  # as tpmlp check says it: how many failed, and the first in the step's order
+            lines.append(f"FAIL: {who}{len(self.failed)} of {len(self.tensors)} tensors failed; "
+                         f"the first in the step's order, {self.failed[0].name}, is where to look")
         return "\n".join(lines)
 
 
