@@ -11,8 +11,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "util.h"
+
+const char *args_output(const char *flag, const char *path) {
+    struct stat sb;
+    if (path == NULL) tpmlp_die(TPMLP_EXIT_USAGE, "%s: missing file name", flag);
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+        tpmlp_die(TPMLP_EXIT_USAGE, "%s: '%s' is a folder; expected the name of the file to write", flag, path);
+    return path;
+}
 
 void args_open_or_die(st_file *f, const char *path) {
     char err[512];

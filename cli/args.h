@@ -18,6 +18,9 @@ typedef struct {
 
 #define TPMLP_EXIT_USAGE 2
 
+/* The file -o names (flag), or dies (exit 2) when it is missing or names a folder. */
+const char *args_output(const char *flag, const char *path);
+
 /* Opens the safetensors file a command line names, or dies (exit 2) with the reader's one line. */
 void args_open_or_die(st_file *f, const char *path);
 

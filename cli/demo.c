@@ -86,7 +86,10 @@ int cmd_demo(int argc, char **argv) {
         if (!args_shape_flag(&s, argc, argv, &i))
             tpmlp_die(TPMLP_EXIT_USAGE, "demo: unknown argument '%s' (tpmlp demo --help)", argv[i]);
     }
-    if (s.no_bias) tpmlp_die(TPMLP_EXIT_USAGE, "--no-bias: not an option of demo (gen and bench take it; run and check read it from the vector file)");
+    if (s.no_bias)
+        tpmlp_die(
+            TPMLP_EXIT_USAGE,
+            "--no-bias: not an option of demo (gen and bench take it; run and check read it from the vector file)");
     int N = args_shape_finish(&s);
     args_apply_threads(&s);
     int ok = 1;

@@ -33,8 +33,7 @@ int cmd_gen(int argc, char **argv) {
         }
         if (args_shape_flag(&s, argc, argv, &i) || args_rank_flag(&ra, argc, argv, &i)) continue;
         if (strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "--output") == 0) {
-            if (i + 1 >= argc) tpmlp_die(TPMLP_EXIT_USAGE, "%s: missing file name", argv[i]);
-            out = argv[++i];
+            out = args_output(argv[i], i + 1 < argc ? argv[i + 1] : NULL), i++;
             continue;
         }
         tpmlp_die(TPMLP_EXIT_USAGE, "gen: unknown argument '%s' (tpmlp gen --help)", argv[i]);

@@ -107,9 +107,11 @@ int cmd_run(int argc, char **argv) {
             if (v == NULL || (strcmp(v, "mpi") != 0 && strcmp(v, "local") != 0))
                 tpmlp_die(TPMLP_EXIT_USAGE, "--launch: expected mpi or local, got '%s'", v ? v : "nothing");
             launch = v, i++;
-        } else if (strcmp(argv[i], "--stage") == 0 || strcmp(argv[i], "-o") == 0) {
+        } else if (strcmp(argv[i], "-o") == 0) {
+            out = args_output("-o", v), i++;
+        } else if (strcmp(argv[i], "--stage") == 0) {
             if (v == NULL) tpmlp_die(TPMLP_EXIT_USAGE, "%s: missing value", argv[i]);
-            *(argv[i][1] == 'o' ? &out : &stage) = v, i++;
+            stage = v, i++;
         } else if (argv[i][0] == '-') {
             tpmlp_die(TPMLP_EXIT_USAGE, "run: unknown option '%s' (tpmlp run --help)", argv[i]);
         } else if (in == NULL) {
