@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include <cblas.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,18 @@ static const char bench_usage[] =
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
+}
+
+/* Half the spread, min to max, of n sorted times, as a share of their median. */
+static double half_spread(const double *sorted, int n) { return 0.5 * (sorted[n - 1] - sorted[0]) / sorted[n / 2]; }
+
+/* On stderr: when the times' spread is larger than the effect a line reports. */
+static void warn_if_noise(const char *what, double effect, double noise, int reps) {
+    if (noise > effect)
+        fprintf(stderr,
+                "tpmlp: bench: %s: the times spread by ±%.1f%% over %d reps, more than the %.1f%% it reports; "
+                "rerun on a quieter machine or with more --reps\n",
+                what, 100 * noise, reps, 100 * effect);
 }
 
 #ifdef TPMLP_HAVE_MPI
@@ -137,6 +150,16 @@ static int bench_tp(const char *stage, int p, tpmlp_shape_args *s, int reps, int
         if (p > 1)
             printf("all-reduce of %.2f MB alone: %.3f ms, algbw %.2f GB/s, busbw %.2f GB/s (= algbw · 2(p-1)/p)\n",
                    bytes / 1e6, ar * 1e3, bytes / ar / 1e9, 2.0 * (p - 1) / p * bytes / ar / 1e9);
+        /* min to max beside the medians, and a word where the spread outweighs an effect */
+        printf("spread over %d reps (min to max): fwd+bwd %.2f-%.2f ms at p=%d, %.2f-%.2f ms at p=1, the other overlap "
+               "mode %.2f-%.2f ms, all-reduce %.3f-%.3f ms\n",
+               reps, ts[0] * 1e3, ts[reps - 1] * 1e3, p, t1[0] * 1e3, t1[reps - 1] * 1e3, tother[0] * 1e3,
+               tother[reps - 1] * 1e3, ta[0] * 1e3, ta[reps - 1] * 1e3);
+        const double noise_step = half_spread(ts, reps), noise_one = half_spread(t1, reps);
+        warn_if_noise("the speedup", fabs(single / step - 1), noise_step > noise_one ? noise_step : noise_one, reps);
+        if (p > 1 && c.ops->iallreduce)
+            warn_if_noise("the overlap's saving", fabs(t_off - t_on) / step,
+                          noise_step > half_spread(tother, reps) ? noise_step : half_spread(tother, reps), reps);
         tpmlp_mlp32_free(&one);
     }
     free(ts), free(ta), free(t1), free(tother);
@@ -243,8 +266,12 @@ int cmd_bench(int argc, char **argv) {
     double flops = 6.0 * 2.0 * N * (double)s.hidden * s.ffn;
     printf("shape N=%d (batch %d × seq %d) D=%d F=%d act=%s threads=%d reps=%d\n", N, s.batch, s.seq, s.hidden, s.ffn,
            tpmlp_act_name(s.act), openblas_get_num_threads(), reps);
-    printf("fwd+bwd %.2f ms, gemms alone %.2f ms, ratio %.3f  (GEMMs at %.1f GFLOP/s)\n", mlp * 1e3, gemm * 1e3,
-           mlp / gemm, flops / gemm * 1e-9);
+    printf("fwd+bwd %.2f ms, gemms alone %.2f ms, ratio %.3f  (GEMMs at %.1f GFLOP/s; min to max over %d reps: "
+           "%.2f-%.2f ms, %.2f-%.2f ms)\n",
+           mlp * 1e3, gemm * 1e3, mlp / gemm, flops / gemm * 1e-9, reps, tm[0] * 1e3, tm[reps - 1] * 1e3, tg[0] * 1e3,
+           tg[reps - 1] * 1e3);
+    const double noise_m = half_spread(tm, reps), noise_g = half_spread(tg, reps);
+    warn_if_noise("the ratio", fabs(mlp / gemm - 1), noise_m > noise_g ? noise_m : noise_g, reps);
     free(tm), free(tg);
     return 0;
 }
