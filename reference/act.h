@@ -151,17 +151,15 @@ ACT_INLINE float act_gelu_tanh_grad_f32(float x) {
     return d;
 }
 
-/* σ(x) and σ(1-σ) for silu. */
-ACT_INLINE void act_silu_parts_f32(float x, float *sig, float *s1ms) { act_sigmoid_parts_f32(x, sig, s1ms); }
 ACT_INLINE float act_silu_f32(float x) {
     float s, d;
-    act_silu_parts_f32(x, &s, &d);
+    act_sigmoid_parts_f32(x, &s, &d); /* σ(x), σ(1-σ) */
     return x * s;
 }
 /* silu and silu' from one evaluation of σ. */
 ACT_INLINE void act_silu_both_f32(float x, float *value, float *grad) {
     float s, d;
-    act_silu_parts_f32(x, &s, &d);
+    act_sigmoid_parts_f32(x, &s, &d); /* σ(x), σ(1-σ) */
     *value = x * s;
     float ax = fabsf(x);
     float xc = copysignf(ax > 120.0f ? 120.0f : ax, x); /* σ(1-σ) is 0 beyond: keep inf·0 out */
